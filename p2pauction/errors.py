@@ -1,0 +1,71 @@
+"""The project's error tree.
+
+Every error the project raises on purpose derives from :class:`P2PAuctionError`. Two branches
+matter to callers:
+
+- :class:`ProtocolError`: a *remote* party (a peer, a corrupt file, a client on the control
+  socket) sent something that breaks the protocol. The local side is fine; drop or penalise the
+  sender.
+- :class:`UsageError`: *local* misuse (bad user input, an operation the rules forbid for this
+  caller). The message says what to do instead.
+"""
+
+from __future__ import annotations
+
+
+class P2PAuctionError(Exception):
+    """Base of every error p2pauction raises deliberately."""
+
+
+class ProtocolError(P2PAuctionError):
+    """A remote party broke the protocol (malformed bytes, invalid signature, bad frame...)."""
+
+
+class DecodeError(ProtocolError):
+    """Bytes that are not a well-formed, canonical message or event.
+
+    ``reason`` is a short machine-readable tag (for counters); the message is for people.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class FrameError(DecodeError):
+    """A frame on the wire is malformed or over the size limit."""
+
+
+class HandshakeError(ProtocolError):
+    """The peer failed the handshake (wrong net, version, signature, or too slow)."""
+
+
+class UsageError(P2PAuctionError):
+    """Local misuse: the caller asked for something invalid; the message says why."""
+
+
+class MoneyError(UsageError, ValueError):
+    """A string that is not a canonical money amount (e.g. ``7,5``, ``1e3``, ``075``, ``-1``)."""
+
+
+class RuleViolation(UsageError):
+    """A locally authored action that the auction rules refuse (bid too low, not the seller...).
+
+    ``reason`` is the same tag the ledger uses when it rejects such an event from a peer.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotFound(UsageError):
+    """An unknown auction id or an ambiguous id prefix."""
+
+
+class StoreError(P2PAuctionError):
+    """The on-disk store is unusable (corrupt, locked by another node, wrong network)."""
+
+
+class NodeUnavailable(UsageError):
+    """No node answers on this data directory's control socket."""

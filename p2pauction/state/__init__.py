@@ -1,0 +1,1 @@
+"""See the package docstring in p2pauction/__init__.py and docs/interfaces.md."""

@@ -1,0 +1,1 @@
+"""The deterministic simulator: the real node code in virtual time."""
