@@ -1,0 +1,600 @@
+"""The replicated auction state machine (pure, in memory, deterministic).
+
+Validity of an event is a function of the event and its causal past only (SPEC §2). The ledger
+keeps, per accepted event, a compact slotted record — never the Event or its bytes (the store has
+those) — with what validating a dependant needs: the best bid in the causal past (the bid itself
+for a bid), whether a close is in the causal past, the lamport, and the deps as record references
+(for the one-off causal closure of a close). Per auction it keeps aggregates: leading bid, heads,
+closes, and the bids in the closes' causal past (so late bids are known).
+
+Events whose deps are unknown wait in a bounded pending buffer (count and byte caps, oldest
+evicted first). Because every rule only reads the causal past, the same set of events gives the
+same state, digest and views whatever the arrival order or duplication.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Iterator
+
+from p2pauction.errors import DecodeError, NotFound
+from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
+                                     decode_event, event_id_of, unsigned_from_raw)
+from p2pauction.state.identity import SignatureVerifier
+from p2pauction.state.money import format_money
+from p2pauction.state.validation import CONTENT_REASONS, RejectReason
+
+_MOD = 1 << 256
+_REJECTED_MEMORY = 65_536   # content-rejected ids remembered (cheap repeats, dependants fail fast)
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    DISPUTED = "disputed"
+
+
+class OutcomeKind(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    PENDING = "pending"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    event_id: str | None                    # None when the bytes did not even decode
+    accepted: tuple[Event, ...] = ()        # this event and the pending ones it released, in order
+    reason: RejectReason | None = None      # set when REJECTED
+
+
+@dataclass(slots=True)
+class LedgerCounters:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)   # reason -> count, insertion ordered
+    pending: int = 0            # events waiting for deps now
+    pending_bytes: int = 0
+    evicted: int = 0            # pending events dropped by the caps
+    released: int = 0           # pending events later accepted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
+                "pending": self.pending, "pending_bytes": self.pending_bytes,
+                "evicted": self.evicted, "released": self.released}
+
+
+@dataclass(frozen=True, slots=True)
+class BidView:
+    id: str
+    bidder: str
+    name: str | None
+    amount: Decimal
+    lamport: int
+    ts: int
+    late: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "bidder": self.bidder, "name": self.name,
+                "amount": format_money(self.amount), "lamport": self.lamport, "ts": self.ts,
+                "late": self.late}
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionView:
+    id: str
+    seller: str
+    seller_name: str | None
+    item: str
+    currency: str
+    start_price: Decimal
+    min_increment: Decimal
+    ends_at: int | None
+    opened_ts: int
+    status: Status
+    bids: tuple[BidView, ...]        # deterministic order: (lamport, id) — a causal order
+    leading: BidView | None          # OPEN/DISPUTED: best of all bids; CLOSED: the winner
+    closes: tuple[str, ...]          # close event ids, sorted (two or more: DISPUTED, the proof)
+    winner: BidView | None           # CLOSED only
+    price: Decimal | None            # CLOSED with a winner
+    closed_ts: int | None            # ts of the (earliest) close
+
+    @property
+    def late_bids(self) -> tuple[BidView, ...]:
+        return tuple(b for b in self.bids if b.late)
+
+    @property
+    def min_next_bid(self) -> Decimal:
+        """The lowest amount a new bid that has seen every known bid may offer."""
+        if self.leading is None:
+            return self.start_price
+        nxt = self.leading.amount + self.min_increment
+        if self.min_increment == 0:
+            return nxt  # strictly above: any amount > leading; callers say "more than"
+        return max(nxt, self.start_price)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "seller": self.seller, "seller_name": self.seller_name, "item": self.item,
+            "currency": self.currency, "start_price": format_money(self.start_price),
+            "min_increment": format_money(self.min_increment), "ends_at": self.ends_at,
+            "opened_ts": self.opened_ts, "status": self.status.value,
+            "bids": [b.to_json() for b in self.bids],
+            "leading": self.leading.to_json() if self.leading else None,
+            "closes": list(self.closes),
+            "winner": self.winner.to_json() if self.winner else None,
+            "price": format_money(self.price) if self.price is not None else None,
+            "closed_ts": self.closed_ts,
+        }
+
+
+class _Rec:
+    """What the ledger keeps of one accepted event."""
+
+    __slots__ = ("id", "kind", "auction", "author", "lamport", "ts", "deps", "best", "closed",
+                 "amount", "name")
+
+    def __init__(self, id: str, kind: Kind, auction: str, author: str, lamport: int, ts: int,
+                 deps: tuple[_Rec, ...], best: _Rec | None, closed: bool,
+                 amount: Decimal | None, name: str | None) -> None:
+        self.id = id
+        self.kind = kind
+        self.auction = auction          # shared string object (the open's id)
+        self.author = author            # interned
+        self.lamport = lamport
+        self.ts = ts
+        self.deps = deps
+        self.best = best                # best bid in the causal past, including itself
+        self.closed = closed            # a close is in the causal past, including itself
+        self.amount = amount            # bids only
+        self.name = name                # bids only (interned)
+
+
+def _better(a: _Rec, b: _Rec | None) -> bool:
+    """Bid order: amount higher, then lamport lower, then id lower."""
+    if b is None:
+        return True
+    assert a.amount is not None and b.amount is not None
+    if a.amount != b.amount:
+        return a.amount > b.amount
+    if a.lamport != b.lamport:
+        return a.lamport < b.lamport
+    return a.id < b.id
+
+
+class _Auction:
+    __slots__ = ("rec", "seller", "seller_name", "item", "currency", "start_price", "min_increment",
+                 "ends_at", "bids", "leading", "closes", "in_close_past", "heads")
+
+    def __init__(self, rec: _Rec, body: OpenBody) -> None:
+        self.rec = rec
+        self.seller = rec.author
+        self.seller_name = body.name
+        self.item = body.item
+        self.currency = sys.intern(body.currency)
+        self.start_price = body.start_price
+        self.min_increment = body.min_increment
+        self.ends_at = body.ends_at
+        self.bids: list[_Rec] = []
+        self.leading: _Rec | None = None
+        self.closes: list[_Rec] = []
+        self.in_close_past: set[str] | None = None   # ids of bids in some close's causal past
+        self.heads: dict[str, None] = {rec.id: None}
+
+    @property
+    def status(self) -> Status:
+        if not self.closes:
+            return Status.OPEN
+        return Status.CLOSED if len(self.closes) == 1 else Status.DISPUTED
+
+
+class _Pending:
+    __slots__ = ("event", "missing")
+
+    def __init__(self, event: Event, missing: list[str]) -> None:
+        self.event = event
+        self.missing = missing
+
+
+class Ledger:
+    """Applies events; all state is a function of the set of accepted events."""
+
+    def __init__(self, net: str, *, verifier: SignatureVerifier | None = None,
+                 pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20) -> None:
+        self.net = net
+        self.verifier = verifier if verifier is not None else SignatureVerifier()
+        self.pending_max_count = pending_max_count
+        self.pending_max_bytes = pending_max_bytes
+        self.digest = 0
+        self.counters = LedgerCounters()
+        self._recs: dict[str, _Rec] = {}
+        self._auctions: dict[str, _Auction] = {}
+        self._auction_ids: list[str] = []            # sorted, for prefix lookups
+        self._pending: dict[str, _Pending] = {}      # insertion order = age (oldest first)
+        self._waiting: dict[str, dict[str, None]] = {}  # missing dep id -> pending ids
+        self._rejected: OrderedDict[str, RejectReason] = OrderedDict()
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def digest_hex(self) -> str:
+        return f"{self.digest:064x}"
+
+    def __len__(self) -> int:
+        return len(self._recs)
+
+    def has(self, event_id: str) -> bool:
+        return event_id in self._recs
+
+    def is_pending(self, event_id: str) -> bool:
+        return event_id in self._pending
+
+    def ids_in_order(self) -> Iterator[str]:
+        """Accepted ids in accept order (a causal order)."""
+        return iter(list(self._recs))
+
+    def lamport_of(self, event_id: str) -> int:
+        rec = self._recs.get(event_id)
+        if rec is None:
+            raise NotFound(f"unknown event {event_id}")
+        return rec.lamport
+
+    def heads(self, auction_id: str) -> tuple[str, ...]:
+        return tuple(sorted(self._get(auction_id).heads))
+
+    def auction(self, auction_id: str) -> AuctionView:
+        return self._view(self._get(auction_id))
+
+    def auctions(self, status: Status | None = None) -> list[AuctionView]:
+        """Views sorted by (opened_ts, id)."""
+        chosen = [a for a in self._auctions.values() if status is None or a.status == status]
+        chosen.sort(key=lambda a: (a.rec.ts, a.rec.id))
+        return [self._view(a) for a in chosen]
+
+    def status_counts(self) -> dict[str, int]:
+        """{"open": n, "closed": n, "disputed": n} without building views (cheap for status)."""
+        counts = {s.value: 0 for s in Status}
+        for a in self._auctions.values():
+            counts[a.status.value] += 1
+        return counts
+
+    def auction_ids(self) -> list[str]:
+        return list(self._auction_ids)
+
+    def resolve_prefix(self, prefix: str) -> str:
+        """The unique auction id starting with ``prefix`` (like git); NotFound if none or several."""
+        p = prefix.strip().lower()
+        if not p:
+            raise NotFound("empty auction id")
+        i = bisect.bisect_left(self._auction_ids, p)
+        matches = []
+        for aid in self._auction_ids[i:i + 2]:
+            if aid.startswith(p):
+                matches.append(aid)
+        if not matches:
+            raise NotFound(f"unknown auction {prefix!r}")
+        if len(matches) > 1:
+            raise NotFound(f"ambiguous auction prefix {prefix!r}: give more characters")
+        return matches[0]
+
+    def leading_head(self, auction_id: str) -> str | None:
+        """A head whose causal past (itself included) holds the leading bid (used by Author.close)."""
+        a = self._get(auction_id)
+        if a.leading is None:
+            return None
+        for hid in sorted(a.heads):
+            if self._recs[hid].best is a.leading:
+                return hid
+        return None  # pragma: no cover - every accepted bid is in some head's past
+
+    def head_lamports(self, auction_id: str) -> list[tuple[int, str]]:
+        a = self._get(auction_id)
+        return [(self._recs[h].lamport, h) for h in a.heads]
+
+    def _get(self, auction_id: str) -> _Auction:
+        a = self._auctions.get(auction_id)
+        if a is None:
+            raise NotFound(f"unknown auction {auction_id!r}")
+        return a
+
+    def _bid_view(self, a: _Auction, rec: _Rec) -> BidView:
+        late = a.in_close_past is not None and rec.id not in a.in_close_past
+        assert rec.amount is not None
+        return BidView(rec.id, rec.author, rec.name, rec.amount, rec.lamport, rec.ts, late)
+
+    def _view(self, a: _Auction) -> AuctionView:
+        status = a.status
+        bids = sorted(a.bids, key=lambda r: (r.lamport, r.id))
+        views = {r.id: self._bid_view(a, r) for r in bids}
+        winner = None
+        if status is Status.CLOSED and a.closes[0].best is not None:
+            winner = views[a.closes[0].best.id]
+        leading = winner if status is Status.CLOSED else (views[a.leading.id] if a.leading else None)
+        closes = sorted(a.closes, key=lambda r: r.id)
+        return AuctionView(
+            id=a.rec.id, seller=a.seller, seller_name=a.seller_name, item=a.item,
+            currency=a.currency, start_price=a.start_price, min_increment=a.min_increment,
+            ends_at=a.ends_at, opened_ts=a.rec.ts, status=status, bids=tuple(views.values()),
+            leading=leading, closes=tuple(r.id for r in closes), winner=winner,
+            price=winner.amount if winner else None,
+            closed_ts=min(r.ts for r in a.closes) if a.closes else None)
+
+    # ---------------------------------------------------------------- input
+
+    def receive_raw(self, raw: bytes) -> Outcome:
+        """Decode + verify + validate + apply one event from the wire."""
+        eid = _quick_id(raw)
+        if eid is not None and (eid in self._recs or eid in self._pending):
+            # gossip delivers many copies: spot known events before paying for a full decode
+            self.counters.duplicates += 1
+            return Outcome(OutcomeKind.DUPLICATE, eid)
+        try:
+            event = decode_event(raw)
+        except DecodeError as exc:
+            return self._reject_undecodable(RejectReason(exc.reason))
+        return self.receive(event)
+
+    def receive(self, event: Event, *, verified: bool = False) -> Outcome:
+        """Verify + validate + apply one decoded event; ``verified`` skips the signature check
+        (only for bytes this node itself stored after verifying them)."""
+        eid = event.id
+        if eid in self._recs or eid in self._pending:
+            self.counters.duplicates += 1
+            return Outcome(OutcomeKind.DUPLICATE, eid)
+        known = self._rejected.get(eid)
+        if known is not None:
+            self._count_reject(known)
+            return Outcome(OutcomeKind.REJECTED, eid, (), known)
+        if event.net != self.net:
+            return self._reject(eid, RejectReason.WRONG_NET, remember=False)
+        if not verified and not self.verifier.verify(event.author, event.sig, event.signing_bytes):
+            return self._reject(eid, RejectReason.BAD_SIGNATURE, remember=False)
+        missing = [d for d in event.deps if d not in self._recs]
+        if missing:
+            reason = self._check_known(event, missing)
+            if reason is None:
+                self._park(event, missing)
+                return Outcome(OutcomeKind.PENDING, eid)
+        else:
+            reason = self._check(event)
+        if reason is not None:
+            self._reject(eid, reason)
+            self._cascade(eid)      # events already waiting on this one can never be valid
+            return Outcome(OutcomeKind.REJECTED, eid, (), reason)
+        self._apply(event)
+        accepted = [event]
+        self._release(eid, accepted)
+        return Outcome(OutcomeKind.ACCEPTED, eid, tuple(accepted))
+
+    def load_trusted_raw(self, raw: bytes) -> Outcome:
+        """Rebuild from this node's own store: decode and validate, skip the signature."""
+        try:
+            event = decode_event(raw)
+        except DecodeError as exc:
+            return self._reject_undecodable(RejectReason(exc.reason))
+        return self.receive(event, verified=True)
+
+    # ---------------------------------------------------------------- rules
+
+    def _check_known(self, e: Event, missing: list[str]) -> RejectReason | None:
+        """Verdicts already certain while some deps are unknown (else the event waits)."""
+        if any(d in self._rejected for d in missing):
+            return RejectReason.INVALID_DEP
+        aid = e.auction_id
+        if any(self._recs[d].auction != aid for d in e.deps if d in self._recs):
+            return RejectReason.CROSS_AUCTION_DEP
+        return None
+
+    def _check(self, e: Event) -> RejectReason | None:
+        """Every rule that needs the causal past; all deps are accepted here."""
+        aid = e.auction_id
+        recs = self._recs
+        deps = [recs[d] for d in e.deps]
+        # one pass over the deps: auction, lamport, closed(e) and best(e)
+        top = 0
+        closed = False
+        best: _Rec | None = None
+        for d in deps:
+            if d.auction != aid:
+                return RejectReason.CROSS_AUCTION_DEP
+            if d.lamport > top:
+                top = d.lamport
+            closed = closed or d.closed
+            b = d.best
+            if b is not None and (best is None or _better(b, best)):
+                best = b
+        if e.lamport != top + 1:
+            return RejectReason.BAD_LAMPORT
+        body = e.body
+        if isinstance(body, OpenBody):
+            if body.ends_at is not None and body.ends_at <= e.ts:
+                return RejectReason.ENDS_BEFORE_OPEN
+            return None
+        a = self._auctions[aid]   # deps are of this auction, so the open is accepted
+        if isinstance(body, BidBody):
+            if e.author == a.seller:
+                return RejectReason.SELLER_BID
+            if closed:
+                return RejectReason.AUCTION_CLOSED
+            if a.ends_at is not None and e.ts > a.ends_at:
+                return RejectReason.AFTER_END
+            if body.amount < a.start_price:
+                return RejectReason.BELOW_START
+            if best is not None:
+                assert best.amount is not None
+                if body.amount <= best.amount:
+                    return RejectReason.NOT_ABOVE_BEST
+                if body.amount < best.amount + a.min_increment:
+                    return RejectReason.BELOW_INCREMENT
+            return None
+        assert isinstance(body, CloseBody)
+        if e.author != a.seller:
+            return RejectReason.NOT_SELLER
+        if closed:
+            return RejectReason.AUCTION_CLOSED
+        if body.winner != (best.id if best is not None else None):
+            return RejectReason.WRONG_WINNER
+        return None
+
+    # ---------------------------------------------------------------- apply
+
+    def _apply(self, e: Event) -> None:
+        eid = e.id
+        deps = tuple(self._recs[d] for d in e.deps)
+        body = e.body
+        author = sys.intern(e.author)
+        if isinstance(body, OpenBody):
+            rec = _Rec(eid, e.kind, eid, author, e.lamport, e.ts, (), None, False, None, None)
+            self._recs[eid] = rec
+            self._auctions[eid] = _Auction(rec, body)
+            bisect.insort(self._auction_ids, eid)
+        else:
+            a = self._auctions[body.auction]
+            aid = a.rec.id
+            if isinstance(body, BidBody):
+                name = sys.intern(body.name) if body.name is not None else None
+                rec = _Rec(eid, e.kind, aid, author, e.lamport, e.ts, deps, None, False, body.amount, name)
+                rec.best = rec
+                a.bids.append(rec)
+                if _better(rec, a.leading):
+                    a.leading = rec
+                if a.in_close_past is not None:
+                    pass  # accepted after a close: not in its past, hence late
+            else:
+                rec = _Rec(eid, e.kind, aid, author, e.lamport, e.ts, deps, _best_of(deps), True,
+                           None, None)
+                a.closes.append(rec)
+                self._mark_close_past(a, rec)
+            self._recs[eid] = rec
+            for d in e.deps:
+                a.heads.pop(d, None)
+            a.heads[eid] = None
+        self.digest = (self.digest + int(eid, 16)) % _MOD
+        self.counters.accepted += 1
+
+    def _mark_close_past(self, a: _Auction, close: _Rec) -> None:
+        """Bids in the close's causal past (BFS once per close; no recursion)."""
+        past = a.in_close_past if a.in_close_past is not None else set()
+        seen: set[str] = set()
+        queue = deque(close.deps)
+        while queue:
+            r = queue.popleft()
+            if r.id in seen:
+                continue
+            seen.add(r.id)
+            if r.kind is Kind.BID:
+                past.add(r.id)
+            queue.extend(r.deps)
+        a.in_close_past = past
+
+    # ---------------------------------------------------------------- pending
+
+    def _park(self, e: Event, missing: list[str]) -> None:
+        self._pending[e.id] = _Pending(e, missing)
+        for d in missing:
+            self._waiting.setdefault(d, {})[e.id] = None
+        self.counters.pending_bytes += len(e.raw)
+        while self._pending and (len(self._pending) > self.pending_max_count
+                                 or self.counters.pending_bytes > self.pending_max_bytes):
+            oldest = next(iter(self._pending))
+            self._drop_pending(oldest)
+            self.counters.evicted += 1
+        self.counters.pending = len(self._pending)
+
+    def _drop_pending(self, pid: str) -> _Pending:
+        p = self._pending.pop(pid)
+        for d in p.missing:
+            w = self._waiting.get(d)
+            if w is not None:
+                w.pop(pid, None)
+                if not w:
+                    del self._waiting[d]
+        self.counters.pending_bytes -= len(p.event.raw)
+        self.counters.pending = len(self._pending)
+        return p
+
+    def _release(self, first: str, accepted: list[Event]) -> None:
+        """Apply pending events unblocked by ``first``, iteratively, in sorted-id order per step."""
+        queue = deque([first])
+        while queue:
+            dep = queue.popleft()
+            waiters = self._waiting.pop(dep, None)
+            if not waiters:
+                continue
+            for pid in sorted(waiters):
+                p = self._pending.get(pid)
+                if p is None:
+                    continue
+                p.missing = [d for d in p.missing if d not in self._recs]
+                if p.missing:
+                    continue
+                self._drop_pending(pid)
+                e = p.event
+                reason = self._check(e)
+                if reason is not None:
+                    self._reject(pid, reason)
+                    self._cascade(pid)
+                    continue
+                self._apply(e)
+                self.counters.released += 1
+                accepted.append(e)
+                queue.append(pid)
+
+    def _cascade(self, rejected_id: str) -> None:
+        """Pending events that depend on a rejected event can never be valid: reject them too."""
+        queue = deque([rejected_id])
+        while queue:
+            dep = queue.popleft()
+            waiters = self._waiting.pop(dep, None)
+            if not waiters:
+                continue
+            for pid in sorted(waiters):
+                if pid in self._pending:
+                    self._drop_pending(pid)
+                    self._reject(pid, RejectReason.INVALID_DEP)
+                    queue.append(pid)
+
+    # ---------------------------------------------------------------- rejections
+
+    def _count_reject(self, reason: RejectReason) -> None:
+        key = reason.value
+        self.counters.rejected[key] = self.counters.rejected.get(key, 0) + 1
+
+    def _reject(self, eid: str, reason: RejectReason, *, remember: bool = True) -> Outcome:
+        self._count_reject(reason)
+        if remember and reason in CONTENT_REASONS:
+            self._rejected[eid] = reason
+            if len(self._rejected) > _REJECTED_MEMORY:
+                self._rejected.popitem(last=False)
+        return Outcome(OutcomeKind.REJECTED, eid, (), reason)
+
+    def _reject_undecodable(self, reason: RejectReason) -> Outcome:
+        self._count_reject(reason)
+        return Outcome(OutcomeKind.REJECTED, None, (), reason)
+
+
+def _quick_id(raw: bytes) -> str | None:
+    """The id the bytes would have if canonical (a copy of a known event has the same bytes up
+    to its signature, which is already verified for the known copy)."""
+    if len(raw) > MAX_EVENT_BYTES:
+        return None
+    try:
+        return event_id_of(unsigned_from_raw(bytes(raw)))
+    except (ValueError, TypeError):
+        return None
+
+
+def _best_of(deps: tuple[_Rec, ...] | list[_Rec]) -> _Rec | None:
+    best: _Rec | None = None
+    for d in deps:
+        b = d.best
+        if b is not None and _better(b, best):
+            best = b
+    return best

@@ -1,0 +1,343 @@
+"""Stores for accepted events, peers and finished-auction analytics.
+
+``MemoryStore`` (simulator) and ``SqliteStore`` (real nodes) implement the same ``EventStore``
+protocol. Analytics sums are computed exactly with Decimal in Python over the window's rows
+(prices are stored as canonical money strings; ``price_num`` is a REAL copy for ordering only).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+from p2pauction.errors import StoreError
+from p2pauction.state.events import Event
+from p2pauction.state.ledger import AuctionView, Status
+from p2pauction.state.money import format_money
+
+TOP_N = 10
+
+
+class EventStore(Protocol):
+    def append(self, events: Sequence[Event]) -> None: ...
+    def get_raw(self, event_id: str) -> bytes | None: ...
+    def iter_raw(self) -> Iterator[bytes]: ...
+    def __len__(self) -> int: ...
+    def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None: ...
+    def known_peers(self, limit: int = 100) -> list[tuple[str, str]]: ...
+    def record_finished(self, view: AuctionView) -> None: ...
+    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]: ...
+    def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]: ...
+    def check_net(self, net: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def finished_row(view: AuctionView) -> dict[str, Any]:
+    """The analytics row of a closed or disputed auction."""
+    if view.status is Status.OPEN:
+        raise StoreError(f"auction {view.id} is still open")
+    winner = view.winner
+    return {
+        "auction": view.id, "seller": view.seller, "seller_name": view.seller_name,
+        "item": view.item, "currency": view.currency,
+        "winner": winner.bidder if winner else None, "winner_name": winner.name if winner else None,
+        "winning_bid": winner.id if winner else None,
+        "price": format_money(winner.amount) if winner else None,
+        "opened_ts": view.opened_ts, "closed_ts": view.closed_ts, "status": view.status.value,
+        "bids": len(view.bids), "late_bids": len(view.late_bids),
+    }
+
+
+def bid_rows(view: AuctionView) -> list[dict[str, Any]]:
+    return [{"auction": view.id, "bid": b.id, "bidder": b.bidder, "name": b.name,
+             "amount": format_money(b.amount), "late": b.late} for b in view.bids]
+
+
+def _in_window(ts: int | None, since_ms: int | None, until_ms: int | None) -> bool:
+    if ts is None:
+        return False
+    return (since_ms is None or ts >= since_ms) and (until_ms is None or ts < until_ms)
+
+
+def _avg(total: Decimal, count: int) -> str:
+    # exact sum; the average is rounded half-even to the money grammar's 8 decimals
+    return format_money((total / count).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN))
+
+
+def compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]],
+                  since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
+    """Analytics over finished-auction rows (already filtered to the window)."""
+    rows = list(rows)
+    per_cur: dict[str, dict[str, Any]] = {}
+    sellers: dict[str, dict[str, Any]] = {}
+    bidders: dict[str, dict[str, Any]] = {}
+    status_count = {"closed": 0, "disputed": 0, "unsold": 0}
+    for r in sorted(rows, key=lambda r: (r["closed_ts"], r["auction"])):
+        status_count[r["status"]] += 1
+        if r["status"] == "closed" and r["price"] is None:
+            status_count["unsold"] += 1
+        s = sellers.setdefault(r["seller"], {"key": r["seller"], "name": r["seller_name"], "count": 0,
+                                             "sold": 0, "volume": {}})
+        s["count"] += 1
+        if r["price"] is None:
+            continue
+        price = Decimal(r["price"])
+        cur = r["currency"]
+        c = per_cur.setdefault(cur, {"count": 0, "volume": Decimal(0), "max": price})
+        c["count"] += 1
+        c["volume"] += price
+        c["max"] = max(c["max"], price)
+        s["sold"] += 1
+        s["volume"][cur] = s["volume"].get(cur, Decimal(0)) + price
+        w = bidders.setdefault(r["winner"], {"key": r["winner"], "name": r["winner_name"], "bids": 0,
+                                             "wins": 0, "volume": {}})
+        w["wins"] += 1
+        w["volume"][cur] = w["volume"].get(cur, Decimal(0)) + price
+    for b in sorted(bids, key=lambda b: (b["auction"], b["bid"])):
+        w = bidders.setdefault(b["bidder"], {"key": b["bidder"], "name": b["name"], "bids": 0, "wins": 0,
+                                             "volume": {}})
+        w["bids"] += 1
+        if w["name"] is None:
+            w["name"] = b["name"]
+
+    def money_map(m: dict[str, Decimal]) -> dict[str, str]:
+        return {k: format_money(v) for k, v in sorted(m.items())}
+
+    def by_volume(table: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for cur in sorted(per_cur):
+            ranked = sorted((e for e in table.values() if cur in e["volume"]),
+                            key=lambda e: (-e["volume"][cur], e["key"]))[:TOP_N]
+            out[cur] = [{"key": e["key"], "name": e["name"], "volume": format_money(e["volume"][cur])}
+                        for e in ranked]
+        return out
+
+    top_sellers = sorted(sellers.values(), key=lambda e: (-e["sold"], -e["count"], e["key"]))[:TOP_N]
+    top_bidders = sorted(bidders.values(), key=lambda e: (-e["wins"], -e["bids"], e["key"]))[:TOP_N]
+    return {
+        "since": since_ms, "until": until_ms, "finished": len(rows), **status_count,
+        "currencies": {cur: {"count": c["count"], "volume": format_money(c["volume"]),
+                             "average": _avg(c["volume"], c["count"]), "max": format_money(c["max"])}
+                       for cur, c in sorted(per_cur.items())},
+        "top_sellers": [{**e, "volume": money_map(e["volume"])} for e in top_sellers],
+        "top_bidders": [{**e, "volume": money_map(e["volume"])} for e in top_bidders],
+        "top_sellers_by_volume": by_volume(sellers),
+        "top_bidders_by_volume": by_volume(bidders),
+    }
+
+
+class MemoryStore:
+    """Dict-backed store: survives a simulated crash because the simulator keeps the object."""
+
+    def __init__(self) -> None:
+        self._raw: dict[str, bytes] = {}
+        self._peers: dict[str, tuple[str, float]] = {}
+        self._finished: dict[str, dict[str, Any]] = {}
+        self._bids: dict[str, list[dict[str, Any]]] = {}
+        self.net: str | None = None
+        self.closed = False
+
+    def check_net(self, net: str) -> None:
+        if self.net is None:
+            self.net = net
+        elif self.net != net:
+            raise StoreError(f"this store holds network {self.net!r}, not {net!r}")
+
+    def append(self, events: Sequence[Event]) -> None:
+        for e in events:
+            self._raw.setdefault(e.id, e.raw)
+
+    def get_raw(self, event_id: str) -> bytes | None:
+        return self._raw.get(event_id)
+
+    def iter_raw(self) -> Iterator[bytes]:
+        return iter(list(self._raw.values()))
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None:
+        self._peers.pop(public_hex, None)
+        self._peers[public_hex] = (addr, seen_at)
+
+    def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
+        ranked = sorted(self._peers.items(), key=lambda kv: (-kv[1][1], kv[0]))
+        return [(k, a) for k, (a, _) in ranked[:limit]]
+
+    def record_finished(self, view: AuctionView) -> None:
+        self._finished[view.id] = finished_row(view)
+        self._bids[view.id] = bid_rows(view)
+
+    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in self._finished.values()
+                if _in_window(r["closed_ts"], since_ms, until_ms)]
+        return sorted(rows, key=lambda r: (r["closed_ts"], r["auction"]))
+
+    def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
+        rows = self.history(since_ms, until_ms)
+        bids = [b for r in rows for b in self._bids.get(r["auction"], [])]
+        return compute_stats(rows, bids, since_ms, until_ms)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    auction TEXT NOT NULL, raw BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_auction ON events(auction);
+CREATE TABLE IF NOT EXISTS peers (key TEXT PRIMARY KEY, addr TEXT NOT NULL, seen_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS peers_seen ON peers(seen_at);
+CREATE TABLE IF NOT EXISTS finished (auction TEXT PRIMARY KEY, seller TEXT NOT NULL, seller_name TEXT,
+    item TEXT NOT NULL, currency TEXT NOT NULL, winner TEXT, winner_name TEXT, winning_bid TEXT,
+    price TEXT, price_num REAL, opened_ts INTEGER NOT NULL, closed_ts INTEGER NOT NULL,
+    status TEXT NOT NULL, bids INTEGER NOT NULL, late_bids INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS finished_closed ON finished(closed_ts);
+CREATE TABLE IF NOT EXISTS finished_bids (auction TEXT NOT NULL, bid TEXT NOT NULL, bidder TEXT NOT NULL,
+    name TEXT, amount TEXT NOT NULL, late INTEGER NOT NULL, PRIMARY KEY (auction, bid));
+"""
+_SCHEMA_VERSION = "1"
+_INSERT = "INSERT OR IGNORE INTO events(id, auction, raw) VALUES (?,?,?)"
+_FINISHED_COLS = ("auction", "seller", "seller_name", "item", "currency", "winner", "winner_name",
+                  "winning_bid", "price", "opened_ts", "closed_ts", "status", "bids", "late_bids")
+
+
+class SqliteStore:
+    """SQLite in WAL mode with synchronous=NORMAL: each append is one committed transaction, which
+    survives a crash of the process (kill -9) as soon as append returns (not a power cut)."""
+
+    def __init__(self, path: Path | str, *, net: str | None = None) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if self.path != ":memory:" and str(mode).lower() != "wal":
+                raise StoreError(f"store {self.path}: cannot enable WAL (journal_mode={mode})")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+            elif row[0] != _SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} has schema {row[0]}, expected {_SCHEMA_VERSION}")
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path} is unusable: {exc}") from None
+        if net is not None:
+            self.check_net(net)
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path}: {exc}") from None
+
+    def check_net(self, net: str) -> None:
+        """Bind the store to a network on first use; refuse a store of another network."""
+        row = self._run("SELECT value FROM meta WHERE key='net'").fetchone()
+        if row is None:
+            self._run("INSERT INTO meta VALUES ('net', ?)", (net,))
+        elif row[0] != net:
+            raise StoreError(f"store {self.path} holds network {row[0]!r}, not {net!r} "
+                             "(use that --net or another data directory)")
+
+    def append(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        rows = [(e.id, e.auction_id, e.raw) for e in events]
+        try:
+            if len(rows) == 1:   # autocommit: one statement is one committed transaction
+                before = self._db.total_changes
+                self._db.execute(_INSERT, rows[0])
+                self._count += self._db.total_changes - before
+                return
+            with self._db:  # one transaction, committed (durable vs. kill -9) on exit
+                self._db.execute("BEGIN")
+                before = self._db.total_changes
+                self._db.executemany(_INSERT, rows)
+                self._count += self._db.total_changes - before
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path}: cannot append events: {exc}") from None
+
+    def get_raw(self, event_id: str) -> bytes | None:
+        row = self._run("SELECT raw FROM events WHERE id=?", (event_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def iter_raw(self) -> Iterator[bytes]:
+        last = 0
+        while True:
+            rows = self._run("SELECT seq, raw FROM events WHERE seq > ? ORDER BY seq LIMIT 2048",
+                             (last,)).fetchall()
+            if not rows:
+                return
+            for seq, raw in rows:
+                yield bytes(raw)
+            last = rows[-1][0]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None:
+        self._run("INSERT INTO peers VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET addr=excluded.addr, "
+                  "seen_at=excluded.seen_at", (public_hex, addr, seen_at))
+
+    def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
+        rows = self._run("SELECT key, addr FROM peers ORDER BY seen_at DESC, key LIMIT ?", (limit,))
+        return [(str(k), str(a)) for k, a in rows.fetchall()]
+
+    def record_finished(self, view: AuctionView) -> None:
+        row = finished_row(view)
+        values = [row[c] for c in _FINISHED_COLS]
+        price_num = float(row["price"]) if row["price"] is not None else None
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO finished({', '.join(_FINISHED_COLS)}, price_num) "
+                    f"VALUES ({', '.join('?' * (len(_FINISHED_COLS) + 1))})", [*values, price_num])
+                self._db.execute("DELETE FROM finished_bids WHERE auction=?", (view.id,))
+                self._db.executemany(
+                    "INSERT INTO finished_bids VALUES (?,?,?,?,?,?)",
+                    [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"]))
+                     for b in bid_rows(view)])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path}: cannot record auction {view.id}: {exc}") from None
+
+    @staticmethod
+    def _window(since_ms: int | None, until_ms: int | None) -> tuple[str, list[int]]:
+        where, params = [], []
+        if since_ms is not None:
+            where.append("closed_ts >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("closed_ts < ?")
+            params.append(until_ms)
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+        where, params = self._window(since_ms, until_ms)
+        cur = self._run(f"SELECT {', '.join(_FINISHED_COLS)} FROM finished{where} "
+                        "ORDER BY closed_ts, auction", params)
+        return [dict(zip(_FINISHED_COLS, r)) for r in cur.fetchall()]
+
+    def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
+        rows = self.history(since_ms, until_ms)
+        where, params = self._window(since_ms, until_ms)
+        cur = self._run("SELECT b.auction, b.bid, b.bidder, b.name, b.amount, b.late FROM finished_bids b "
+                        f"JOIN finished f ON f.auction = b.auction{where.replace('closed_ts', 'f.closed_ts')}",
+                        params)
+        bids = [{"auction": a, "bid": b, "bidder": k, "name": n, "amount": m, "late": bool(l)}
+                for a, b, k, n, m, l in cur.fetchall()]
+        for r in rows:
+            r["bids"] = int(r["bids"])
+        return compute_stats(rows, bids, since_ms, until_ms)
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.DatabaseError:  # pragma: no cover
+            pass
