@@ -9,3 +9,15 @@ Layers, bottom up (see README "Architecture"):
 """
 
 __version__ = "0.1.0"
+
+# The embedding API, imported lazily so that `import p2pauction` (e.g. by the CLI's client
+# commands) does not pull in asyncio networking it will not use.
+__all__ = ["AuctionNode", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "AuctionNode":
+        from p2pauction.api import AuctionNode
+
+        return AuctionNode
+    raise AttributeError(f"module 'p2pauction' has no attribute {name!r}")

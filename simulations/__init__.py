@@ -1,1 +1,39 @@
-"""The deterministic simulator: the real node code in virtual time."""
+"""The deterministic simulator: the real node code in virtual time.
+
+``python -m simulations run --nodes 200 --seed 7 --loss 0.1 --partition symmetric:6-16 --crash 0.05
+--hostile 2 --report out/`` runs many nodes in one process over an in-memory network and prints a
+one-line verdict (and ``out/report.json`` + ``out/coverage.png``). ``--check-determinism`` runs it
+twice and compares the trace hashes. ``python -m simulations.seeds --count 1000`` runs the
+acceptance mix over many seeds.
+
+What runs: each simulated node is the project's own ``GossipCore`` over a ``Replica`` on a
+``MemoryStore``; the bootstrap is the project's ``DiscoveryCore`` (:mod:`simulations.nodes`).
+The simulator only plays the role of the asyncio adapter: it calls ``connection_made`` /
+``data_received`` / ``connection_lost`` / ``dial_failed`` / ``tick`` and performs the actions
+the core returns. Two pure computations are shared across nodes because that is sound and it is
+what makes a thousand nodes fit in one process: one ``SignatureVerifier`` with a cache keyed by
+the exact signed bytes, and one decode cache (bytes -> immutable Event; ``--no-decode-cache``
+turns it off, and a test shows the trace is identical either way).
+
+Modules: :mod:`~simulations.engine` (virtual clock, event queue, driving cores),
+:mod:`~simulations.network` (links, latency, loss, duplication, reordering, partitions),
+:mod:`~simulations.faults` (fault plans: partitions, crash/restart, churn, clock skew, hostile
+acts), :mod:`~simulations.hostile` (the hostile authors), :mod:`~simulations.workloads`
+(reference, random auctions, hot auction), :mod:`~simulations.checker` (safety each step,
+liveness after heal), :mod:`~simulations.report`, :mod:`~simulations.cli`,
+:mod:`~simulations.seeds`; :mod:`~simulations.standin` is a trivial node used only by the
+engine's own unit tests.
+
+Determinism: every random choice comes from a ``random.Random`` seeded with a string derived from
+the run's seed (string seeds are stable across ``PYTHONHASHSEED``); identities come from seeded
+key material; no wall clock, thread or OS randomness touches the simulated path (wall time is
+read only to report speed). The trace hash is a SHA-256 over every delivered chunk (virtual
+time, source, destination, bytes) and every acceptance (time, node, event id).
+
+Fault model notes: loss, duplication and reordering act on whole frames of the gossip protocol
+(an unreliable message channel over an authenticated session); the link handshake frames are
+exempt, because on TCP those bytes are retransmitted, and dropping them would only make honest
+peers look like protocol violators (and get them banned). ``NetParams(loss_mode="tcp")`` models
+loss as retransmission delay with head-of-line blocking instead. Partitions drop frames and time
+out dials across the cut; connections across it die by the cores' own liveness timeouts.
+"""

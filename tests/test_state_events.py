@@ -144,3 +144,15 @@ def test_lone_surrogate_is_refused() -> None:
 def test_deeply_nested_json_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         decode_event(b"[" * 4000 + b"]" * 4000)
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.binary(max_size=300), st.sampled_from(VALID).map(lambda r: r[:-5] + b"}" * 5)))
+def test_ledger_never_raises_on_any_bytes(raw: bytes) -> None:
+    from p2pauction.state.ledger import Ledger, OutcomeKind
+
+    ledger = Ledger(NET)
+    out = ledger.receive_raw(raw)
+    assert out.kind in (OutcomeKind.REJECTED, OutcomeKind.PENDING, OutcomeKind.ACCEPTED)
+    if out.kind is OutcomeKind.REJECTED:
+        assert out.reason is not None

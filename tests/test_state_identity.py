@@ -67,3 +67,12 @@ def test_corrupt_key_file_refused(tmp_path: Path, content: str) -> None:
     os.close(fd)
     with pytest.raises(StoreError, match="corrupt"):
         Identity.load_or_create(path)
+
+
+def test_stale_temp_file_and_missing_directory(tmp_path: Path) -> None:
+    path = tmp_path / "identity.key"
+    (tmp_path / f".identity.key.{os.getpid()}.tmp").write_text("junk")
+    Identity.load_or_create(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.key"]
+    with pytest.raises(StoreError, match="cannot create"):
+        Identity.load_or_create(tmp_path / "missing" / "identity.key")

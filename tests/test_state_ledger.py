@@ -231,3 +231,42 @@ def test_counters_to_json() -> None:
     ledger.receive_raw(hashlib.sha256(b"x").digest())
     c = ledger.counters.to_json()
     assert c["rejected"] == 2 and c["rejected_by_reason"] == {"malformed": 2}
+
+
+def test_copy_of_known_event_is_duplicate_even_with_another_signature() -> None:
+    raws = chain(1)
+    ledger = Ledger(NET)
+    for raw in raws:
+        ledger.receive_raw(raw)
+    sig_at = raws[1].index(b'"sig":"') + 7
+    other_sig = raws[1][:sig_at] + b"0" * 128 + raws[1][sig_at + 128:]
+    out = ledger.receive_raw(other_sig)
+    assert out.kind is OutcomeKind.DUPLICATE and out.event_id == decode_event(raws[1]).id
+    assert len(ledger) == 2 and ledger.counters.duplicates == 1
+    # but the same forged copy of an UNKNOWN event is rejected
+    fresh = Ledger(NET)
+    fresh.receive_raw(raws[0])
+    assert fresh.receive_raw(other_sig).reason == "bad_signature"
+
+
+def test_min_next_bid() -> None:
+    s = reference_scenario()
+    view = s.ledger.auction(s.pic2)
+    assert view.min_next_bid == Decimal(60) and view.to_json()["min_next_bid"] == "60"
+    ledger = Ledger(NET)
+    aid = accept(ledger, author(1).open(ledger, item="x", start_price=Decimal(5), min_increment=Decimal("0.5"),
+                                        wall_ms=1)).id
+    accept(ledger, author(2).bid(ledger, aid, Decimal(7), wall_ms=2))
+    assert ledger.auction(aid).min_next_bid == Decimal("7.5")
+    assert s.ledger.auction(s.pic1).to_json()["min_next_bid"] is None     # closed
+
+
+def test_views_change_when_their_auction_changes() -> None:
+    ledger = Ledger(NET)
+    aid = accept(ledger, author(1).open(ledger, item="x", start_price=Decimal(5), wall_ms=1)).id
+    other = accept(ledger, author(2).open(ledger, item="y", start_price=Decimal(5), wall_ms=1)).id
+    first, other_view = ledger.auction(aid), ledger.auction(other)
+    assert ledger.auction(aid) is first                     # unchanged: the same immutable view
+    accept(ledger, author(2).bid(ledger, aid, Decimal(6), wall_ms=2))
+    assert ledger.auction(aid).leading is not None and first.leading is None
+    assert ledger.auction(other) is other_view

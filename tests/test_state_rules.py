@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -316,7 +317,7 @@ def test_authoring_matches_the_ledger_rules() -> None:
     seller, bidder = author(1, "S"), author(2, "B")
     aid = accept(ledger, seller.open(ledger, item="Pic", start_price=Decimal(10),
                                      min_increment=Decimal("0.5"), ends_at=9000, wall_ms=1000)).id
-    cases = [
+    cases: list[tuple[Callable[[], object], R, str]] = [
         (lambda: seller.bid(ledger, aid, Decimal(20), wall_ms=1001), R.SELLER_BID, "own auction"),
         (lambda: bidder.bid(ledger, aid, Decimal(9), wall_ms=1001), R.BELOW_START, "minimum is 10 USDt"),
         (lambda: bidder.bid(ledger, aid, Decimal(20), wall_ms=9001), R.AFTER_END, "ended"),

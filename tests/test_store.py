@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from p2pauction.errors import StoreError
 from p2pauction.state.events import Event, decode_event
 from p2pauction.state.replica import Replica
-from p2pauction.state.store import MemoryStore, SqliteStore
+from p2pauction.state.store import EventStore, MemoryStore, SqliteStore
 from tests.state_helpers import NET, author, reference_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,9 @@ def test_receive_many_one_transaction(tmp_path: Path) -> None:
     assert sum(len(o.accepted) for o in outcomes) == len(s.events)
     assert replica.ledger.digest_hex == s.ledger.digest_hex
     assert [r["auction"] for r in replica.store.history(None, None)] == [s.pic1]
+    # released pending events were stored in causal order: a rebuild accepts every one of them
+    again = Replica(NET, replica.store)
+    assert again.ledger.digest_hex == s.ledger.digest_hex and again.ledger.counters.pending == 0
 
 
 # ------------------------------------------------------------------ kill -9
@@ -175,7 +179,15 @@ def _market(replica: Replica) -> dict[str, str]:
     return ids
 
 
-STORES = {"sqlite": lambda p: SqliteStore(p / "s.db"), "memory": lambda p: MemoryStore()}
+def _sqlite(p: Path) -> EventStore:
+    return SqliteStore(p / "s.db")
+
+
+def _memory(p: Path) -> EventStore:
+    return MemoryStore()
+
+
+STORES: dict[str, Callable[[Path], EventStore]] = {"sqlite": _sqlite, "memory": _memory}
 
 
 @pytest.mark.parametrize("kind", sorted(STORES))

@@ -12,12 +12,9 @@ from p2pauction.errors import RuleViolation, UsageError
 from p2pauction.state.events import (MAX_DEPS, MAX_ITEM_CHARS, MAX_NAME_CHARS, BidBody, CloseBody,
                                      Event, Kind, OpenBody, sign_event)
 from p2pauction.state.identity import Identity
-from p2pauction.state.ledger import AuctionView, Ledger, Status
+from p2pauction.state.ledger import TICK, AuctionView, Ledger, Status
 from p2pauction.state.money import format_money, is_currency
 from p2pauction.state.validation import RejectReason
-
-
-_TICK = Decimal("0.00000001")   # the smallest step the money grammar allows
 
 
 def _amount(value: Decimal, currency: str) -> str:
@@ -78,7 +75,7 @@ class Author:
                 reason = RejectReason.NOT_ABOVE_BEST if amount <= lead.amount else RejectReason.BELOW_INCREMENT
                 raise RuleViolation(f"bid too low: the minimum is {_amount(minimum, view.currency)}", reason)
         elif amount <= lead.amount:
-            minimum = lead.amount + _TICK
+            minimum = lead.amount + TICK
             raise RuleViolation(
                 f"bid too low: the minimum is {_amount(minimum, view.currency)} "
                 f"(more than the leading {_amount(lead.amount, view.currency)})",

@@ -204,20 +204,27 @@ def _name(obj: dict[str, Any]) -> str | None:
     return str(name)
 
 
-def _keys(obj: object, required: set[str], optional: set[str], what: str) -> dict[str, Any]:
+def _keys(obj: object, required: frozenset[str], allowed: frozenset[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _fail(R.BAD_FIELD, f"{what} must be an object")
-    keys = set(obj)
-    if not required <= keys or not keys <= required | optional:
+    keys = obj.keys()
+    if not required <= keys or not keys <= allowed:
         raise _fail(R.BAD_FIELD, f"{what} must have fields {sorted(required)}"
-                    + (f" (optional {sorted(optional)})" if optional else "")
+                    + (f" (optional {sorted(allowed - required)})" if allowed != required else "")
                     + f", got {sorted(keys)}")
     return obj
 
 
+_OPEN_REQ = frozenset(("item", "currency", "start_price", "min_increment", "ends_at"))
+_OPEN_ALL = _OPEN_REQ | {"name"}
+_BID_REQ = frozenset(("auction", "amount"))
+_BID_ALL = _BID_REQ | {"name"}
+_CLOSE_REQ = frozenset(("auction", "winner"))
+
+
 def _parse_body(kind: Kind, obj: object) -> Body:
     if kind is Kind.OPEN:
-        b = _keys(obj, {"item", "currency", "start_price", "min_increment", "ends_at"}, {"name"}, "open body")
+        b = _keys(obj, _OPEN_REQ, _OPEN_ALL, "open body")
         if not _text(b["item"], 1, MAX_ITEM_CHARS):
             raise _fail(R.BAD_FIELD, f"item must be 1-{MAX_ITEM_CHARS} characters")
         if not is_currency(b["currency"]):
@@ -228,11 +235,11 @@ def _parse_body(kind: Kind, obj: object) -> Body:
         return OpenBody(b["item"], b["currency"], _money(b, "start_price"), _money(b, "min_increment"),
                         ends_at, _name(b))
     if kind is Kind.BID:
-        b = _keys(obj, {"auction", "amount"}, {"name"}, "bid body")
+        b = _keys(obj, _BID_REQ, _BID_ALL, "bid body")
         if not _hex64(b["auction"]):
             raise _fail(R.BAD_FIELD, "auction must be an event id (64 lowercase hex)")
         return BidBody(b["auction"], _money(b, "amount"), _name(b))
-    b = _keys(obj, {"auction", "winner"}, set(), "close body")
+    b = _keys(obj, _CLOSE_REQ, _CLOSE_REQ, "close body")
     if not _hex64(b["auction"]):
         raise _fail(R.BAD_FIELD, "auction must be an event id (64 lowercase hex)")
     if b["winner"] is not None and not _hex64(b["winner"]):
@@ -241,8 +248,12 @@ def _parse_body(kind: Kind, obj: object) -> Body:
 
 
 def _parse_deps(kind: Kind, deps: object) -> tuple[str, ...]:
-    if not isinstance(deps, list) or not all(_hex64(d) for d in deps):
+    if not isinstance(deps, list):
         raise _fail(R.BAD_FIELD, "deps must be a list of event ids")
+    match = _HEX64.fullmatch
+    for d in deps:
+        if type(d) is not str or match(d) is None:
+            raise _fail(R.BAD_FIELD, "deps must be a list of event ids")
     if kind is Kind.OPEN:
         if deps:
             raise _fail(R.BAD_DEPS, "an auction.open has no deps")

@@ -6,6 +6,7 @@ private key as hex; it is created atomically with mode 0600 and refused if anyon
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections import OrderedDict
@@ -53,7 +54,11 @@ class Identity:
         ident = cls.generate()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:   # left by a crashed process that had our pid: never used
+                os.unlink(tmp)
+                fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create the identity key {path}: {exc.strerror or exc}") from None
         try:
@@ -138,7 +143,7 @@ def verify_signature(public_hex: str, signature: bytes, message: bytes) -> bool:
 class SignatureVerifier:
     """Verification with a cache of parsed public keys and, optionally, of results.
 
-    ``cache_size`` > 0 keeps an LRU of verified (key, sig, message) triples: the simulator shares
+    ``cache_size`` > 0 keeps an LRU of verdicts keyed by (key, sig, sha256(message)): the simulator shares
     one verifier across all simulated nodes so each event is verified once, not once per node.
     """
 
@@ -163,8 +168,10 @@ class SignatureVerifier:
         return key
 
     def verify(self, public_hex: str, signature: bytes, message: bytes) -> bool:
+        triple: tuple[str, bytes, bytes] | None = None
         if self.cache_size > 0:
-            triple = (public_hex, signature, message)
+            # keyed by the message's SHA-256, not the message: the cache stays small
+            triple = (public_hex, signature, hashlib.sha256(message).digest())
             hit = self._results.get(triple)
             if hit is not None:
                 self._results.move_to_end(triple)
@@ -179,8 +186,8 @@ class SignatureVerifier:
                 ok = True
             except InvalidSignature:
                 ok = False
-        if self.cache_size > 0:
-            self._results[(public_hex, signature, message)] = ok
+        if triple is not None:
+            self._results[triple] = ok
             if len(self._results) > self.cache_size:
                 self._results.popitem(last=False)
         return ok

@@ -30,6 +30,8 @@ from p2pauction.state.money import format_money
 from p2pauction.state.validation import CONTENT_REASONS, RejectReason
 
 _MOD = 1 << 256
+TICK = Decimal("0.00000001")   # the smallest step the money grammar allows
+_VIEW_CACHE = 64             # auction views kept until their auction changes
 _REJECTED_MEMORY = 65_536   # content-rejected ids remembered (cheap repeats, dependants fail fast)
 
 
@@ -112,13 +114,11 @@ class AuctionView:
 
     @property
     def min_next_bid(self) -> Decimal:
-        """The lowest amount a new bid that has seen every known bid may offer."""
+        """The lowest amount a bid that has seen every known bid may offer: the start price,
+        else the leading amount plus the increment (or plus one tick, 0.00000001, without one)."""
         if self.leading is None:
             return self.start_price
-        nxt = self.leading.amount + self.min_increment
-        if self.min_increment == 0:
-            return nxt  # strictly above: any amount > leading; callers say "more than"
-        return max(nxt, self.start_price)
+        return self.leading.amount + (self.min_increment if self.min_increment > 0 else TICK)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +132,7 @@ class AuctionView:
             "winner": self.winner.to_json() if self.winner else None,
             "price": format_money(self.price) if self.price is not None else None,
             "closed_ts": self.closed_ts,
+            "min_next_bid": format_money(self.min_next_bid) if self.status is Status.OPEN else None,
         }
 
 
@@ -220,6 +221,7 @@ class Ledger:
         self._pending: dict[str, _Pending] = {}      # insertion order = age (oldest first)
         self._waiting: dict[str, dict[str, None]] = {}  # missing dep id -> pending ids
         self._rejected: OrderedDict[str, RejectReason] = OrderedDict()
+        self._views: OrderedDict[str, AuctionView] = OrderedDict()
 
     # ---------------------------------------------------------------- queries
 
@@ -250,13 +252,13 @@ class Ledger:
         return tuple(sorted(self._get(auction_id).heads))
 
     def auction(self, auction_id: str) -> AuctionView:
-        return self._view(self._get(auction_id))
+        return self._cached_view(self._get(auction_id))
 
     def auctions(self, status: Status | None = None) -> list[AuctionView]:
         """Views sorted by (opened_ts, id)."""
         chosen = [a for a in self._auctions.values() if status is None or a.status == status]
         chosen.sort(key=lambda a: (a.rec.ts, a.rec.id))
-        return [self._view(a) for a in chosen]
+        return [self._cached_view(a) for a in chosen]
 
     def status_counts(self) -> dict[str, int]:
         """{"open": n, "closed": n, "disputed": n} without building views (cheap for status)."""
@@ -308,6 +310,19 @@ class Ledger:
         late = a.in_close_past is not None and rec.id not in a.in_close_past
         assert rec.amount is not None
         return BidView(rec.id, rec.author, rec.name, rec.amount, rec.lamport, rec.ts, late)
+
+    def _cached_view(self, a: _Auction) -> AuctionView:
+        """Views are immutable: keep the last few until their auction changes (a node asks for
+        the same view several times per event: feeds, notifications, records)."""
+        aid = a.rec.id
+        view = self._views.get(aid)
+        if view is None:
+            view = self._views[aid] = self._view(a)
+            if len(self._views) > _VIEW_CACHE:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(aid)
+        return view
 
     def _view(self, a: _Auction) -> AuctionView:
         status = a.status
@@ -476,6 +491,7 @@ class Ledger:
             for d in e.deps:
                 a.heads.pop(d, None)
             a.heads[eid] = None
+        self._views.pop(e.auction_id, None)
         self.digest = (self.digest + int(eid, 16)) % _MOD
         self.counters.accepted += 1
 

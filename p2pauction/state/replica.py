@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import structlog
 
 from p2pauction.state.events import Event, Kind
 from p2pauction.state.identity import SignatureVerifier
-from p2pauction.state.ledger import Ledger, Outcome, OutcomeKind, Status
+from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status
 from p2pauction.state.store import EventStore
 
 log = structlog.get_logger(__name__)
 
 
 class Replica:
+    """A Ledger rebuilt from its store on construction; every event the ledger accepts is
+    appended to the store (one transaction per call) before the call returns."""
+
     def __init__(self, net: str, store: EventStore, *, verifier: SignatureVerifier | None = None,
                  pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20) -> None:
         check = getattr(store, "check_net", None)
@@ -49,23 +52,26 @@ class Replica:
     def receive_many(self, raws: Iterable[bytes]) -> list[Outcome]:
         """Several events from the wire, stored in ONE transaction (durable when this returns)."""
         outcomes = [self.ledger.receive_raw(raw) for raw in raws]
-        accepted = [e for o in outcomes for e in o.accepted]
-        if accepted:
-            self.store.append(accepted)
-            self._record(accepted)
+        self._store([e for o in outcomes for e in o.accepted])
         return outcomes
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self.store.get_raw(event_id)
 
     def _persist(self, outcome: Outcome) -> None:
-        if outcome.accepted:
-            self.store.append(outcome.accepted)
-            self._record(outcome.accepted)
+        self._store(outcome.accepted)
 
-    def _record(self, accepted: Iterable[Event]) -> None:
+    def _store(self, accepted: Sequence[Event]) -> None:
+        if not accepted:
+            return
+        finished = self._finished(accepted)
+        if finished:
+            self.store.append(accepted, finished)
+        else:   # the plain form: stores written against the original one-argument append work
+            self.store.append(accepted)
+
+    def _finished(self, accepted: Iterable[Event]) -> list[AuctionView]:
+        """Views of the auctions a close among ``accepted`` finished (or made disputed)."""
         closed = {e.auction_id: None for e in accepted if e.kind is Kind.CLOSE}
-        for aid in closed:
-            view = self.ledger.auction(aid)
-            if view.status is not Status.OPEN:
-                self.store.record_finished(view)
+        views = [self.ledger.auction(aid) for aid in closed]
+        return [v for v in views if v.status is not Status.OPEN]

@@ -1,0 +1,200 @@
+"""Gossip efficiency, measured through the simulator on the real GossipCore (issue 4's benchmark).
+
+``python benchmarks/gossip.py [--quick]`` prints, in one run:
+
+1. For N = 50 and 200: the payload copies each node receives per delivered event, with Plumtree
+   and with plain flooding (``dissemination="flood"``) over the same overlay (same seed, same
+   workload), overall and in steady state (the second half of the workload, once the tree
+   formed); target <= 1.5 for Plumtree. And the hops to full coverage (for each event, the
+   largest hop count at which a node first received it) next to log2(N).
+2. The anti-entropy bytes per round between two peers that already agree, with 1k and 100k events
+   in their history (target: the same).
+
+Everything is a ratio or a count measured in this run; nothing depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from simulations.network import Endpoint, NetParams, frame_spans  # noqa: E402
+from simulations.nodes import RealFactory  # noqa: E402
+from simulations.report import core_totals  # noqa: E402
+from simulations.runner import SimConfig, Simulation  # noqa: E402
+
+AE_TYPES = (b'{"t":"sync"', b'{"t":"tree"', b'{"t":"ids"', b'{"t":"want"', b'{"t":"wantp"', b'{"t":"events"')
+
+
+# --- 1. copies per event and hops ---------------------------------------------------------------
+
+def dissemination(n: int, mode: str, events: int, seed: int) -> dict[str, Any]:
+    cfg = SimConfig(seed=seed, nodes=n, scenario="random", events=events, duration=40.0,
+                    net=NetParams(latency=(0.010, 0.050), jitter=0.005), dissemination=mode, trace=False)
+    sim = Simulation(cfg)
+    mid: dict[str, int] = {}
+
+    def snapshot() -> None:
+        mid.update(core_totals(sim))
+
+    sim.build()
+    warmup = sim.heal - sim.workload.duration
+    sim.world.sched.at(warmup + sim.workload.duration / 2, snapshot)
+    t0 = time.perf_counter()
+    sim.world.sched.run_until(sim.heal + cfg.bound, stop=lambda: sim.converged_at is not None)
+    sim.wall = time.perf_counter() - t0
+    end = core_totals(sim)
+
+    def ratio(a: dict[str, int], b: dict[str, int]) -> float:
+        got = (a.get("accepted", 0) - a.get("own", 0)) - (b.get("accepted", 0) - b.get("own", 0))
+        copies = a.get("copies_received", 0) - b.get("copies_received", 0)
+        return copies / got if got else float("nan")
+
+    hops = [h for h in sim.world.hops_max.values() if 0 < h < 1024]
+    return {
+        "n": n, "mode": mode, "converged": sim.converged_at is not None,
+        "events": len(sim.checker.oracle.facts),
+        "copies_per_event": round(ratio(end, {}), 3),
+        "copies_per_event_steady": round(ratio(end, mid), 3),
+        "frames_sent": sim.world.net.stats.frames_sent,
+        "bytes": sim.world.net.stats.bytes_delivered,
+        "hops_full_coverage_mean": round(statistics.fmean(hops), 2) if hops else None,
+        "hops_full_coverage_max": max(hops) if hops else None,
+        "log2_n": round(math.log2(n), 2),
+        "wall": round(sim.wall, 1),
+    }
+
+
+# --- 2. anti-entropy bytes between agreeing peers ----------------------------------------------
+
+def history(k: int, seed: int = 7) -> list[Any]:
+    """``k`` valid events (auctions with bids and closes), authored in causal order on one ledger."""
+    import random
+
+    from p2pauction.state.authoring import Author
+    from p2pauction.state.identity import Identity, SignatureVerifier
+    from p2pauction.state.ledger import Ledger
+
+    rng = random.Random(seed)
+    net = RealFactory.net
+    authors = [Author(Identity.generate(seed=rng.randbytes(32)), net) for _ in range(20)]
+    ledger = Ledger(net, verifier=SignatureVerifier(cache_size=0))
+    out: list[Any] = []
+    ts = 1_000_000
+    per_auction = 100
+    while len(out) < k:
+        seller = authors[len(out) % len(authors)]
+        ev = seller.open(ledger, item=f"lot {len(out)}", start_price=Decimal(10), wall_ms=ts)
+        ledger.receive(ev)
+        out.append(ev)
+        aid = ev.id
+        amount = Decimal(10)
+        for _ in range(min(per_auction - 2, k - len(out) - 1)):
+            ts += 1
+            bidder = authors[rng.randrange(len(authors))]
+            if bidder is seller:
+                continue
+            amount += 1
+            b = bidder.bid(ledger, aid, amount, wall_ms=ts)
+            ledger.receive(b)
+            out.append(b)
+        if len(out) < k:
+            c = seller.close(ledger, aid, wall_ms=ts + 1)
+            ledger.receive(c)
+            out.append(c)
+    return out[:k]
+
+
+class PrefilledFactory(RealFactory):
+    """Every node starts with the same history in its store."""
+
+    def __init__(self, events: list[Any], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.events = events
+
+    def new_store(self, node: Any) -> Any:
+        store = super().new_store(node)
+        store.append(self.events)
+        return store
+
+
+def ae_bytes(k: int, events: list[Any], rounds_time: float = 300.0) -> dict[str, Any]:
+    factory = PrefilledFactory(events[:k], overrides={"ae_interval": 5.0})
+    cfg = SimConfig(seed=3, nodes=2, scenario="random", events=0, duration=1.0, factory=factory,
+                    trace=False, bound=rounds_time)
+    sim = Simulation(cfg)
+    sim.build()
+    w = sim.world
+    settle = 20.0  # both nodes up, connected, handshaken
+    counted = {"bytes": 0, "frames": 0}
+
+    def on_frames(ep: Endpoint, data: bytes) -> None:
+        if w.now < settle:
+            return
+        for f in frame_spans(data):
+            if f[4:16].startswith(AE_TYPES):
+                counted["bytes"] += len(f)
+                counted["frames"] += 1
+
+    w.net.on_frames = on_frames
+    w.sched.run_until(settle)
+    r0 = sum(n.core.ev["ae_rounds"] for n in sim.honest)
+    w.sched.run_until(settle + rounds_time)
+    rounds = sum(n.core.ev["ae_rounds"] for n in sim.honest) - r0
+    digests = {n.replica.ledger.digest_hex for n in sim.honest}
+    return {"history": k, "agree": len(digests) == 1, "rounds": rounds, "ae_frames": counted["frames"],
+            "ae_bytes": counted["bytes"], "bytes_per_round": round(counted["bytes"] / rounds, 1) if rounds else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller workloads and a 10k instead of 100k history")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    a = p.parse_args(argv)
+    events = 150 if a.quick else 400
+    results: dict[str, Any] = {"dissemination": [], "anti_entropy": []}
+    print("== payload copies received per delivered event, and hops to full coverage ==")
+    for n in (50, 200):
+        row = {}
+        for mode in ("plumtree", "flood"):
+            r = dissemination(n, mode, events, a.seed)
+            results["dissemination"].append(r)
+            row[mode] = r
+            print(f"N={n:4d} {mode:8s}: copies/event {r['copies_per_event']:.3f} "
+                  f"(steady {r['copies_per_event_steady']:.3f}), frames {r['frames_sent']}, bytes {r['bytes']}, "
+                  f"hops to full coverage mean {r['hops_full_coverage_mean']} max {r['hops_full_coverage_max']} "
+                  f"vs log2(N) {r['log2_n']}; converged={r['converged']}", flush=True)
+        pt, fl = row["plumtree"], row["flood"]
+        print(f"N={n:4d} plumtree/flood: copies {pt['copies_per_event_steady'] / fl['copies_per_event_steady']:.2f}x, "
+              f"bytes {pt['bytes'] / fl['bytes']:.2f}x; target copies <= 1.5: "
+              f"{'met' if pt['copies_per_event_steady'] <= 1.5 else 'NOT met'}", flush=True)
+    print("== anti-entropy bytes per round between two agreeing peers ==")
+    big = 10_000 if a.quick else 100_000
+    t0 = time.perf_counter()
+    hist = history(big)
+    print(f"(built a {big}-event history in {time.perf_counter() - t0:.0f}s)", flush=True)
+    for k in (1_000, big):
+        r = ae_bytes(k, hist)
+        results["anti_entropy"].append(r)
+        print(f"history {k:6d}: {r['rounds']} rounds, {r['ae_frames']} frames, {r['ae_bytes']} bytes, "
+              f"{r['bytes_per_round']} bytes/round, agree={r['agree']}", flush=True)
+    a1, a2 = results["anti_entropy"]
+    if a1["bytes_per_round"] and a2["bytes_per_round"]:
+        print(f"ratio {big} vs 1000 events: {a2['bytes_per_round'] / a1['bytes_per_round']:.2f}x (target 1.00)")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

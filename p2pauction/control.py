@@ -1,0 +1,322 @@
+"""The control socket: how the CLI (or any local program) talks to a running node.
+
+A Unix socket ``control.sock`` in the node's data directory, mode 0600 (inside a 0700 directory),
+so only the node's owner can drive it. The protocol is JSON lines:
+
+- request:  ``{"op": "bid", "args": {"auction": "1f2e", "amount": "80"}}``
+- response: ``{"ok": true, "result": ...}`` or
+  ``{"ok": false, "error": {"type": "RuleViolation", "message": "...", "reason": "bid_too_low"}}``
+
+Several requests may be sent on one connection, one after the other. ``{"op": "watch", "args":
+{"auction": null, "from_start": false}}`` is the one streaming request: after its response the
+server sends one ``{"notification": {...}}`` line per accepted event until the client disconnects
+(or ``{"end": "node stopping"}``). A watcher that reads too slowly loses the oldest notifications;
+the next one it receives says how many (``"missed"``).
+
+Ops: ping, open, bid, close, auctions, show, history, stats, status, peers, watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from p2pauction import errors
+
+log = structlog.get_logger(__name__)
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST_BYTES = 1 << 20
+# sun_path is 108 bytes on Linux; longer paths go through /proc/self/fd (see _short_path).
+_SUN_PATH_MAX = 100
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+_ERROR_TYPES: dict[str, type[errors.P2PAuctionError]] = {
+    cls.__name__: cls for cls in (
+        errors.UsageError, errors.MoneyError, errors.NotFound, errors.StoreError,
+        errors.NodeUnavailable, errors.ProtocolError, errors.DecodeError, errors.P2PAuctionError)
+}
+
+
+def socket_path(data_dir: Path | str) -> Path:
+    return Path(data_dir) / SOCKET_NAME
+
+
+@contextlib.contextmanager
+def _short_path(path: Path) -> Iterator[str]:
+    """A path string short enough for ``sun_path`` that names ``path``.
+
+    Deep temporary directories (pytest's) exceed the limit; ``/proc/self/fd/N/name`` of an open
+    directory descriptor names the same file, in any process, without changing the cwd.
+    """
+    text = str(path)
+    if len(text.encode()) <= _SUN_PATH_MAX:
+        yield text
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def error_to_json(exc: BaseException) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    reason = getattr(exc, "reason", None)
+    if reason is not None:
+        out["reason"] = str(reason)
+    return out
+
+
+def error_from_json(data: dict[str, Any]) -> errors.P2PAuctionError:
+    message = str(data.get("message", "the node reported an error"))
+    kind = str(data.get("type", ""))
+    if kind == "RuleViolation":
+        return errors.RuleViolation(message, str(data.get("reason", "rule")))
+    cls = _ERROR_TYPES.get(kind, errors.UsageError)
+    if issubclass(cls, errors.DecodeError):
+        return cls(message, str(data.get("reason", "malformed")))
+    return cls(message)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class ControlServer:
+    """Serves ``ops`` (name -> async handler) and ``watch`` on the data directory's socket."""
+
+    def __init__(self, data_dir: Path, ops: dict[str, Handler],
+                 open_watch: Callable[[str | None, bool], Any]) -> None:
+        self.path = socket_path(data_dir)
+        self.ops = ops
+        self.open_watch = open_watch      # (auction, from_start) -> api.Subscription
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self.requests = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        # We hold the data directory's lock, so a socket file left here is stale (a killed node).
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with _short_path(self.path) as addr:
+            server = await asyncio.start_unix_server(self._on_client, addr, limit=MAX_REQUEST_BYTES)
+        try:
+            os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.started.set()
+                await self._stop.wait()  # lifetime of the service, not an I/O wait
+                server.close()
+                for task in list(self._conns):
+                    task.cancel()
+        finally:
+            self._tg = None
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback so that the connection task is ours (in our TaskGroup), not asyncio's.
+        if self._tg is None or self._stop.is_set():
+            writer.transport.abort()
+            return
+        task = self._tg.create_task(self._serve(reader, writer), name="control-conn")
+        self._conns.add(task)
+        task.add_done_callback(self._conns.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(3600.0):  # an idle client is dropped after an hour
+                        line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, {"ok": False, "error": {
+                        "type": "ProtocolError", "message": "control request over 1 MiB"}})
+                    return
+                if not line:
+                    return
+                request = self._parse(line)
+                if isinstance(request, dict) and request.get("op") == "watch":
+                    await self._watch(request, reader, writer)
+                    return
+                await self._send(writer, await self._answer(request))
+        except (TimeoutError, ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any] | str:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "control request is not a JSON object"
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return 'control request must be {"op": NAME, "args": {...}}'
+        if not isinstance(request.get("args", {}), dict):
+            return "control request args must be an object"
+        return request
+
+    async def _answer(self, request: dict[str, Any] | str) -> dict[str, Any]:
+        if isinstance(request, str):
+            return {"ok": False, "error": {"type": "ProtocolError", "message": request}}
+        self.requests += 1
+        op = request["op"]
+        handler = self.ops.get(op)
+        if handler is None:
+            return {"ok": False, "error": {"type": "UsageError", "message": f"unknown control op {op!r}"}}
+        try:
+            return {"ok": True, "result": await handler(request.get("args", {}))}
+        except errors.P2PAuctionError as exc:
+            return {"ok": False, "error": error_to_json(exc)}
+        except (TypeError, KeyError, ValueError) as exc:
+            return {"ok": False, "error": {"type": "UsageError", "message": f"bad arguments for {op}: {exc}"}}
+        except Exception as exc:  # a bug: report it to the client, keep the node up
+            log.exception("control_op_failed", op=op)
+            return {"ok": False, "error": {"type": "P2PAuctionError", "message": f"internal error in {op}: {exc!r}"}}
+
+    async def _watch(self, request: dict[str, Any], reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        args = request.get("args", {})
+        try:
+            sub = self.open_watch(args.get("auction"), bool(args.get("from_start", False)))
+        except errors.P2PAuctionError as exc:
+            await self._send(writer, {"ok": False, "error": error_to_json(exc)})
+            return
+        try:
+            await self._send(writer, {"ok": True, "result": {"watching": sub.auction}})
+            async with asyncio.TaskGroup() as tg:
+                forward = tg.create_task(self._forward(sub, writer))
+                tg.create_task(self._until_eof(reader, forward))
+        except* (TimeoutError, ConnectionError, OSError):
+            pass  # the watcher went away or stopped reading: its feed ends, the node goes on
+        finally:
+            sub.close()
+
+    async def _forward(self, sub: Any, writer: asyncio.StreamWriter) -> None:
+        while True:
+            note = await sub.get()
+            if note is None:
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    await self._send(writer, {"end": "node stopping"})
+                return
+            await self._send(writer, {"notification": note.to_json()})
+
+    @staticmethod
+    async def _until_eof(reader: asyncio.StreamReader, forward: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ConnectionError, OSError, ValueError, asyncio.LimitOverrunError):
+            while not forward.done():
+                try:
+                    async with asyncio.timeout(60.0):
+                        if not await reader.readline():
+                            break
+                except TimeoutError:
+                    continue
+        forward.cancel()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:
+        writer.write(_dumps(obj))
+        await asyncio.wait_for(writer.drain(), 30.0)
+
+
+# --------------------------------------------------------------------------- client
+
+
+class ControlClient:
+    """Blocking client of a node's control socket (what the CLI uses)."""
+
+    def __init__(self, data_dir: Path | str, timeout: float = 30.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.timeout = timeout
+
+    def _connect(self) -> socket.socket:
+        path = socket_path(self.data_dir)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            with _short_path(path) as addr:
+                sock.connect(addr)
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
+            sock.close()
+            raise errors.NodeUnavailable(no_node_message(self.data_dir)) from exc
+        except OSError as exc:
+            sock.close()
+            raise errors.NodeUnavailable(f"cannot reach the node in {self.data_dir}: {exc.strerror or exc}") from exc
+        return sock
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Send one request; return its result or raise the node's error."""
+        with self._connect() as sock, sock.makefile("rwb") as stream:
+            stream.write(_dumps({"op": op, "args": args}))
+            stream.flush()
+            return _result(_read_line(stream, self.data_dir))
+
+    def watch(self, auction: str | None = None, from_start: bool = False) -> Iterator[dict[str, Any]]:
+        """Yield notification dicts (and ``{"missed": n}`` markers inside them) until the node stops."""
+        sock = self._connect()
+        sock.settimeout(None)  # a feed may be silent for a long time
+        with sock, sock.makefile("rwb") as stream:
+            stream.write(_dumps({"op": "watch", "args": {"auction": auction, "from_start": from_start}}))
+            stream.flush()
+            _result(_read_line(stream, self.data_dir))
+            while True:
+                line = stream.readline()
+                if not line:
+                    raise errors.NodeUnavailable(f"the node in {self.data_dir} went away")
+                message = json.loads(line)
+                if "notification" in message:
+                    yield message["notification"]
+                elif "end" in message:
+                    return
+
+
+def no_node_message(data_dir: Path | str) -> str:
+    return (f"no node is running in {data_dir} "
+            f"(start one with p2pauction node --data-dir {data_dir} ...)")
+
+
+def _read_line(stream: Any, data_dir: Path) -> dict[str, Any]:
+    try:
+        line = stream.readline()
+    except TimeoutError as exc:
+        raise errors.NodeUnavailable(f"the node in {data_dir} did not answer in time") from exc
+    if not line:
+        raise errors.NodeUnavailable(f"the node in {data_dir} closed the connection (is it stopping?)")
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise errors.ProtocolError(f"the node in {data_dir} sent a malformed reply") from exc
+    if not isinstance(message, dict):
+        raise errors.ProtocolError(f"the node in {data_dir} sent a malformed reply")
+    return message
+
+
+def _result(message: dict[str, Any]) -> Any:
+    if message.get("ok"):
+        return message.get("result")
+    raise error_from_json(message.get("error") or {})

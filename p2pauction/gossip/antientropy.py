@@ -1,0 +1,230 @@
+"""Anti-entropy: a 16-ary prefix summary of accepted event ids and the reconciliation steps.
+
+The summary is a tree over the hex prefixes of event ids. Each bucket (a prefix) has a 64-bit
+fingerprint (sum of the ids' last 16 hex digits, mod 2**64) and a count. The root and the buckets
+of depth 1..depth-1 are updated incrementally on every accepted event; the leaves (depth
+``depth``) are read from a sorted id list, so memory stays proportional to the history.
+
+A round (see docs/protocol.md) is stateless message by message:
+
+1. ``SYNC {r}``: the root (16 hex fingerprint + 8 hex count, fixed width). Equal -> nothing more
+   is sent, so an agreeing round costs the same bytes whatever the history size.
+2. ``TREE {n}``: the 16 child summaries of buckets that differ. The receiver compares each child:
+   equal -> skip; empty on its side -> ``WANTP`` (send me that whole bucket); empty on the other
+   side -> serve the bucket; above the leaf depth -> reply with that child's own ``TREE`` node;
+   at the leaf depth -> ``IDS`` (the id list of the leaf).
+3. ``IDS``: the receiver ``WANT``s the ids it lacks and serves the ids the other side lacks.
+4. ``WANT``/``WANTP`` -> ``EVENTS`` in store order (causal order), bounded per request.
+
+The cost is proportional to the number of differing buckets times the depth, not to history.
+Pure logic: no I/O, no time, deterministic (ids are sorted strings; no set iteration).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from p2pauction.gossip.messages import (
+    MAX_IDS, MAX_LEAF_IDS, MAX_LEAVES, MAX_PREFIXES, MAX_TREE_NODES, Ids, Message, Tree, TreeNode,
+    Want, WantPrefix,
+)
+
+HEX = "0123456789abcdef"
+MASK64 = (1 << 64) - 1
+_ZERO_FP = "0" * 16
+
+
+def _fp_of(event_id: str) -> int:
+    # The prefix uses the first hex digits; the fingerprint the last 16, which are independent.
+    return int(event_id[48:], 16)
+
+
+class PrefixSummary:
+    """Incremental fingerprints of an id set by hex prefix."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self.depth = depth
+        self._ids: list[str] = []          # sorted
+        self._seq: dict[str, int] = {}     # id -> position in accept (store) order
+        self._fp: dict[str, int] = {}      # prefix (len 1..depth-1) -> fingerprint
+        self._cnt: dict[str, int] = {}
+        self._root_fp = 0
+
+    def __len__(self) -> int:
+        return len(self._seq)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._seq
+
+    def add(self, event_id: str) -> bool:
+        """Record an accepted id; False when already known."""
+        if not self._count(event_id):
+            return False
+        insort(self._ids, event_id)
+        return True
+
+    def add_many(self, event_ids: Iterable[str]) -> int:
+        """Bulk load (e.g. the history at start): one sort instead of an insertion each."""
+        new = [i for i in event_ids if self._count(i)]
+        self._ids.extend(new)
+        self._ids.sort()
+        return len(new)
+
+    def _count(self, event_id: str) -> bool:
+        if event_id in self._seq:
+            return False
+        self._seq[event_id] = len(self._seq)
+        v = _fp_of(event_id)
+        self._root_fp = (self._root_fp + v) & MASK64
+        fp, cnt = self._fp, self._cnt
+        for n in range(1, self.depth):
+            p = event_id[:n]
+            fp[p] = (fp.get(p, 0) + v) & MASK64
+            cnt[p] = cnt.get(p, 0) + 1
+        return True
+
+    def root(self) -> str:
+        """Fixed-width root summary: 16 hex fingerprint + 8 hex count (count mod 2**32)."""
+        return f"{self._root_fp:016x}{len(self._seq) & 0xFFFFFFFF:08x}"
+
+    def _range(self, prefix: str) -> tuple[int, int]:
+        # 'g' sorts after every hex digit, so [prefix, prefix+'g') is exactly the bucket.
+        return bisect_left(self._ids, prefix), bisect_left(self._ids, prefix + "g")
+
+    def ids_in(self, prefix: str) -> list[str]:
+        lo, hi = self._range(prefix)
+        return self._ids[lo:hi]
+
+    def bucket(self, prefix: str) -> tuple[int, int]:
+        """(fingerprint, count) of one bucket."""
+        if not prefix:
+            return self._root_fp, len(self._seq)
+        if len(prefix) < self.depth:
+            return self._fp.get(prefix, 0), self._cnt.get(prefix, 0)
+        ids = self.ids_in(prefix)
+        return sum(_fp_of(i) for i in ids) & MASK64, len(ids)
+
+    def node(self, prefix: str) -> TreeNode:
+        """The 16 child summaries of ``prefix`` (which must be shallower than the leaf depth)."""
+        if len(prefix) + 1 < self.depth:
+            fp, cnt = self._fp, self._cnt
+            children = [prefix + h for h in HEX]
+            return TreeNode(prefix, "".join(f"{fp.get(c, 0):016x}" for c in children),
+                            tuple(cnt.get(c, 0) for c in children))
+        sums = [0] * 16
+        counts = [0] * 16
+        at = len(prefix)
+        for i in self.ids_in(prefix):
+            k = HEX.index(i[at])
+            sums[k] += _fp_of(i)
+            counts[k] += 1
+        return TreeNode(prefix, "".join(f"{s & MASK64:016x}" for s in sums), tuple(counts))
+
+    def in_store_order(self, ids: Iterable[str]) -> list[str]:
+        """Known ids from ``ids``, sorted by acceptance order (a causal order)."""
+        seq = self._seq
+        return sorted((i for i in ids if i in seq), key=seq.__getitem__)
+
+
+@dataclass
+class Plan:
+    """What to do after handling one anti-entropy message."""
+
+    replies: list[Message] = field(default_factory=list)
+    serve: list[str] = field(default_factory=list)  # ids to send as EVENTS (any order; caller sorts)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:  # type: ignore[type-arg]
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+IDS_PER_MESSAGE = 4096  # keeps an IDS frame near 300 KB, well under the frame limit
+
+
+def _leaf_chunks(leaves: list[tuple[str, tuple[str, ...]]]) -> Iterable[list[tuple[str, tuple[str, ...]]]]:
+    chunk: list[tuple[str, tuple[str, ...]]] = []
+    size = 0
+    for leaf in leaves:
+        if chunk and (len(chunk) >= MAX_LEAVES or size + len(leaf[1]) > IDS_PER_MESSAGE):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(leaf)
+        size += len(leaf[1])
+    if chunk:
+        yield chunk
+
+
+def on_sync(summary: PrefixSummary, root: str) -> Plan:
+    if root == summary.root():
+        return Plan()
+    return Plan(replies=[Tree(nodes=(summary.node(""),))])
+
+
+def on_tree(summary: PrefixSummary, nodes: Iterable[TreeNode], *, expand_max: int,
+            serve_max: int) -> Plan:
+    """Compare the other side's child summaries with ours; descend only into differing ones."""
+    expand: list[TreeNode] = []
+    leaves: list[tuple[str, tuple[str, ...]]] = []
+    wantp: list[str] = []
+    serve: list[str] = []
+    handled = 0
+    for node in nodes:
+        if len(node.prefix) >= summary.depth:
+            continue  # a peer with a deeper tree: ignore rather than trust it
+        mine = summary.node(node.prefix)
+        for k in range(16):
+            a = 16 * k
+            if node.counts[k] == mine.counts[k] and node.fps[a:a + 16] == mine.fps[a:a + 16]:
+                continue
+            handled += 1
+            if handled > expand_max:
+                break
+            child = node.prefix + HEX[k]
+            if mine.counts[k] == 0:
+                wantp.append(child)
+            elif node.counts[k] == 0:
+                if len(serve) < serve_max:
+                    serve.extend(summary.ids_in(child)[:serve_max - len(serve)])
+            elif len(child) < summary.depth:
+                expand.append(summary.node(child))
+            else:
+                leaves.append((child, tuple(summary.ids_in(child)[:MAX_LEAF_IDS])))
+    plan = Plan(serve=serve)
+    plan.replies.extend(Tree(nodes=tuple(c)) for c in _chunks(expand, MAX_TREE_NODES))
+    plan.replies.extend(Ids(leaves=tuple(c)) for c in _leaf_chunks(leaves))
+    plan.replies.extend(WantPrefix(prefixes=tuple(c)) for c in _chunks(wantp, MAX_PREFIXES))
+    return plan
+
+
+def on_ids(summary: PrefixSummary, leaves: Iterable[tuple[str, tuple[str, ...]]], *,
+           serve_max: int, known: Callable[[str], bool] | None = None) -> Plan:
+    """Leaf id lists from the other side: want what we lack, serve what they lack.
+
+    ``known`` (default: in the summary) also counts events we hold but have not accepted yet
+    (the ledger's pending buffer), which it is useless to ask for again."""
+    have_it = known or summary.__contains__
+    want: list[str] = []
+    serve: list[str] = []
+    for prefix, theirs in leaves:
+        if len(prefix) > summary.depth:
+            continue
+        want.extend(i for i in theirs if i.startswith(prefix) and not have_it(i))
+        if len(serve) < serve_max:
+            have = dict.fromkeys(theirs)
+            serve.extend(i for i in summary.ids_in(prefix) if i not in have)
+    plan = Plan(serve=serve[:serve_max])
+    plan.replies.extend(Want(ids=tuple(c)) for c in _chunks(want, MAX_IDS))
+    return plan
+
+
+def on_wantp(summary: PrefixSummary, prefixes: Iterable[str], *, serve_max: int) -> Plan:
+    """Whole buckets the other side lacks: serve the earliest ``serve_max`` of them."""
+    ids: list[str] = []
+    for p in dict.fromkeys(prefixes):  # dedupe, keep order
+        ids.extend(summary.ids_in(p))
+    seq = summary._seq
+    return Plan(serve=heapq.nsmallest(serve_max, ids, key=seq.__getitem__))

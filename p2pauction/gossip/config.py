@@ -1,0 +1,108 @@
+"""GossipConfig: every timer and limit of the gossip core, with the spec's defaults.
+
+Times are seconds of the monotonic ``now`` clock. The same dataclass configures the discovery
+node (DiscoveryCore reads the link, limit and heartbeat fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pauction.gossip.framing import MAX_FRAME_BYTES
+
+
+@dataclass
+class GossipConfig:
+    net: str
+    listen_addr: str | None = None           # advertised "host:port" (0.0.0.0 is fixed up by peers)
+    bootstraps: list[str] = field(default_factory=list)  # discovery nodes, or any node's address
+
+    # membership (HyParView-flavoured)
+    target_degree: int = 6
+    min_degree: int = 3
+    max_degree: int = 12
+    passive_max: int = 100
+    shuffle_interval: float = 10.0
+    shuffle_size: int = 8
+    dials_per_tick: int = 2                  # new outbound dials per housekeeping tick
+    # Every refresh interval a node at its target degree dials one random passive peer and then
+    # drops one of its *lazy* links: the overlay keeps mixing (and heals after a partition) while
+    # the Plumtree eager tree is left alone. 0 disables it.
+    refresh_interval: float = 30.0
+    dial_backoff_base: float = 1.0
+    dial_backoff_cap: float = 60.0
+    housekeeping_interval: float = 1.0       # granularity of timeouts, pings and maintenance
+
+    # links
+    handshake_timeout: float = 5.0
+    ping_after: float = 10.0                 # idle seconds before a PING
+    dead_after: float = 30.0                 # silent seconds before the link is dropped
+    max_frame_bytes: int = MAX_FRAME_BYTES
+
+    # discovery (client side and server side)
+    heartbeat_interval: float = 5.0
+    heartbeat_missed: int = 3                # the bootstrap expires an entry after this many
+    sample_size: int = 16
+    sample_interval: float = 5.0             # min seconds between SAMPLE requests
+    discovery_max_entries: int = 100_000
+
+    # dissemination
+    dissemination: str = "plumtree"          # "plumtree" | "flood" | "none" (anti-entropy only)
+    ihave_interval: float = 0.25
+    ihave_batch: int = 256
+    ihave_queue_max: int = 4096              # per peer; overflow is dropped (anti-entropy covers it)
+    graft_timeout: float = 1.0
+    graft_retry: float = 0.5
+    missing_max: int = 10_000
+    hops_memory: int = 4096                  # recent events whose hop count is remembered
+    optimize_cooldown: float = 1.0           # at most one re-rooting per this many seconds (damping)
+    optimize_threshold: int = 2              # re-route the tree when a lazy peer is this many hops
+                                             # shorter (Plumtree's optimisation); 0 disables
+
+    # anti-entropy
+    anti_entropy: bool = True
+    ae_interval: float = 10.0
+    ae_jitter: float = 0.2                   # fraction of the interval, +-
+    ae_followup: float = 0.5                 # next round this soon after a round that repaired something
+    ae_depth: int = 4                        # leaf depth of the 16-ary prefix tree
+    ae_serve_max: int = 512                  # events served per request
+    ae_expand_max: int = 256                 # differing buckets handled per TREE message
+    ae_announce: bool = True                 # IHAVE events recovered by anti-entropy to other peers
+    ae_push_max: int = 8                     # an EVENTS answer this small is pushed on like new events
+    events_chunk_bytes: int = 256 * 1024
+    # Events served per peer (GRAFT and anti-entropy answers): a small request must not buy a
+    # large answer without bound (amplification); what is skipped is asked again later.
+    serve_rate: float = 2000.0
+    serve_burst: float = 10_000.0
+
+    # limits
+    max_inbound: int = 64
+    max_inbound_per_ip: int = 8
+    max_handshaking: int = 64                # connections not yet authenticated
+    # never IP-banned nor per-IP capped: loopback by default, since local test networks share it
+    exempt_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    discovery_max_inbound: int = 20_000     # the bootstrap keeps one link per registered node
+    discovery_max_handshaking: int = 1024
+    # Per-connection flood guards, far above honest traffic (an honest burst must never trip them:
+    # the link is closed and the peer penalised when they do).
+    rate_frames: float = 2000.0              # frames per second per connection
+    rate_frames_burst: float = 10_000.0
+    rate_bytes: float = 16 * 2**20           # bytes per second per connection
+    rate_bytes_burst: float = 64 * 2**20
+    score_threshold: float = 100.0
+    ban_seconds: float = 600.0
+    score_recovery: float = 0.1              # points per second back towards 0
+    penalty_invalid_event: float = 20.0
+    penalty_malformed: float = 60.0         # two malformed frames in a short while: banned
+    penalty_violation: float = 50.0
+    penalty_rate_limit: float = 50.0
+
+    def __post_init__(self) -> None:
+        from p2pauction.errors import UsageError
+
+        if not 1 <= self.min_degree <= self.target_degree <= self.max_degree:
+            raise UsageError("degrees must satisfy 1 <= min_degree <= target_degree <= max_degree")
+        if self.dissemination not in ("plumtree", "flood", "none"):
+            raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
+        if not 1 <= self.ae_depth <= 8:
+            raise UsageError("ae_depth must be between 1 and 8")

@@ -1,0 +1,535 @@
+"""GossipCore: the sans-IO protocol engine of one node.
+
+It composes the link layer (framing, handshake, limits: ``link.py``), membership (active view of
+handshaken node links, bounded passive view, shuffles, bootstrap discovery), Plumtree
+dissemination (``dissemination.py``) and anti-entropy (``antientropy.py``) over a Replica.
+
+The driver (asyncio adapter or simulator) calls the input methods with the current monotonic
+``now`` and drains ``take_actions()`` after each call; it calls ``tick(now)`` at
+``next_deadline()``. Every accepted event must go through this core (``publish`` for local ones)
+so the anti-entropy summary stays in step with the ledger.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from p2pauction.errors import ProtocolError
+from p2pauction.gossip import antientropy
+from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
+from p2pauction.gossip.antientropy import PrefixSummary
+from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.dissemination import Plumtree
+from p2pauction.gossip.limits import Backoff, TokenBucket
+from p2pauction.gossip.link import Link, LinkHost
+from p2pauction.gossip.membership import PassiveView, fix_addr
+from p2pauction.gossip.messages import (
+    MAX_EVENTS, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids, IHave, Message, Peers, Prune,
+    Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantPrefix,
+)
+
+__all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
+
+_EVENT_COUNTERS = ("copies_received", "duplicates", "accepted", "own", "pending", "rejected",
+                   "ae_rounds", "ae_events_received", "ae_events_served", "ae_accepted",
+                   "graft_served", "serve_throttled", "bootstrap_dials", "dials", "dial_failures", "samples_asked",
+                   "shuffles")
+
+
+class GossipCore(LinkHost):
+    ROLE = "node"
+
+    def __init__(self, config: GossipConfig, identity: Any, replica: Any, rng: random.Random,
+                 now: float) -> None:
+        super().__init__(config, identity, rng, now)
+        self.replica = replica
+        self.summary = PrefixSummary(config.ae_depth)
+        self.plumtree = Plumtree(config)
+        self.passive = PassiveView(config.passive_max)
+        self.backoff = Backoff(base=config.dial_backoff_base, cap=config.dial_backoff_cap)
+        self.ev: dict[str, int] = dict.fromkeys(_EVENT_COUNTERS, 0)
+        self.rejected_by_reason: dict[str, int] = {}
+        self._active: dict[str, Link] = {}        # key -> established node link
+        self._dialing: dict[str, float] = {}      # addr -> when dialed
+        self._dial_fails: dict[str, int] = {}
+        self._boot: Link | None = None            # link to a discovery node
+        self._boot_dialing: str | None = None
+        self._boot_index = 0
+        self._seed_nodes: dict[str, None] = {}    # bootstrap addresses that turned out to be nodes
+        self._last_sample = -1e18
+        self._next_heartbeat = 0.0
+        self._next_shuffle = now + self._jittered(config.shuffle_interval)
+        self._next_ae = now + self._jittered(config.ae_interval)
+        self._next_refresh = now + self._jittered(config.refresh_interval)
+        self._refresh_dials: dict[str, None] = {}
+        self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
+        self._load_history()
+        for key, addr in replica.store.known_peers(config.passive_max):
+            if key != self.key:
+                self.passive.add(key, addr, rng)
+
+    def _load_history(self) -> None:
+        from p2pauction.state.events import decode_event
+
+        ids_in_order = getattr(self.replica.ledger, "ids_in_order", None)
+        if callable(ids_in_order):
+            self.summary.add_many(ids_in_order())
+            return
+        self.summary.add_many(decode_event(raw).id for raw in self.replica.store.iter_raw())
+
+    def _known(self, event_id: str) -> bool:
+        """Accepted, or parked in the ledger's pending buffer (asking for it again is useless)."""
+        return event_id in self.summary or self._is_pending(event_id)
+
+    def _jittered(self, interval: float) -> float:
+        j = self.cfg.ae_jitter
+        return interval * (1.0 + self.rng.uniform(-j, j))
+
+    # --- local inputs -------------------------------------------------------------------------
+
+    def publish(self, event: Any, now: float) -> Any:
+        """Apply a locally authored event and disseminate it; returns the ledger's Outcome."""
+        outcome = self.replica.receive(event)
+        for ev in outcome.accepted:
+            self._accept(ev, None, 0, own=ev.id == event.id, via="push", now=now)
+        return outcome
+
+    def dial_failed(self, addr: Address, now: float) -> None:
+        self._dialing.pop(addr, None)
+        self.ev["dial_failures"] += 1
+        self.backoff.failed(addr, now, self.rng.uniform(0.0, 0.25))
+        if addr == self._boot_dialing:
+            self._boot_dialing = None
+            self._boot_index += 1
+            return
+        fails = self._dial_fails.get(addr, 0) + 1
+        self._dial_fails[addr] = fails
+        if fails >= 4:  # a dead address: forget it (shuffles and discovery re-teach live ones)
+            self._dial_fails.pop(addr, None)
+            for key, a in self.passive.items():
+                if a == addr:
+                    self.passive.remove(key)
+        if len(self._dial_fails) > 4096:
+            del self._dial_fails[next(iter(self._dial_fails))]
+
+    # --- link hooks ---------------------------------------------------------------------------
+
+    def _on_connection(self, link: Link, now: float) -> None:
+        if link.outbound:
+            self._dialing.pop(link.remote_addr, None)
+            if link.remote_addr == self._boot_dialing:
+                link.extra["boot"] = True
+                self._boot_dialing = None
+
+    def _on_established(self, link: Link, now: float) -> None:
+        assert link.key is not None and link.hello is not None
+        if link.hello.role == "bootstrap":
+            if not link.outbound or self._boot is not None:
+                self._close(link, "unexpected discovery-node connection", now)
+                return
+            self._boot = link
+            self.backoff.succeeded(link.remote_addr)
+            self._send(link, Register(key=self.key, addr=self.cfg.listen_addr))
+            self._next_heartbeat = now + self.cfg.heartbeat_interval
+            self._ask_sample(now, force=True)
+            return
+        if link.extra.get("boot"):
+            self._seed_nodes[link.remote_addr] = None
+        link.listen = link.dial_addr if link.outbound else fix_addr(link.hello.addr, link.remote_addr)
+        if link.outbound:
+            self.backoff.succeeded(link.remote_addr)
+            self._dial_fails.pop(link.remote_addr, None)
+        self._active[link.key] = link
+        self.passive.remove(link.key)
+        self.plumtree.add_peer(link.key)
+        if len(self._active) == 1 and self.cfg.anti_entropy:
+            # First peer after start (or after being isolated): catch up now, not in 10 s.
+            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
+        if link.outbound and link.remote_addr in self._refresh_dials:
+            del self._refresh_dials[link.remote_addr]
+            self._drop_one_for_refresh(link, now)
+        if link.listen is not None:
+            self.replica.store.remember_peer(link.key, link.listen, now)
+        if len(self.passive) < self.cfg.target_degree:
+            self._send_shuffle(link, now)  # a joining node learns peers at once, not after 10 s
+        if len(self._active) > self.cfg.max_degree:
+            self._drop_links(len(self._active) - self.cfg.max_degree, link, "over the maximum degree", now)
+
+    def _on_link_down(self, link: Link, now: float) -> None:
+        if link is self._boot:
+            self._boot = None
+            self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
+            self._boot_index += 1
+            return
+        if link.outbound and not link.established:
+            self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
+        if link.extra.get("boot") and not link.established:
+            self._boot_index += 1
+        if link.key is not None and self._active.get(link.key) is link:
+            del self._active[link.key]
+            self.plumtree.remove_peer(link.key)
+            if link.listen is not None and not self.scores.is_banned("key:" + link.key, now):
+                self.passive.add(link.key, link.listen, self.rng)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def _on_message(self, link: Link, msg: Message, now: float) -> None:
+        if link is self._boot:
+            if isinstance(msg, Peers):
+                self._merge_peers(msg.peers, now)
+                return
+            raise ProtocolError(f"{msg.T} from a discovery node")
+        assert link.key is not None
+        handler = self._HANDLERS.get(type(msg))
+        if handler is None:
+            raise ProtocolError(f"{msg.T} is not a node-to-node message")
+        handler(self, link, msg, now)
+
+    def _on_event(self, link: Link, msg: EventMsg, now: float) -> None:
+        self.ev["copies_received"] += 1
+        self._receive_text(link, msg.e, msg.h, "push", now)
+
+    @staticmethod
+    def _raw(text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("event text is not valid Unicode") from None
+
+    def _receive_text(self, link: Link, text: str, hops: int, via: str, now: float) -> bool:
+        """Feed one event from a peer into the replica; True when it was new."""
+        return self._outcome(link, self.replica.receive_raw(self._raw(text)), hops, via, now)
+
+    def _outcome(self, link: Link, outcome: Any, hops: int, via: str, now: float) -> bool:
+        """Act on the ledger's verdict on an event from ``link``; True when it was new."""
+        kind = outcome.kind  # OutcomeKind is a StrEnum: compare with its values
+        assert link.key is not None
+        if kind == "accepted":
+            for ev in outcome.accepted:
+                self._accept(ev, link.key, hops, own=False, via=via, now=now)
+            return True
+        if kind == "duplicate":
+            self.ev["duplicates"] += 1
+            if via == "push":
+                self._send_to(self.plumtree.on_duplicate(link.key))
+        elif kind == "pending":
+            self.ev["pending"] += 1
+        else:
+            self.ev["rejected"] += 1
+            reason = str(getattr(outcome.reason, "value", outcome.reason))
+            self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+            self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
+        return False
+
+    def _accept(self, ev: Any, sender: str | None, hops: int, *, own: bool, via: str, now: float) -> None:
+        if not self.summary.add(ev.id):
+            return
+        self.ev["accepted"] += 1
+        if own:
+            self.ev["own"] += 1
+        if via != "push":
+            self.ev["ae_accepted"] += 1
+        # Hop counts reported: 0 for own events, -1 when unknown (repaired by anti-entropy, or a
+        # copy served by a node that had it so); MAX_HOPS on the wire means unknown.
+        shown = -1 if via != "push" or hops >= MAX_HOPS else hops
+        self._actions.append(Accepted(ev, own, shown))
+        if via == "ae":
+            self.plumtree.on_new_event(ev.id, None)
+            if self.cfg.ae_announce:
+                self.plumtree.announce(ev.id, sender, now)
+            return
+        self.plumtree.on_new_event(ev.id, sender if via == "push" else None)
+        self._send_to(self.plumtree.broadcast(ev.id, ev.raw.decode("utf-8"), hops, sender, now))
+
+    def _on_ihave(self, link: Link, msg: IHave, now: float) -> None:
+        assert link.key is not None
+        self._send_to(self.plumtree.on_ihave(link.key, msg.ids, msg.hs, self._known, now))
+
+    def _serve_allowance(self, link: Link, wanted: int, now: float) -> int:
+        bucket = link.extra.get("serve")
+        if bucket is None:
+            bucket = link.extra["serve"] = TokenBucket(self.cfg.serve_rate, self.cfg.serve_burst, now)
+        n = wanted
+        while n > 0 and not bucket.take(n, now):
+            n //= 2
+        if n < wanted:
+            self.ev["serve_throttled"] += wanted - n
+        return n
+
+    def _on_graft(self, link: Link, msg: Graft, now: float) -> None:
+        assert link.key is not None
+        ids = list(dict.fromkeys(self.plumtree.on_graft(link.key, msg.ids)))
+        for event_id in ids[:self._serve_allowance(link, len(ids), now)]:
+            raw = self.replica.get_raw(event_id)
+            if raw is not None:
+                self.ev["graft_served"] += 1
+                self._send(link, EventMsg(e=raw.decode("utf-8"), h=min(self.plumtree.hops_of(event_id) + 1, MAX_HOPS)))
+
+    def _on_prune(self, link: Link, msg: Prune, now: float) -> None:
+        assert link.key is not None
+        self.plumtree.on_prune(link.key)
+
+    def _on_shuffle(self, link: Link, msg: Shuffle, now: float) -> None:
+        self._send(link, ShuffleReply(peers=tuple(self._peer_sample(exclude=link.key))))
+        self._merge_peers(msg.peers, now, sender=link)
+
+    def _on_shuffle_reply(self, link: Link, msg: ShuffleReply, now: float) -> None:
+        self._merge_peers(msg.peers, now, sender=link)
+
+    # anti-entropy
+
+    def _on_sync(self, link: Link, msg: Sync, now: float) -> None:
+        self._run_plan(link, antientropy.on_sync(self.summary, msg.r), now)
+
+    def _on_tree(self, link: Link, msg: Tree, now: float) -> None:
+        self._run_plan(link, antientropy.on_tree(self.summary, msg.nodes, expand_max=self.cfg.ae_expand_max,
+                                                 serve_max=self.cfg.ae_serve_max), now)
+
+    def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
+        self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,
+                                                known=self._known), now)
+
+    def _on_want(self, link: Link, msg: Want, now: float) -> None:
+        self._serve(link, list(msg.ids), now)
+
+    def _on_wantp(self, link: Link, msg: WantPrefix, now: float) -> None:
+        self._run_plan(link, antientropy.on_wantp(self.summary, msg.prefixes, serve_max=self.cfg.ae_serve_max), now)
+
+    def _on_events(self, link: Link, msg: Events, now: float) -> None:
+        self.ev["ae_events_received"] += len(msg.es)
+        # A few repaired events are most likely in flight (this node's subtree lacks them too):
+        # push them on like new ones. A big batch is a catch-up whose events the other peers
+        # already hold: only announce those.
+        via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max else "ae"
+        raws = [self._raw(text) for text in msg.es]
+        receive_many = getattr(self.replica, "receive_many", None)
+        new = False
+        # Small batches: one store transaction each, and a peer banned mid-message (forged
+        # events) costs at most one batch of signature checks more.
+        for i in range(0, len(raws), 16):
+            if link.closed:
+                break
+            batch = raws[i:i + 16]
+            outcomes = receive_many(batch) if callable(receive_many) else [self.replica.receive_raw(r) for r in batch]
+            for outcome in outcomes:
+                # Every accepted event is recorded even if the link closed meanwhile: the
+                # anti-entropy summary must stay in step with the ledger.
+                new = self._outcome(link, outcome, MAX_HOPS, via, now) or new
+        if new and self.cfg.anti_entropy:
+            # Something was missing: reconcile again soon instead of waiting a whole interval.
+            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
+
+    def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
+        for reply in plan.replies:
+            self._send(link, reply)
+        if plan.serve:
+            self._serve(link, plan.serve, now)
+
+    def _serve(self, link: Link, ids: list[str], now: float) -> None:
+        """Send events in store (causal) order, in frames bounded by count and bytes."""
+        batch: list[str] = []
+        size = 0
+        ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]
+        for event_id in ordered[:self._serve_allowance(link, len(ordered), now)]:
+            raw = self.replica.get_raw(event_id)
+            if raw is None:
+                continue
+            text = raw.decode("utf-8")
+            if batch and (len(batch) >= MAX_EVENTS or size + len(raw) > self.cfg.events_chunk_bytes):
+                self._send(link, Events(es=tuple(batch)))
+                batch, size = [], 0
+            batch.append(text)
+            size += len(raw) + len(raw) // 4  # JSON escaping of quotes inflates the text a little
+            self.ev["ae_events_served"] += 1
+        if batch:
+            self._send(link, Events(es=tuple(batch)))
+
+    _HANDLERS: dict[type, Any] = {
+        EventMsg: _on_event, IHave: _on_ihave, Graft: _on_graft, Prune: _on_prune,
+        Shuffle: _on_shuffle, ShuffleReply: _on_shuffle_reply, Sync: _on_sync, Tree: _on_tree,
+        Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events,
+    }
+
+    # --- membership -----------------------------------------------------------------------------
+
+    def _peer_sample(self, exclude: str | None) -> list[tuple[str, str]]:
+        n = self.cfg.shuffle_size
+        active = [(k, x.listen) for k, x in self._active.items() if x.listen is not None and k != exclude]
+        pool = active if len(active) <= n // 2 else self.rng.sample(active, n // 2)
+        passive = [(k, a) for k, a in self.passive.sample(n, self.rng) if k != exclude]
+        out = pool + passive[:n - len(pool)]
+        if self.cfg.listen_addr is not None:
+            out.append((self.key, self.cfg.listen_addr))
+        return out[:MAX_PEERS]
+
+    def _send_shuffle(self, link: Link, now: float) -> None:
+        self.ev["shuffles"] += 1
+        self._send(link, Shuffle(peers=tuple(self._peer_sample(exclude=link.key))))
+
+    def _merge_peers(self, peers: tuple[tuple[str, str], ...], now: float, sender: Link | None = None) -> None:
+        for key, addr in peers:
+            if key == self.key or key in self._active or self.scores.is_banned("key:" + key, now):
+                continue
+            if sender is not None and key == sender.key:
+                continue  # already connected to it
+            self.passive.add(key, addr, self.rng)
+
+    def _ask_sample(self, now: float, force: bool = False) -> None:
+        if self._boot is None or self._boot.closed:
+            return
+        if force or now - self._last_sample >= self.cfg.sample_interval:
+            self._last_sample = now
+            self.ev["samples_asked"] += 1
+            self._send(self._boot, Sample(n=min(self.cfg.sample_size, MAX_PEERS)))
+
+    def _maintain(self, now: float) -> None:
+        cfg = self.cfg
+        if self._dialing:
+            for addr in [a for a, t in self._dialing.items() if now - t > 60.0]:
+                del self._dialing[addr]  # the driver never answered this dial: stop waiting for it
+            if self._boot_dialing is not None and self._boot_dialing not in self._dialing:
+                self._boot_dialing = None
+        n_active = len(self._active)
+        if n_active < cfg.target_degree:
+            handshaking_out = sum(1 for x in self._links.values()
+                                  if x.outbound and not x.closed and not x.established and not x.extra.get("boot"))
+            pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
+            want = cfg.target_degree - n_active - pending
+            if want > 0:
+                self._dial_passive(min(want, cfg.dials_per_tick), now)
+            self._ask_sample(now)
+        self._maintain_bootstrap(n_active, now)
+        if n_active > cfg.max_degree:
+            self._drop_links(n_active - cfg.max_degree, None, "over the maximum degree", now)
+        if self._boot is not None and now >= self._next_heartbeat:
+            self._next_heartbeat = now + cfg.heartbeat_interval
+            self._send(self._boot, Heartbeat())
+        if now >= self._next_shuffle:
+            self._next_shuffle = now + self._jittered(cfg.shuffle_interval)
+            if self._active:
+                self._send_shuffle(self.rng.choice(list(self._active.values())), now)
+        if cfg.refresh_interval > 0 and now >= self._next_refresh:
+            self._refresh(now)
+        if now >= self._next_ae:
+            self._next_ae = now + self._jittered(cfg.ae_interval)
+            if cfg.anti_entropy and self._active:
+                self.ev["ae_rounds"] += 1
+                self._send(self.rng.choice(list(self._active.values())), Sync(r=self.summary.root()))
+
+    def _refresh(self, now: float) -> None:
+        """Mix the overlay: one new random link, then (once it is up) one lazy link dropped."""
+        self._next_refresh = now + self._jittered(self.cfg.refresh_interval)
+        self._ask_sample(now, force=True)
+        if not self.cfg.target_degree <= len(self._active) < self.cfg.max_degree:
+            return
+        for addr in self._dial_passive(1, now):
+            self._refresh_dials[addr] = None
+        if len(self._refresh_dials) > 16:
+            del self._refresh_dials[next(iter(self._refresh_dials))]
+
+    def _drop_one_for_refresh(self, new: Link, now: float) -> None:
+        if len(self._active) > self.cfg.target_degree:
+            self._drop_links(1, new, "overlay refresh", now)
+
+    def _drop_links(self, n: int, keep: Link | None, reason: str, now: float) -> None:
+        """Close ``n`` random active links, those the Plumtree eager tree needs least first."""
+        tiers: list[list[Link]] = [[], [], []]
+        for key, link in self._active.items():
+            if link is not keep:
+                tiers[self.plumtree.tree_weight(key)].append(link)
+        victims: list[Link] = []
+        for tier in tiers:
+            victims += self.rng.sample(tier, min(n - len(victims), len(tier)))
+        for link in victims:
+            self._close(link, reason, now)
+
+    def _dial_passive(self, n: int, now: float) -> list[str]:
+        connected = {x.remote_addr for x in self._links.values() if not x.closed}
+        candidates = [(k, a) for k, a in self.passive.items()
+                      if k not in self._active and a not in self._dialing and a not in connected
+                      and self.backoff.ready(a, now)]
+        seeds = [a for a in self._seed_nodes if a not in self._dialing and a not in connected
+                 and self.backoff.ready(a, now)]
+        if not candidates and seeds and not self._active:
+            candidates = [("", a) for a in seeds]
+        dialed = []
+        for _, addr in self.rng.sample(candidates, min(n, len(candidates))):
+            self._dialing[addr] = now
+            self.ev["dials"] += 1
+            self._actions.append(Dial(addr))
+            dialed.append(addr)
+        return dialed
+
+    def _maintain_bootstrap(self, n_active: int, now: float) -> None:
+        boots = [a for a in self.cfg.bootstraps if a not in self._seed_nodes]
+        if not boots and not self.cfg.bootstraps:
+            return
+        if self._boot is not None or self._boot_dialing is not None:
+            return
+        if any(x.extra.get("boot") and not x.closed and not x.established for x in self._links.values()):
+            return
+        if not boots:
+            # Every "bootstrap" is an ordinary node: dial one only when isolated.
+            if n_active > 0:
+                return
+            boots = list(self.cfg.bootstraps)
+        addr = boots[self._boot_index % len(boots)]
+        if not self.backoff.ready(addr, now):
+            return
+        connected = any(x.remote_addr == addr and not x.closed for x in self._links.values())
+        if connected:
+            return
+        self._boot_dialing = addr
+        self._dialing[addr] = now
+        self.ev["bootstrap_dials"] += 1
+        self._actions.append(Dial(addr))
+
+    # --- time -----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + self.cfg.housekeeping_interval
+            self._check_links(now)
+            self._maintain(now)
+        self._send_to(self.plumtree.tick(now, self._known))
+
+    def next_deadline(self) -> float:
+        return min(self._next_housekeeping, self.plumtree.next_deadline())
+
+    def _send_to(self, out: list[tuple[str, Message]]) -> None:
+        for key, msg in out:
+            link = self._active.get(key)
+            if link is not None:
+                self._send(link, msg)
+
+    # --- introspection --------------------------------------------------------------------------
+
+    def active_keys(self) -> list[str]:
+        return list(self._active)
+
+    def peers(self) -> list[dict[str, Any]]:
+        out = []
+        for key, link in self._active.items():
+            out.append({"key": key, "addr": link.listen, "remote": link.remote_addr,
+                        "outbound": link.outbound, "since": link.established_at,
+                        "eager": key in self.plumtree.eager, "role": "node"})
+        if self._boot is not None:
+            out.append({"key": self._boot.key, "addr": self._boot.remote_addr, "remote": self._boot.remote_addr,
+                        "outbound": True, "since": self._boot.established_at, "eager": False,
+                        "role": "bootstrap"})
+        return out
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        t = now if now is not None else self._next_housekeeping
+        return {
+            "active": len(self._active),
+            "passive": len(self.passive),
+            "eager": len(self.plumtree.eager),
+            "lazy": len(self.plumtree.lazy),
+            "bootstrap_connected": self._boot is not None,
+            "events": {**self.ev, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+                       "summary_count": len(self.summary)},
+            "plumtree": dict(self.plumtree.counters),
+            "links": self.link_stats(t),
+        }

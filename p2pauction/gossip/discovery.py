@@ -1,0 +1,131 @@
+"""DiscoveryCore: the bootstrap (discovery) node, sans-IO, same connection interface as GossipCore.
+
+Nodes connect with the ordinary handshake (this side says ``role: "bootstrap"``), ``REGISTER``
+their key and listen address, send ``HEARTBEAT`` every few seconds and ask ``SAMPLE {n}``; the
+answer is ``PEERS`` with a random sample of live registered peers other than the asker. An entry
+expires after ``heartbeat_missed`` missed heartbeats. Registry operations are O(1) (an indexable
+key list for sampling, a recency-ordered dict for expiry) so one bootstrap serves many thousands
+of simulated nodes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from p2pauction.errors import ProtocolError
+from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.link import Link, LinkHost
+from p2pauction.gossip.membership import fix_addr
+from p2pauction.gossip.messages import MAX_PEERS, Heartbeat, Message, Peers, Register, Sample
+
+
+class Registry:
+    """Live registrations: key -> (addr, last_seen), sampled uniformly in O(n_sample)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[str, tuple[str, float]] = {}  # ordered by last refresh (oldest first)
+        self._keys: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def refresh(self, key: str, addr: str | None, now: float) -> None:
+        old = self._seen.pop(key, None)
+        if addr is None:
+            if old is None:
+                return
+            addr = old[0]
+        self._seen[key] = (addr, now)
+        if key not in self._index:
+            self._index[key] = len(self._keys)
+            self._keys.append(key)
+        if len(self._keys) > self.max_entries:
+            self.remove(next(iter(self._seen)))
+
+    def remove(self, key: str) -> None:
+        self._seen.pop(key, None)
+        i = self._index.pop(key, None)
+        if i is None:
+            return
+        last = self._keys.pop()
+        if i < len(self._keys):
+            self._keys[i] = last
+            self._index[last] = i
+
+    def expire(self, older_than: float) -> int:
+        n = 0
+        while self._seen:
+            key = next(iter(self._seen))
+            if self._seen[key][1] >= older_than:
+                break
+            self.remove(key)
+            n += 1
+        return n
+
+    def sample(self, n: int, exclude: str | None, rng: random.Random) -> list[tuple[str, str]]:
+        size = len(self._keys)
+        picks = rng.sample(range(size), min(size, n + 1))
+        out: list[tuple[str, str]] = []
+        for i in picks:
+            key = self._keys[i]
+            if key != exclude and len(out) < n:
+                out.append((key, self._seen[key][0]))
+        return out
+
+
+class DiscoveryCore(LinkHost):
+    ROLE = "bootstrap"
+
+    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float) -> None:
+        super().__init__(config, identity, rng, now)
+        self._max_inbound = config.discovery_max_inbound
+        self._max_handshaking = config.discovery_max_handshaking
+        self.registry = Registry(config.discovery_max_entries)
+        self.disc: dict[str, int] = dict.fromkeys(("registered", "heartbeats", "samples", "expired"), 0)
+
+    def _on_established(self, link: Link, now: float) -> None:
+        if link.role != "node":
+            self._close(link, "a discovery node only serves nodes", now)
+
+    def _on_message(self, link: Link, msg: Message, now: float) -> None:
+        assert link.key is not None
+        if isinstance(msg, Register):
+            if msg.key != link.key:
+                raise ProtocolError("REGISTER for a key other than the one authenticated")
+            addr = fix_addr(msg.addr, link.remote_addr)
+            if addr is not None:
+                self.disc["registered"] += 1
+                self.registry.refresh(link.key, addr, now)
+        elif isinstance(msg, Heartbeat):
+            self.disc["heartbeats"] += 1
+            self.registry.refresh(link.key, None, now)
+        elif isinstance(msg, Sample):
+            self.disc["samples"] += 1
+            peers = self.registry.sample(min(msg.n, MAX_PEERS), link.key, self.rng)
+            self._send(link, Peers(peers=tuple(peers)))
+        else:
+            raise ProtocolError(f"{msg.T} is not a discovery message")
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + self.cfg.housekeeping_interval
+            self._check_links(now)
+            horizon = self.cfg.heartbeat_interval * self.cfg.heartbeat_missed
+            self.disc["expired"] += self.registry.expire(now - horizon)
+
+    def next_deadline(self) -> float:
+        return self._next_housekeeping
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        t = now if now is not None else self._next_housekeeping
+        return {"registered": len(self.registry), **self.disc, "links": self.link_stats(t)}
+
+    def peers(self) -> list[dict[str, Any]]:
+        return [{"key": x.key, "remote": x.remote_addr, "since": x.established_at, "role": x.role}
+                for x in self._links.values() if x.established and not x.closed]

@@ -1,0 +1,466 @@
+"""The wire messages: one frozen dataclass per message type, with strict field validation.
+
+``parse_message`` turns a decoded frame (a dict) into a message or raises
+:class:`~p2pauction.errors.DecodeError` (a ProtocolError) naming the bad field; every string is
+length-checked and every list bounded, so nothing a peer sends can make a handler allocate
+without bound. ``Message.to_wire()`` is the inverse. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from p2pauction.errors import DecodeError
+
+PROTOCOL_VERSION = 1
+
+# Bounds on every list a message may carry (docs/protocol.md repeats them).
+MAX_PEERS = 64          # peer samples (shuffle, discovery)
+MAX_IDS = 512           # ids in IHAVE / GRAFT / WANT
+MAX_TREE_NODES = 64     # anti-entropy tree nodes per TREE message
+MAX_LEAVES = 64         # anti-entropy leaves per IDS message
+MAX_LEAF_IDS = 512      # ids listed per leaf
+MAX_PREFIXES = 64       # prefixes per WANTP
+MAX_EVENTS = 128        # events per EVENTS message
+MAX_EVENT_TEXT = 8192   # characters of one event's JSON text (the ledger checks the byte size)
+MAX_REASON = 200
+MAX_NET = 64
+MAX_HOPS = 1024
+
+HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+HEX128 = re.compile(r"[0-9a-f]{128}\Z")
+ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.\-]{1,253}):([0-9]{1,5})\Z")
+PREFIX_RE = re.compile(r"[0-9a-f]{0,8}\Z")
+ROOT_RE = re.compile(r"[0-9a-f]{24}\Z")
+FPS_RE = re.compile(r"[0-9a-f]{256}\Z")
+
+
+def _bad(t: str, field: str, why: str) -> DecodeError:
+    return DecodeError(f"{t} message: field {field!r} {why}", reason=f"bad_{t}")
+
+
+def _str(d: dict[str, Any], t: str, f: str, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
+    v = d.get(f)
+    if not isinstance(v, str):
+        raise _bad(t, f, "must be a string")
+    if len(v) > max_len:
+        raise _bad(t, f, f"is longer than {max_len} characters")
+    if pattern is not None and not pattern.match(v):
+        raise _bad(t, f, "has the wrong format")
+    return v
+
+
+def _int(d: dict[str, Any], t: str, f: str, lo: int, hi: int) -> int:
+    v = d.get(f)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _bad(t, f, f"must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _list(d: dict[str, Any], t: str, f: str, max_len: int) -> list[Any]:
+    v = d.get(f)
+    if not isinstance(v, list):
+        raise _bad(t, f, "must be a list")
+    if len(v) > max_len:
+        raise _bad(t, f, f"has more than {max_len} entries")
+    return v
+
+
+def _ids(d: dict[str, Any], t: str, f: str, max_len: int = MAX_IDS) -> tuple[str, ...]:
+    v = _list(d, t, f, max_len)
+    for x in v:
+        if not isinstance(x, str) or not HEX64.match(x):
+            raise _bad(t, f, "must hold 64-hex-character ids")
+    return tuple(v)
+
+
+def valid_addr(addr: object) -> bool:
+    """``host:port`` with a plausible host and a port in 1..65535."""
+    if not isinstance(addr, str) or len(addr) > 260:
+        return False
+    m = ADDR_RE.match(addr)
+    return m is not None and 0 < int(m.group(2)) <= 65535
+
+
+def _peers(d: dict[str, Any], t: str, f: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for x in _list(d, t, f, MAX_PEERS):
+        if (not isinstance(x, list) or len(x) != 2 or not isinstance(x[0], str)
+                or not HEX64.match(x[0]) or not valid_addr(x[1])):
+            raise _bad(t, f, "must hold [key, 'host:port'] pairs")
+        out.append((x[0], x[1]))
+    return tuple(out)
+
+
+def _addr_or_none(d: dict[str, Any], t: str, f: str) -> str | None:
+    v = d.get(f)
+    if v is None:
+        return None
+    if not valid_addr(v):
+        raise _bad(t, f, "must be 'host:port' or null")
+    return str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    T: ClassVar[str] = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Message:
+        raise NotImplementedError
+
+
+# --- link: handshake and liveness -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    T: ClassVar[str] = "hello"
+    net: str
+    ver: int
+    key: str
+    addr: str | None
+    nonce: str
+    role: str  # "node" or "bootstrap"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "net": self.net, "ver": self.ver, "key": self.key, "addr": self.addr,
+                "nonce": self.nonce, "role": self.role}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Hello:
+        t = cls.T
+        role = d.get("role", "node")
+        if role not in ("node", "bootstrap"):
+            raise _bad(t, "role", "must be 'node' or 'bootstrap'")
+        return cls(net=_str(d, t, "net", MAX_NET), ver=_int(d, t, "ver", 0, 1 << 31),
+                   key=_str(d, t, "key", 64, HEX64), addr=_addr_or_none(d, t, "addr"),
+                   nonce=_str(d, t, "nonce", 64, HEX64), role=role)
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Message):
+    T: ClassVar[str] = "auth"
+    sig: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "sig": self.sig}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Auth:
+        return cls(sig=_str(d, cls.T, "sig", 128, HEX128))
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    T: ClassVar[str] = "error"
+    reason: str
+
+    def to_wire(self) -> dict[str, Any]:
+        # A reason may quote peer input: never let a lone surrogate break the encoder.
+        reason = self.reason[:MAX_REASON].encode("utf-8", "replace").decode("utf-8")
+        return {"t": self.T, "reason": reason}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Error:
+        v = d.get("reason")
+        return cls(reason=v[:MAX_REASON] if isinstance(v, str) else "?")
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    T: ClassVar[str] = "ping"
+    n: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "n": self.n}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Ping:
+        return cls(n=_int(d, cls.T, "n", 0, 1 << 53))
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    T: ClassVar[str] = "pong"
+    n: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "n": self.n}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Pong:
+        return cls(n=_int(d, cls.T, "n", 0, 1 << 53))
+
+
+# --- membership ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Shuffle(Message):
+    T: ClassVar[str] = "shuffle"
+    peers: tuple[tuple[str, str], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "peers": [list(p) for p in self.peers]}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Shuffle:
+        return cls(peers=_peers(d, cls.T, "peers"))
+
+
+@dataclass(frozen=True, slots=True)
+class ShuffleReply(Message):
+    T: ClassVar[str] = "shuffle_reply"
+    peers: tuple[tuple[str, str], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "peers": [list(p) for p in self.peers]}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> ShuffleReply:
+        return cls(peers=_peers(d, cls.T, "peers"))
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Register(Message):
+    T: ClassVar[str] = "register"
+    key: str
+    addr: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "key": self.key, "addr": self.addr}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Register:
+        return cls(key=_str(d, cls.T, "key", 64, HEX64), addr=_addr_or_none(d, cls.T, "addr"))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    T: ClassVar[str] = "heartbeat"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Heartbeat:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(Message):
+    T: ClassVar[str] = "sample"
+    n: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "n": self.n}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Sample:
+        return cls(n=_int(d, cls.T, "n", 1, MAX_PEERS))
+
+
+@dataclass(frozen=True, slots=True)
+class Peers(Message):
+    T: ClassVar[str] = "peers"
+    peers: tuple[tuple[str, str], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "peers": [list(p) for p in self.peers]}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Peers:
+        return cls(peers=_peers(d, cls.T, "peers"))
+
+
+# --- dissemination (Plumtree) ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EventMsg(Message):
+    T: ClassVar[str] = "event"
+    e: str   # the event's canonical JSON text (byte-exact: e.encode() == event.raw)
+    h: int   # hops travelled so far
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "e": self.e, "h": self.h}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> EventMsg:
+        return cls(e=_str(d, cls.T, "e", MAX_EVENT_TEXT), h=_int(d, cls.T, "h", 0, MAX_HOPS))
+
+
+@dataclass(frozen=True, slots=True)
+class IHave(Message):
+    T: ClassVar[str] = "ihave"
+    ids: tuple[str, ...]
+    hs: tuple[int, ...] = ()  # the announcer's hop count per id (optional; MAX_HOPS = unknown)
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.hs:
+            return {"t": self.T, "ids": list(self.ids), "hs": list(self.hs)}
+        return {"t": self.T, "ids": list(self.ids)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> IHave:
+        ids = _ids(d, cls.T, "ids")
+        if d.get("hs") is None:
+            return cls(ids=ids)
+        hs = _list(d, cls.T, "hs", MAX_IDS)
+        if len(hs) != len(ids) or not all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= MAX_HOPS
+                                          for h in hs):
+            raise _bad(cls.T, "hs", f"must hold one hop count (0..{MAX_HOPS}) per id")
+        return cls(ids=ids, hs=tuple(hs))
+
+
+@dataclass(frozen=True, slots=True)
+class Graft(Message):
+    T: ClassVar[str] = "graft"
+    ids: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "ids": list(self.ids)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Graft:
+        return cls(ids=_ids(d, cls.T, "ids"))
+
+
+@dataclass(frozen=True, slots=True)
+class Prune(Message):
+    T: ClassVar[str] = "prune"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Prune:
+        return cls()
+
+
+# --- anti-entropy ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Sync(Message):
+    """Opens a round: the root summary, fixed width (16 hex fingerprint + 8 hex count)."""
+    T: ClassVar[str] = "sync"
+    r: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "r": self.r}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Sync:
+        return cls(r=_str(d, cls.T, "r", 24, ROOT_RE))
+
+
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    prefix: str
+    fps: str                 # 16 children x 16 hex fingerprint, concatenated (256 chars)
+    counts: tuple[int, ...]  # 16 children counts
+
+
+@dataclass(frozen=True, slots=True)
+class Tree(Message):
+    T: ClassVar[str] = "tree"
+    nodes: tuple[TreeNode, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "n": [[n.prefix, n.fps, list(n.counts)] for n in self.nodes]}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Tree:
+        nodes = []
+        for x in _list(d, cls.T, "n", MAX_TREE_NODES):
+            if (not isinstance(x, list) or len(x) != 3 or not isinstance(x[0], str)
+                    or not PREFIX_RE.match(x[0]) or not isinstance(x[1], str) or not FPS_RE.match(x[1])
+                    or not isinstance(x[2], list) or len(x[2]) != 16
+                    or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 40
+                               for c in x[2])):
+                raise _bad(cls.T, "n", "must hold [prefix, 256-hex fingerprints, 16 counts]")
+            nodes.append(TreeNode(x[0], x[1], tuple(x[2])))
+        return cls(nodes=tuple(nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class Ids(Message):
+    T: ClassVar[str] = "ids"
+    leaves: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "l": [[p, list(ids)] for p, ids in self.leaves]}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Ids:
+        leaves = []
+        for x in _list(d, cls.T, "l", MAX_LEAVES):
+            if not isinstance(x, list) or len(x) != 2 or not isinstance(x[0], str) or not PREFIX_RE.match(x[0]):
+                raise _bad(cls.T, "l", "must hold [prefix, ids] pairs")
+            leaves.append((x[0], _ids({"ids": x[1]}, cls.T, "ids", MAX_LEAF_IDS)))
+        return cls(leaves=tuple(leaves))
+
+
+@dataclass(frozen=True, slots=True)
+class Want(Message):
+    T: ClassVar[str] = "want"
+    ids: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "ids": list(self.ids)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Want:
+        return cls(ids=_ids(d, cls.T, "ids"))
+
+
+@dataclass(frozen=True, slots=True)
+class WantPrefix(Message):
+    T: ClassVar[str] = "wantp"
+    prefixes: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "p": list(self.prefixes)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> WantPrefix:
+        v = _list(d, cls.T, "p", MAX_PREFIXES)
+        if not all(isinstance(x, str) and PREFIX_RE.match(x) for x in v):
+            raise _bad(cls.T, "p", "must hold hex prefixes")
+        return cls(prefixes=tuple(v))
+
+
+@dataclass(frozen=True, slots=True)
+class Events(Message):
+    T: ClassVar[str] = "events"
+    es: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "es": list(self.es)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Events:
+        v = _list(d, cls.T, "es", MAX_EVENTS)
+        if not all(isinstance(x, str) and len(x) <= MAX_EVENT_TEXT for x in v):
+            raise _bad(cls.T, "es", f"must hold event texts of at most {MAX_EVENT_TEXT} characters")
+        return cls(es=tuple(v))
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    c.T: c for c in (Hello, Auth, Error, Ping, Pong, Shuffle, ShuffleReply, Register, Heartbeat,
+                     Sample, Peers, EventMsg, IHave, Graft, Prune, Sync, Tree, Ids, Want,
+                     WantPrefix, Events)
+}
+
+
+def parse_message(d: dict[str, Any]) -> Message:
+    """Validate a decoded frame into its message dataclass; DecodeError on anything wrong."""
+    cls = MESSAGE_TYPES.get(d.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise DecodeError(f"unknown message type {str(d.get('t'))[:32]!r}", reason="unknown_type")
+    return cls.from_wire(d)

@@ -1,0 +1,373 @@
+"""The virtual clock, the event queue and the world of simulated nodes.
+
+Everything happens in one thread, in virtual time. The queue is a heap of
+``(time, seq, callback, args)``: ``seq`` breaks ties in scheduling order, so one seed gives one
+run. The world owns the nodes (a sans-IO core over a replica and a store each), the network, the
+checker and the counters; it drives a core exactly as the asyncio adapter does: input methods with
+the current ``now``, then ``take_actions()`` drained in order, and ``tick(now)`` at
+``next_deadline()``.
+
+Crash and restart keep only the node's store: the core and replica objects are dropped and
+rebuilt from the store, as a real process restarting from its data directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
+from simulations.network import Endpoint, Network, NetParams
+
+if TYPE_CHECKING:
+    from simulations.checker import Checker
+
+INF = float("inf")
+_ACC = struct.Struct("<dI")
+MAX_TICKS_AT_ONE_TIME = 64  # a core asking for tick(now) again and again at the same now is stalled
+
+
+class Scheduler:
+    """A heap of timed callbacks; ties keep scheduling order."""
+
+    __slots__ = ("now", "_heap", "_seq", "steps")
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = 0
+        self.steps = 0
+
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, fn, args))
+
+    def next_time(self) -> float:
+        return self._heap[0][0] if self._heap else INF
+
+    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
+        """Run callbacks due by ``t_end`` (or until ``stop()`` says so after a step)."""
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= t_end:
+            t, _, fn, args = pop(heap)
+            self.now = t
+            fn(*args)
+            self.steps += 1
+            if stop is not None and stop():
+                return
+        if t_end != INF and self.now < t_end:
+            self.now = t_end
+
+
+class SimNode:
+    """One simulated process: its address, identity and store survive crashes; core does not."""
+
+    __slots__ = ("idx", "name", "ip", "addr", "role", "identity", "store", "replica", "core",
+                 "alive", "incarnation", "tick_at", "eps", "skew_ms", "rng", "author", "hostile",
+                 "ticks_now", "tick_time", "started_at", "left", "extra")
+
+    def __init__(self, idx: int, name: str, role: str, seed: str) -> None:
+        self.idx = idx
+        self.name = name
+        self.role = role  # "node" or "bootstrap"
+        self.ip = f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}"
+        self.addr = f"{self.ip}:7000"
+        self.rng = random.Random(f"{seed}/node/{idx}")
+        self.identity: Any = None
+        self.store: Any = None
+        self.replica: Any = None
+        self.core: Any = None
+        self.author: Any = None
+        self.alive = False
+        self.incarnation = 0
+        self.tick_at = INF
+        self.eps: dict[int, Endpoint] = {}
+        self.skew_ms = 0
+        self.hostile = False
+        self.ticks_now = 0
+        self.tick_time = -1.0
+        self.started_at = -1.0
+        self.left = False       # churned out for good
+        self.extra: dict[str, Any] = {}
+
+    def wall_ms(self, now: float) -> int:
+        """The node's wall clock: virtual time plus its skew (only for authored ``ts``)."""
+        return int(now * 1000) + self.skew_ms
+
+
+class Factory(Protocol):
+    """Builds the per-node objects; the real one is :mod:`simulations.nodes`."""
+
+    net: str
+
+    def setup(self, world: World) -> None: ...
+    def new_identity(self, node: SimNode) -> Any: ...
+    def new_store(self, node: SimNode) -> Any: ...
+    def new_replica(self, node: SimNode) -> Any: ...
+    def new_core(self, node: SimNode, now: float) -> Any: ...
+    def accepted_kind(self, outcome: Any) -> bool: ...
+
+
+@dataclass
+class Counters:
+    publishes: int = 0
+    publish_accepted: int = 0
+    publish_refused: int = 0        # the local Author refused (rule violation / unknown auction)
+    skipped_dead: int = 0           # workload steps aimed at a node that was down
+    accepted: int = 0               # Accepted actions, all nodes
+    core_errors: int = 0
+    stalls: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    joins: int = 0
+    leaves: int = 0
+    injected_frames: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class World:
+    """All nodes, the network, the clock; the single place that calls into cores."""
+
+    def __init__(self, *, seed: int | str, factory: Factory, net_params: NetParams,
+                 checker: Checker | None = None, trace: bool = True) -> None:
+        self.seed = str(seed)
+        self.sched = Scheduler()
+        self.factory = factory
+        self.net = Network(self, net_params, random.Random(f"{self.seed}/net"))
+        self.rng = random.Random(f"{self.seed}/world")
+        self.nodes: list[SimNode] = []
+        self.by_addr: dict[str, SimNode] = {}
+        self.bootstraps: list[SimNode] = []
+        self.checker = checker
+        self.counters = Counters()
+        self._hash = hashlib.sha256()
+        self.trace_enabled = trace
+        if trace:
+            self.net.trace = self._hash.update
+        self.coverage_bucket = 1.0
+        self.coverage: list[int] = []   # Accepted actions per coverage bucket of virtual time
+        self.hops_max: dict[str, int] = {}  # event id -> largest hop count seen on acceptance
+        self.first_seen: dict[str, float] = {}  # event id -> when it was first accepted anywhere
+        self.last_seen: dict[str, float] = {}
+        self.observers: list[Callable[[SimNode, Any, bool], None]] = []
+        self.fault_windows: list[tuple[float, float, str]] = []
+        self.retired: dict[str, int] = {}   # event counters of cores dropped by crashes
+        factory.setup(self)
+
+    # --- clock ------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self.sched.now
+
+    def trace_hash(self) -> str:
+        return self._hash.hexdigest()
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    def add_node(self, role: str = "node", name: str | None = None) -> SimNode:
+        idx = len(self.nodes)
+        node = SimNode(idx, name or (f"boot{idx}" if role == "bootstrap" else f"n{idx}"), role, self.seed)
+        self.nodes.append(node)
+        self.by_addr[node.addr] = node
+        node.identity = self.factory.new_identity(node)
+        if role == "bootstrap":
+            self.bootstraps.append(node)
+        else:
+            node.store = self.factory.new_store(node)
+        return node
+
+    def start(self, node: SimNode) -> None:
+        """Start (or restart) the node's process: a new replica from its store and a new core."""
+        if node.alive:
+            return
+        node.alive = True
+        node.incarnation += 1
+        node.tick_at = INF
+        node.started_at = self.now
+        if node.role != "bootstrap":
+            node.replica = self.factory.new_replica(node)
+        node.core = self.factory.new_core(node, self.now)
+        if self.checker is not None and node.role != "bootstrap":
+            self.checker.node_started(node, self.now)
+        self._drain(node)
+
+    def crash(self, node: SimNode) -> None:
+        """kill -9: connections reset, core and replica gone, the store stays."""
+        if not node.alive:
+            return
+        node.alive = False
+        node.incarnation += 1
+        self._retire(node)
+        on_crash = getattr(self.factory, "on_crash", None)
+        if on_crash is not None:
+            on_crash(node)
+        self.net.drop_node(node)
+        node.core = None
+        node.replica = None
+        node.tick_at = INF
+        self.counters.crashes += 1
+        if self.checker is not None and node.role != "bootstrap":
+            self.checker.node_crashed(node, self.now)
+
+    def _retire(self, node: SimNode) -> None:
+        if node.role != "node" or node.hostile or node.core is None:
+            return
+        try:
+            ev = node.core.stats().get("events", {})
+        except Exception:
+            return
+        for k, v in ev.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                self.retired[k] = self.retired.get(k, 0) + v
+
+    # --- driving a core ---------------------------------------------------------------------
+
+    def call(self, node: SimNode, method: str, *args: Any, **kwargs: Any) -> None:
+        """Call an input method of the node's core with ``now``, then perform its actions."""
+        core = node.core
+        if core is None:
+            return
+        fn = getattr(core, method, None)
+        if fn is None:  # e.g. a discovery core without dial_failed
+            return
+        try:
+            fn(*args, now=self.now, **kwargs)
+        except Exception as exc:  # a core must never raise on remote input: record it as a bug
+            self._core_error(node, method, exc)
+        self._drain(node)
+
+    def deliver_data(self, node: SimNode, ep: Endpoint, data: bytes) -> None:
+        try:
+            node.core.data_received(ep.cid, data, self.now)
+        except Exception as exc:
+            self._core_error(node, "data_received", exc)
+        self._drain(node)
+
+    def _core_error(self, node: SimNode, method: str, exc: Exception) -> None:
+        self.counters.core_errors += 1
+        if self.checker is not None:
+            self.checker.violation("core_exception", self.now,
+                                   f"{node.name}.{method} raised {type(exc).__name__}: {exc}")
+
+    def _drain(self, node: SimNode) -> None:
+        core = node.core
+        if core is None:
+            return
+        net = self.net
+        for a in core.take_actions():
+            tp = type(a)
+            if tp is Send:
+                net.send(node, a.conn, a.data)
+            elif tp is Accepted:
+                self._accepted(node, a)
+            elif tp is Dial:
+                net.dial(node, a.addr)
+            elif tp is CloseConn:
+                net.close(node, a.conn, a.reason)
+        chk = self.checker
+        if chk is not None and chk._deferred:
+            chk.step_done(self.now)
+        if node.core is not core:
+            return
+        d = core.next_deadline()
+        if d < node.tick_at:
+            if d < self.now:
+                d = self.now
+            node.tick_at = d
+            self.sched.at(d, self._tick, node, node.incarnation, d)
+
+    def _tick(self, node: SimNode, inc: int, d: float) -> None:
+        if inc != node.incarnation or d != node.tick_at or node.core is None:
+            return
+        now = self.now
+        if node.tick_time == now:
+            node.ticks_now += 1
+            if node.ticks_now > MAX_TICKS_AT_ONE_TIME:
+                # a core that keeps asking for the present: step it forward and count the stall
+                self.counters.stalls += 1
+                node.tick_at = now + 0.001
+                self.sched.at(now + 0.001, self._tick, node, inc, now + 0.001)
+                node.ticks_now = 0
+                return
+        else:
+            node.tick_time = now
+            node.ticks_now = 0
+        node.tick_at = INF
+        try:
+            node.core.tick(now)
+        except Exception as exc:
+            self._core_error(node, "tick", exc)
+        self._drain(node)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _accepted(self, node: SimNode, a: Accepted) -> None:
+        ev = a.event
+        now = self.now
+        self.counters.accepted += 1
+        eid = ev.id
+        if self.trace_enabled:
+            self._hash.update(_ACC.pack(now, node.idx) + eid.encode())
+        b = int(now / self.coverage_bucket)
+        cov = self.coverage
+        if b >= len(cov):
+            cov.extend([0] * (b + 1 - len(cov)))
+        cov[b] += 1
+        hops = a.hops
+        if hops > self.hops_max.get(eid, -1):
+            self.hops_max[eid] = hops
+        if eid not in self.first_seen:
+            self.first_seen[eid] = now
+        self.last_seen[eid] = now
+        if self.checker is not None:
+            self.checker.accepted(node, ev, a.own, now)
+        for obs in self.observers:
+            obs(node, ev, a.own)
+
+    def publish(self, node: SimNode, event: Any) -> Any:
+        """A node's user authored ``event``: hand it to the core; ACCEPTED means acknowledged."""
+        self.counters.publishes += 1
+        try:
+            outcome = node.core.publish(event, self.now)
+        except Exception as exc:
+            self._core_error(node, "publish", exc)
+            self._drain(node)
+            return None
+        accepted = self.factory.accepted_kind(outcome)
+        if accepted:
+            self.counters.publish_accepted += 1
+            if self.checker is not None:
+                self.checker.acknowledged(node, event, self.now)
+        self._drain(node)
+        return outcome
+
+    def inject(self, node: SimNode, data: bytes) -> int:
+        """Hostile: write raw bytes on every established connection of ``node`` (bypassing its core)."""
+        n = 0
+        for cid in sorted(node.eps):
+            ep = node.eps[cid]
+            if ep.open and ep.made:
+                self.net.send(node, cid, data)
+                n += 1
+        self.counters.injected_frames += n
+        return n
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def honest_live(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.alive and n.role == "node" and not n.hostile]
+
+    def digests(self) -> dict[str, int]:
+        """digest -> how many honest live nodes hold it."""
+        out: dict[str, int] = {}
+        for n in self.honest_live():
+            d = n.replica.ledger.digest_hex
+            out[d] = out.get(d, 0) + 1
+        return out

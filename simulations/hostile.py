@@ -1,0 +1,201 @@
+"""Hostile authors: extra nodes that run the real core (so they handshake and stay connected)
+and, at scheduled times, write invalid events or garbage straight onto their connections,
+bypassing their own core and ledger -- or equivocate with two valid closes of their own auction.
+
+Every invalid event made here is registered with the checker as *planted*, so an honest node that
+accepts one is a violation even if the oracle were wrong. The acts:
+
+- ``forged_sig``: a bid that claims another author (the signature does not verify);
+- ``non_owner_close``: a close of someone else's auction, otherwise well-formed;
+- ``low_bid``: a bid that does not beat the best bid (or is below the start price);
+- ``late_bid``: a bid whose causal past holds the close (or whose ts is after ``ends_at``);
+- ``double_close``: the hostile's own auction closed twice concurrently (valid events: every node
+  must end up saying DISPUTED);
+- ``garbage``: random bytes, then a well-framed body that is not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from p2pauction.gossip.framing import encode_frame
+
+if TYPE_CHECKING:
+    from simulations.engine import SimNode
+    from simulations.runner import Simulation
+
+
+def event_frame(raw: bytes) -> bytes:
+    """The gossip core's EVENT message carrying ``raw`` (see p2pauction/gossip/messages.py)."""
+    return encode_frame({"t": "event", "e": raw.decode("utf-8"), "h": 0})
+
+
+def _recanon(raw: bytes, **changes: Any) -> bytes:
+    """Re-encode an event with some top-level fields changed, in canonical form."""
+    d = json.loads(raw)
+    d.update(changes)
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, deps: tuple[str, ...], lamport: int,
+          ts: int) -> Any:
+    from p2pauction.state.events import Kind, sign_event
+
+    return sign_event(node.identity, net=sim.factory.net, kind=Kind(kind), body=body, deps=deps,
+                      lamport=lamport, ts=ts)
+
+
+def _lamport(ledger: Any, deps: tuple[str, ...]) -> int:
+    return 1 + max((ledger.lamport_of(d) for d in deps), default=0)
+
+
+class Hostile:
+    """Carries out one act for a hostile node; ``sim.checker`` learns what is invalid."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.own_auctions: dict[int, str] = {}   # hostile node idx -> its auction id
+        self.done: dict[str, int] = {}
+
+    def act(self, node: SimNode, what: str) -> None:
+        if not node.alive:
+            return
+        rng = random.Random(f"{self.sim.world.seed}/hostile/{node.idx}/{what}/{self.sim.world.now}")
+        try:
+            ok = getattr(self, "_" + what)(node, rng)
+        except Exception as exc:  # the act itself failed (e.g. nothing to attack yet): count it
+            self.done[what + "_failed"] = self.done.get(what + "_failed", 0) + 1
+            self.sim.notes.append(f"hostile {what} at {self.sim.world.now:.2f}: {type(exc).__name__}: {exc}")
+            return
+        key = what if ok else what + "_skipped"
+        self.done[key] = self.done.get(key, 0) + 1
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _target(self, node: SimNode, rng: random.Random, *, closed: bool | None = None) -> Any:
+        """A view of an auction this node knows and does not own (optionally open/closed)."""
+        ledger = node.replica.ledger
+        for aid in rng.sample(self.sim.opened, len(self.sim.opened)):
+            if not ledger.has(aid):
+                continue
+            v = ledger.auction(aid)
+            if v.seller == node.identity.public_hex:
+                continue
+            if closed is None or (str(v.status) != "open") == closed:
+                return v
+        return None
+
+    def _plant(self, node: SimNode, ev_raw: bytes, ev_id: str, why: str) -> None:
+        self.sim.checker.planted_invalid[ev_id] = why
+        self.sim.world.inject(node, event_frame(ev_raw))
+
+    # --- acts -----------------------------------------------------------------------------
+
+    def _forged_sig(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.events import BidBody, decode_event
+
+        v = self._target(node, rng, closed=False)
+        if v is None:
+            return False
+        ledger = node.replica.ledger
+        heads = tuple(ledger.heads(v.id))
+        amount = (v.leading.amount if v.leading is not None else v.start_price) + Decimal(50)
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None),
+                   heads, _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+        victim = self.sim.honest[rng.randrange(len(self.sim.honest))].identity.public_hex
+        raw = _recanon(ev.raw, author=victim)   # claims the victim wrote it: the signature cannot verify
+        try:
+            forged = decode_event(raw)
+        except Exception:
+            return False
+        self._plant(node, raw, forged.id, "forged signature (author swapped)")
+        return True
+
+    def _non_owner_close(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.events import CloseBody
+
+        v = self._target(node, rng, closed=False)
+        if v is None:
+            return False
+        ledger = node.replica.ledger
+        heads = tuple(ledger.heads(v.id))
+        winner = v.leading.id if v.leading is not None else None
+        ev = _sign(node, self.sim, "auction.close", CloseBody(auction=v.id, winner=winner), heads,
+                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+        self._plant(node, ev.raw, ev.id, "close by a non-seller")
+        return True
+
+    def _low_bid(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.events import BidBody
+
+        v = self._target(node, rng, closed=False)
+        if v is None:
+            return False
+        ledger = node.replica.ledger
+        heads = tuple(ledger.heads(v.id))
+        if v.leading is not None:
+            amount = v.leading.amount            # not above the best bid in its past
+        elif v.start_price > 0:
+            amount = v.start_price / 2           # below the start price
+            amount = amount.quantize(Decimal("0.5")) if amount >= 1 else Decimal(0)
+            if amount >= v.start_price:
+                return False
+        else:
+            return False
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None), heads,
+                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+        self._plant(node, ev.raw, ev.id, "bid too low")
+        return True
+
+    def _late_bid(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.events import BidBody
+
+        v = self._target(node, rng, closed=True)
+        if v is None:
+            return self._low_bid(node, rng)
+        ledger = node.replica.ledger
+        heads = tuple(ledger.heads(v.id))        # these include the close
+        base = v.leading.amount if v.leading is not None else v.start_price
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=base + 100, name=None), heads,
+                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+        self._plant(node, ev.raw, ev.id, "bid after the close in its causal past")
+        return True
+
+    def _double_close(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.events import CloseBody
+
+        sim = self.sim
+        aid = self.own_auctions.get(node.idx)
+        if aid is None:
+            ev = node.author.open(node.replica.ledger, item=f"hostile#{node.idx}", start_price=Decimal(5),
+                                  wall_ms=node.wall_ms(sim.world.now))
+            sim.world.publish(node, ev)
+            self.own_auctions[node.idx] = ev.id
+            sim.opened.append(ev.id)
+            # come back once honest bidders had a chance to bid on it
+            sim.world.sched.at(sim.world.now + 5.0, self.act, node, "double_close")
+            return True
+        ledger = node.replica.ledger
+        v = ledger.auction(aid)
+        if str(v.status) != "open":
+            return False
+        heads = tuple(ledger.heads(aid))
+        lam = _lamport(ledger, heads)
+        winner = v.leading.id if v.leading is not None else None
+        now_ms = node.wall_ms(sim.world.now)
+        first = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), heads, lam, now_ms)
+        second = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), heads, lam, now_ms + 1)
+        sim.checker.equivocating[aid] = None
+        sim.world.publish(node, first)
+        sim.world.publish(node, second)
+        return True
+
+    def _garbage(self, node: SimNode, rng: random.Random) -> bool:
+        junk = rng.randbytes(rng.randint(1, 64))
+        if rng.random() < 0.5:
+            body = b"{not json" + rng.randbytes(8)
+            junk = len(body).to_bytes(4, "big") + body
+        return self.sim.world.inject(node, junk) > 0

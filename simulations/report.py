@@ -1,0 +1,208 @@
+"""Summaries: the one-line verdict, ``report.json`` and (with matplotlib) a coverage plot.
+
+Figures reported:
+- convergence: whether all live honest nodes reached one digest, and how long after the heal;
+- traffic: frames sent and delivered, copies of an event's payload received per accepted event
+  (from the cores' own counters), and hops to full coverage next to log2(N);
+- speed: simulated frame deliveries per wall-clock second and the process's peak memory;
+- the checker's verdict, with the seed and arguments that replay the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from simulations.runner import peak_rss_mb
+
+if TYPE_CHECKING:
+    from simulations.runner import Simulation
+
+
+def core_totals(sim: Simulation) -> dict[str, int]:
+    """Sum of the cores' event counters over live nodes plus every crashed incarnation."""
+    tot: dict[str, int] = dict(sim.world.retired)
+    for n in sim.world.nodes:
+        if n.core is None or n.role != "node" or n.hostile:
+            continue
+        for k, v in _event_counters(n.core).items():
+            tot[k] = tot.get(k, 0) + v
+    return dict(sorted(tot.items()))
+
+
+def _event_counters(core: Any) -> dict[str, int]:
+    try:
+        st = core.stats()
+    except Exception:
+        return {}
+    ev = st.get("events", {}) if isinstance(st, dict) else {}
+    return {k: v for k, v in ev.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def hops_figures(sim: Simulation) -> dict[str, Any]:
+    # a hop count of MAX_HOPS (1024) means "unknown" (a copy repaired by anti-entropy): not a path length
+    hm = [h for h in sim.world.hops_max.values() if 0 < h < 1024]
+    n = len(sim.honest)
+    if not hm:
+        return {"events": 0, "log2_n": round(math.log2(max(2, n)), 2)}
+    return {
+        "events": len(hm),
+        "max_hops_mean": round(statistics.fmean(hm), 2),
+        "max_hops_median": statistics.median(hm),
+        "max_hops_max": max(hm),
+        "log2_n": round(math.log2(max(2, n)), 2),
+    }
+
+
+def coverage_series(sim: Simulation) -> list[tuple[float, float]]:
+    """(time, delivered share): acceptances by honest nodes so far over (honest nodes x valid
+    events published so far). Dips while a partition or a crash keeps events from some nodes."""
+    w = sim.world
+    n_nodes = max(1, len(sim.honest) + w.counters.joins - w.counters.leaves)
+    bucket = w.coverage_bucket
+    valid = sim.checker.oracle.facts
+    born = [0] * len(w.coverage)
+    for eid, t in w.first_seen.items():
+        if eid in valid:
+            b = min(len(born) - 1, int(t / bucket))
+            if b >= 0:
+                born[b] += 1
+    out = []
+    acc = 0
+    published = 0
+    for i, c in enumerate(w.coverage):
+        acc += c
+        published += born[i]
+        if published:
+            out.append(((i + 1) * bucket, min(1.0, acc / (n_nodes * published))))
+    return out
+
+
+def summarise(sim: Simulation) -> dict[str, Any]:
+    w = sim.world
+    cfg = sim.cfg
+    st = w.net.stats
+    totals = core_totals(sim)
+    received = totals.get("accepted", 0) - totals.get("own", 0)
+    copies = totals.get("copies_received", 0)
+    d = w.digests()
+    chk = sim.checker.summary()
+    return {
+        "seed": cfg.seed,
+        "replay": f"python -m simulations {cfg.replay_args()}",
+        "scenario": cfg.scenario,
+        "nodes": cfg.nodes,
+        "hostile_nodes": len(sim.hostiles),
+        "dissemination": cfg.dissemination,
+        "net": {"latency": list(cfg.net.latency), "jitter": cfg.net.jitter, "loss": cfg.net.loss,
+                "dup": cfg.net.dup, "reorder": cfg.net.reorder},
+        "faults": sim.plan.to_json() if sim.plan is not None else {},
+        "converged": sim.converged_at is not None,
+        "heal_time": round(sim.heal, 3),
+        "converged_at": None if sim.converged_at is None else round(sim.converged_at, 3),
+        "converged_after_heal": None if sim.converged_at is None else round(sim.converged_at - sim.heal, 3),
+        "liveness_bound": cfg.bound,
+        "virtual_time": round(w.now, 3),
+        "live_honest_nodes": sum(d.values()),
+        "distinct_digests": len(d),
+        "events_valid": len(sim.checker.oracle.facts),
+        "events_published": w.counters.publish_accepted,
+        "events_refused_locally": w.counters.publish_refused,
+        "frames_sent": st.frames_sent,
+        "frames_delivered": st.frames_delivered,
+        "bytes_delivered": st.bytes_delivered,
+        "copies_per_delivered_event": round(copies / received, 3) if received else None,
+        "core_event_counters": totals,
+        "hops": hops_figures(sim),
+        "network": w.net.snapshot(),
+        "world": {"crashes": w.counters.crashes, "restarts": w.counters.restarts, "joins": w.counters.joins,
+                  "leaves": w.counters.leaves, "injected_frames": w.counters.injected_frames,
+                  "core_errors": w.counters.core_errors, "stalls": w.counters.stalls,
+                  "authored_by_kind": dict(sorted(w.counters.by_kind.items())),
+                  "skipped_dead": w.counters.skipped_dead, "steps": w.sched.steps},
+        "hostile_acts": dict(sorted(sim.hostile.done.items())),
+        "final_state": getattr(sim, "final", {}),
+        "checker": chk,
+        "violations": chk["violations_by_kind"],
+        "ok": chk["ok"],
+        "wall_seconds": round(sim.wall, 3),
+        "deliveries_per_wall_second": round(st.frames_delivered / sim.wall) if sim.wall > 0 else None,
+        "cpu_seconds": round(sim.cpu, 3),
+        "deliveries_per_cpu_second": round(st.frames_delivered / sim.cpu) if sim.cpu > 0 else None,
+        "decode_cache": _cache_stats(sim),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "trace_hash": w.trace_hash() if cfg.trace else None,
+        "notes": sim.notes[:20],
+    }
+
+
+def _cache_stats(sim: Simulation) -> dict[str, int] | None:
+    c = getattr(sim.factory, "decode_cache", None)
+    return None if c is None else {"hits": c.hits, "misses": c.misses}
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    conv = (f"converged {s['converged_after_heal']:.1f}s after heal (bound {s['liveness_bound']:.0f}s)"
+            if s["converged"] else f"NOT converged ({s['distinct_digests']} digests, bound {s['liveness_bound']:.0f}s)")
+    cpe = s["copies_per_delivered_event"]
+    viol = "violations: none" if s["ok"] else "VIOLATIONS: " + ", ".join(f"{k}={v}" for k, v in s["violations"].items())
+    rate = s["deliveries_per_wall_second"]
+    return (f"seed={s['seed']} nodes={s['nodes']} scenario={s['scenario']} {conv}; "
+            f"events={s['events_valid']} frames_sent={s['frames_sent']} "
+            f"copies/event={cpe if cpe is not None else '-'} "
+            f"hops_max={s['hops'].get('max_hops_max', '-')} (log2 N={s['hops']['log2_n']}); {viol}; "
+            f"{rate if rate is not None else '-'} deliveries/s wall "
+            f"({s['deliveries_per_cpu_second'] or '-'}/s CPU), peak {s['peak_rss_mb']:.0f} MB; "
+            f"trace={str(s['trace_hash'])[:16]}")
+
+
+def write(sim: Simulation, s: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """report.json and, when matplotlib is installed, coverage.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series = coverage_series(sim)
+    data = dict(s)
+    data["coverage"] = [[round(t, 3), round(c, 5)] for t, c in series]
+    data["fault_windows"] = [[a, b, k] for a, b, k in sim.world.fault_windows]
+    p = out / "report.json"
+    p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    paths = [p]
+    png = plot(series, sim.world.fault_windows, s, out / "coverage.png")
+    if png is not None:
+        paths.append(png)
+    return paths
+
+
+def plot(series: list[tuple[float, float]], windows: list[tuple[float, float, str]], s: dict[str, Any],
+         path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = {"crash": "tab:red"}
+    seen: set[str] = set()
+    for a, b, kind in windows:
+        label = kind if kind not in seen else None
+        seen.add(kind)
+        ax.axvspan(a, max(b, a + 0.2), alpha=0.15, color=colours.get(kind, "tab:orange"), label=label)
+    if series:
+        ax.plot([t for t, _ in series], [c for _, c in series], color="tab:blue", label="delivery coverage")
+    if s.get("converged_at") is not None:
+        ax.axvline(s["converged_at"], color="tab:green", linestyle="--", label="converged")
+    ax.axvline(s["heal_time"], color="grey", linestyle=":", label="heal")
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel("share of (node, event) deliveries")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"seed {s['seed']}: {s['nodes']} nodes, scenario {s['scenario']}, loss {s['net']['loss']}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

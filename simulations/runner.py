@@ -1,0 +1,212 @@
+"""One simulation run: build the world, schedule workload and faults, run, check, summarise.
+
+Timeline (virtual seconds): the bootstrap starts at 0 and the nodes join over ``join_spread``;
+the workload starts at ``warmup`` and lasts ``workload.duration``; faults happen inside that
+window; ``heal`` is when the workload is over and the last fault healed. From then on a probe
+compares the honest live nodes' digests every ``probe`` seconds; the run stops at the first
+agreement (liveness holds, ``converged_after`` = time since heal) or at ``heal + bound``
+(a ``liveness`` violation).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulations import faults as faults_mod
+from simulations.checker import Checker
+from simulations.engine import SimNode, World
+from simulations.faults import FaultOptions, FaultPlan
+from simulations.hostile import Hostile
+from simulations.network import NetParams
+from simulations.workloads import Workload, make as make_workload
+
+
+@dataclass
+class SimConfig:
+    seed: int | str = 1
+    nodes: int = 30
+    scenario: str = "random"
+    events: int = 200
+    duration: float | None = None          # workload window; default per scenario
+    net: NetParams = field(default_factory=NetParams)
+    faults: FaultOptions | FaultPlan = field(default_factory=FaultOptions)
+    bound: float = 120.0                   # liveness bound after heal, virtual seconds
+    probe: float = 0.5
+    warmup: float | None = None
+    join_spread: float | None = None
+    dissemination: str = "plumtree"
+    core_overrides: dict[str, Any] = field(default_factory=dict)
+    hooks: Any = None                      # simulations.nodes.Hooks (planted bugs)
+    verifier_cache: int = 1 << 17
+    decode_cache: int = 1 << 17            # 0: every node decodes every copy itself
+    trace: bool = True
+    progress: bool = False
+    factory: Any = None                    # override the node factory (tests)
+    replay: str | None = None              # the CLI arguments of this run, when it came from the CLI
+
+    def replay_args(self) -> str:
+        """The CLI arguments that replay this run (for violation messages)."""
+        if self.replay is not None:
+            return self.replay
+        return f"run --seed {self.seed} --nodes {self.nodes} --scenario {self.scenario} --events {self.events}"
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig) -> None:
+        from simulations.nodes import RealFactory
+
+        self.cfg = cfg
+        self.factory = cfg.factory or RealFactory(dissemination=cfg.dissemination, overrides=cfg.core_overrides,
+                                                  hooks=cfg.hooks, verifier_cache=cfg.verifier_cache,
+                                                  decode_cache=cfg.decode_cache)
+        self.checker = Checker(self.factory.net, str(cfg.seed), replay=cfg.replay_args())
+        self.world = World(seed=cfg.seed, factory=self.factory, net_params=cfg.net, checker=self.checker,
+                           trace=cfg.trace)
+        self.workload: Workload = make_workload(cfg.scenario, cfg.events, cfg.duration)
+        self.opened: list[str] = []
+        self.notes: list[str] = []
+        self.hostile = Hostile(self)
+        self.converged_at: float | None = None
+        self.heal = 0.0
+        self.plan: FaultPlan | None = None
+        self.honest: list[SimNode] = []
+        self.hostiles: list[SimNode] = []
+        self.digest_history: list[tuple[float, int]] = []
+        self.wall = 0.0
+        self.cpu = 0.0
+        self._t0 = 0.0
+        self._c0 = 0.0
+
+    # --- authoring ----------------------------------------------------------------------------
+
+    def act(self, node: Any, make: Callable[[Any, Any, int], Any]) -> Any:
+        """Let ``node``'s user author an event; None if the node is down or refuses locally."""
+        from p2pauction.errors import UsageError
+
+        w = self.world
+        if not node.alive:
+            w.counters.skipped_dead += 1
+            return None
+        try:
+            ev = make(node.author, node.replica.ledger, node.wall_ms(w.now))
+        except UsageError:
+            w.counters.publish_refused += 1
+            return None
+        out = w.publish(node, ev)
+        if out is None or not self.factory.accepted_kind(out):
+            return None
+        kind = str(ev.kind)
+        w.counters.by_kind[kind] = w.counters.by_kind.get(kind, 0) + 1
+        return ev
+
+    # --- running ------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        cfg = self.cfg
+        w = self.world
+        n = cfg.nodes
+        spread = cfg.join_spread if cfg.join_spread is not None else 1.0 + n / 100.0
+        warmup = cfg.warmup if cfg.warmup is not None else spread + 8.0
+        boot = w.add_node("bootstrap")
+        w.start(boot)
+        names = ["C1", "C2", "C3"] if cfg.scenario == "reference" else []
+        for i in range(n):
+            node = w.add_node(name=names[i] if i < len(names) else None)
+            self.honest.append(node)
+            w.sched.at(0.1 + spread * i / max(1, n), w.start, node)
+        if isinstance(cfg.faults, FaultPlan):
+            plan = cfg.faults
+        else:
+            plan = faults_mod.random_plan(random.Random(f"{cfg.seed}/plan"), n, _shift(cfg.faults, warmup,
+                                                                                       self.workload.duration))
+        self.plan = plan
+        for h in range(plan.hostile_nodes):
+            node = w.add_node(name=f"hostile{h}")
+            node.hostile = True
+            self.hostiles.append(node)
+            w.sched.at(0.1 + spread * (h + 0.5) / max(1, plan.hostile_nodes), w.start, node)
+        for spec in plan.hostile:
+            if self.hostiles:
+                w.sched.at(spec.at, self.hostile.act, self.hostiles[spec.node % len(self.hostiles)], spec.act)
+        faults_mod.apply(plan, w, self.honest)
+        self.workload.schedule(self, warmup)
+        self.heal = max(plan.heal_time(), warmup + self.workload.duration)
+        w.sched.at(self.heal, self._probe)
+        if cfg.progress:
+            w.sched.at(5.0, self._progress)
+
+    def _probe(self) -> None:
+        w = self.world
+        d = w.digests()
+        self.digest_history.append((w.now, len(d)))
+        if len(d) == 1 and sum(d.values()) > 0:
+            self.converged_at = w.now
+            return
+        if w.now < self.heal + self.cfg.bound:
+            w.sched.at(w.now + self.cfg.probe, self._probe)
+
+    def _progress(self) -> None:
+        w = self.world
+        # wall and CPU clocks are read for the progress display only, never by the simulation
+        st = w.net.stats
+        rate = st.frames_delivered / max(1e-9, time.perf_counter() - self._t0)
+        cpu_rate = st.frames_delivered / max(1e-9, time.process_time() - self._c0)
+        print(f"[sim] t={w.now:7.1f}s live={len(w.honest_live())} delivered={st.frames_delivered} "
+              f"({rate:,.0f}/s wall, {cpu_rate:,.0f}/s CPU) accepted={w.counters.accepted} "
+              f"digests={len(w.digests())} rss={peak_rss_mb():.0f}MB", file=sys.stderr, flush=True)
+        w.sched.at(w.now + 5.0, self._progress)
+
+    def run(self) -> dict[str, Any]:
+        self.build()
+        w = self.world
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
+        w.sched.run_until(self.heal + self.cfg.bound + 1e-9, stop=lambda: self.converged_at is not None)
+        self.wall = time.perf_counter() - self._t0
+        self.cpu = time.process_time() - self._c0
+        if self.converged_at is None:
+            d = w.digests()
+            self.checker.violation("liveness", w.now,
+                                   f"{len(d)} distinct digests among {sum(d.values())} live honest nodes "
+                                   f"{self.cfg.bound:.0f}s after heal")
+        self.final = self.checker.final(w.nodes, w.now)
+        self.workload.final_check(self)
+        return self.summary()
+
+    # --- results ------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        from simulations.report import summarise
+
+        return summarise(self)
+
+
+def _shift(opts: FaultOptions, warmup: float, duration: float) -> FaultOptions:
+    """Fault options are given relative to the workload window; make them absolute."""
+    def win(w: tuple[float, float]) -> tuple[float, float]:
+        if w == (0.0, 0.0):
+            return (warmup, warmup + 0.8 * duration)
+        return (warmup + w[0], warmup + w[1])
+
+    return FaultOptions(
+        partitions=[(k, warmup + s, warmup + e, f) for k, s, e, f in opts.partitions],
+        crash_fraction=opts.crash_fraction, crash_window=win(opts.crash_window), crash_down=opts.crash_down,
+        churn_joins=opts.churn_joins, churn_leaves=opts.churn_leaves, churn_window=win(opts.churn_window),
+        hostile_nodes=opts.hostile_nodes, hostile_acts=opts.hostile_acts, hostile_window=win(opts.hostile_window),
+        skew_ms=opts.skew_ms)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def log2(n: int) -> float:
+    return math.log2(max(2, n))

@@ -1,0 +1,168 @@
+"""The CLI against one real node process (no peers): actions, queries, prefixes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Cluster, Proc, Watch, cli, digest, query, start_node, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def assert_one_line_error(result: object, *needles: str) -> str:
+    """A failed command: non-zero exit, nothing on stdout, exactly one line on stderr, no traceback."""
+    from tests.procs import CliResult
+
+    assert isinstance(result, CliResult)
+    assert result.returncode != 0, f"expected a failure, got {result.stdout!r}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("error: ")
+    assert result.stdout.strip() == ""
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One offline node for the whole module (starting processes is the slow part)."""
+    root = tmp_path_factory.mktemp("solo")
+    with Cluster(root) as cluster:
+        node = start_node(root / "S1", name="S1", offline=True)
+        cluster.procs.append(node)
+        yield node
+
+
+def data_dir(node: Proc) -> Path:
+    assert node.data_dir is not None
+    return node.data_dir
+
+
+def test_open_show_auctions_and_close_without_bids(solo: Proc) -> None:
+    d = data_dir(solo)
+    opened = cli(d, "open", "Lamp", "12.5", "--increment", "0.5")
+    auction = opened.data["auction"]
+    assert len(auction) == 64
+    human = cli(d, "open", "Chair", "3", json_out=False)
+    assert len(human.stdout.strip()) == 64  # `open` prints just the id: scripts can capture it
+
+    view = cli(d, "show", auction[:10]).data
+    assert (view["id"], view["item"], view["status"]) == (auction, "Lamp", "open")
+    assert (view["start_price"], view["min_increment"], view["currency"]) == ("12.5", "0.5", "USDt")
+    listed = {v["id"] for v in cli(d, "auctions").data}
+    assert auction in listed and human.stdout.strip() in listed
+
+    closed = cli(d, "close", auction[:12]).data
+    assert closed["winner"] is None and closed["price"] is None
+    assert "no bids" in cli(d, "close", human.stdout.strip(), json_out=False).stdout
+    assert cli(d, "show", auction).data["status"] == "closed"
+    assert auction in {v["id"] for v in cli(d, "auctions", "--status", "closed").data}
+    assert auction not in {v["id"] for v in cli(d, "auctions").data}
+    history = cli(d, "history").data
+    assert auction in {r.get("id", r.get("auction")) for r in history}
+    assert "Lamp" in cli(d, "show", auction, json_out=False).stdout
+
+
+def test_bad_input_is_one_line_and_changes_nothing(solo: Proc) -> None:
+    d = data_dir(solo)
+    own = cli(d, "open", "Vase", "10").data["auction"]
+    done = cli(d, "open", "Book", "5").data["auction"]
+    cli(d, "close", done)
+    before = digest(d)
+
+    assert_one_line_error(cli(d, "show", "ffffffffffffffff", check=False), "ffffffffffffffff")
+    assert_one_line_error(cli(d, "bid", "0123456789abcdef", "5", check=False))
+    assert_one_line_error(cli(d, "bid", own, "20", check=False), "own")
+    assert_one_line_error(cli(d, "close", done, check=False), "closed")
+    for bad in ("7,5", "abc", "-3", "1e3"):
+        assert_one_line_error(cli(d, "bid", own, bad, check=False), bad)
+        assert_one_line_error(cli(d, "open", "Thing", bad, check=False), bad)
+    assert_one_line_error(cli(d, "open", "Thing", "5", "--increment", "1,5", check=False), "1,5")
+    assert digest(d) == before
+
+
+def test_ambiguous_prefix(solo: Proc) -> None:
+    d = data_dir(solo)
+    # 17 auctions: by pigeonhole two of them share a first hex digit.
+    ids = [query(d, "open", item=f"Lot {i}", price="1")["auction"] for i in range(17)]
+    firsts: dict[str, int] = {}
+    for auction_id in query(d, "auctions", status="all"):
+        firsts[auction_id["id"][0]] = firsts.get(auction_id["id"][0], 0) + 1
+    shared = next(c for c, n in sorted(firsts.items()) if n > 1)
+    before = digest(d)
+    assert_one_line_error(cli(d, "close", shared, check=False), "ambiguous")
+    assert_one_line_error(cli(d, "show", shared, check=False), "ambiguous")
+    assert digest(d) == before
+    assert cli(d, "show", ids[0]).data["id"] == ids[0]
+
+
+def test_no_node_running(tmp_path: Path) -> None:
+    empty = tmp_path / "nothing-here"
+    for args in (("status",), ("open", "X", "1"), ("bid", "ab", "3"), ("watch",), ("auctions",)):
+        line = assert_one_line_error(cli(empty, *args, check=False), "no node is running")
+        assert str(empty) in line
+    # the default data directory comes from P2PAUCTION_DATA_DIR
+    result = cli(None, "status", check=False, env={"P2PAUCTION_DATA_DIR": str(empty)})
+    assert_one_line_error(result, str(empty))
+
+
+def test_second_node_on_same_data_dir_fails_at_once(solo: Proc) -> None:
+    from tests.procs import p2pauction_cmd
+
+    import subprocess
+
+    d = data_dir(solo)
+    before = digest(d)
+    done = subprocess.run(p2pauction_cmd("node", "--data-dir", str(d), "--offline"), capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    assert f"in use by another node (pid {solo.pid})" in errors[0]
+    assert solo.alive() and digest(d) == before
+
+
+def test_files_and_modes(solo: Proc) -> None:
+    d = data_dir(solo)
+    assert stat.S_IMODE(os.stat(d / "control.sock").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d / "identity.key").st_mode) == 0o600
+    status = cli(d, "status").data
+    assert status["pid"] == solo.pid and status["name"] == "S1"
+    assert len(status["digest"]) == 64 and status["events"] >= 0
+    assert "S1" in cli(d, "status", json_out=False).stdout
+    assert cli(d, "peers").data == []
+    # --log-format json: every log line is a JSON object (the node's one stdout line is not a log)
+    records = [json.loads(line) for line in solo.log.read_text().splitlines() if line.startswith("{")]
+    assert "node_started" in {r.get("event") for r in records}
+    assert all("level" in r and "timestamp" in r for r in records)
+
+
+def test_watch_streams_own_events(solo: Proc) -> None:
+    d = data_dir(solo)
+    watch = Watch(d)
+    try:
+        wait_until(lambda: query(d, "status")["subscribers"] >= 1, 20, "the watch to attach")
+        auction = cli(d, "open", "Clock", "7").data["auction"]
+        cli(d, "close", auction)
+        lines = watch.wait_for(2)
+        assert [(n["kind"], n["auction_id"], n["own"]) for n in lines[:2]] == [
+            ("auction.open", auction, True), ("auction.close", auction, True)]
+    finally:
+        watch.stop()
+
+
+def test_history_stats_and_time_window(solo: Proc) -> None:
+    d = data_dir(solo)
+    auction = cli(d, "open", "Map", "2").data["auction"]
+    cli(d, "close", auction)
+    assert auction in {r.get("id", r.get("auction")) for r in cli(d, "history", "--since", "2000-01-01").data}
+    assert cli(d, "history", "--until", "2000-01-01").data == []
+    assert isinstance(cli(d, "history", "--stats").data, dict)
+    assert_one_line_error(cli(d, "history", "--since", "yesterday-ish", check=False), "yesterday-ish")

@@ -1,0 +1,104 @@
+"""Plumtree decisions (pure): eager/lazy, PRUNE on duplicates, IHAVE timers and GRAFT, optimisation."""
+
+from __future__ import annotations
+
+from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.dissemination import UNKNOWN_HOPS, Plumtree
+from p2pauction.gossip.messages import EventMsg, Graft, IHave, Prune
+
+ID1, ID2 = "1" * 64, "2" * 64
+
+
+def tree(**overrides: object) -> Plumtree:
+    p = Plumtree(GossipConfig(net="t", **overrides))  # type: ignore[arg-type]
+    for key in ("a", "b", "c"):
+        p.add_peer(key)
+    return p
+
+
+def test_new_event_goes_eager_to_all_but_sender_and_lazy_by_ihave() -> None:
+    p = tree()
+    p.on_prune("c")  # c is now lazy
+    out = p.broadcast(ID1, "{}", hops=2, exclude="a", now=0.0)
+    assert out == [("b", EventMsg(e="{}", h=3))]
+    assert p.next_deadline() == 0.25
+    flushed = p.tick(0.25, known=lambda i: True)
+    assert flushed == [("c", IHave(ids=(ID1,), hs=(2,)))]
+    assert p.next_deadline() == float("inf")
+
+
+def test_duplicate_prunes_sender_once() -> None:
+    p = tree()
+    assert p.on_duplicate("b") == [("b", Prune())]
+    assert "b" in p.lazy and p.on_duplicate("b") == []
+
+
+def test_ihave_of_unknown_id_grafts_after_timeout_then_tries_next_announcer() -> None:
+    p = tree()
+    p.on_prune("b")
+    p.on_prune("c")
+    p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
+    p.on_ihave("c", (ID1,), (), known=lambda i: False, now=0.1)
+    assert p.tick(0.9, known=lambda i: False) == []
+    assert p.tick(1.0, known=lambda i: False) == [("b", Graft(ids=(ID1,)))]
+    assert "b" in p.eager
+    assert p.tick(1.5, known=lambda i: False) == [("c", Graft(ids=(ID1,)))]
+    assert p.tick(5.0, known=lambda i: False) == []
+
+
+def test_ihave_timer_cancelled_when_event_arrives() -> None:
+    p = tree()
+    p.on_prune("b")
+    p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
+    p.on_new_event(ID1, "a")
+    assert p.tick(2.0, known=lambda i: False) == []
+
+
+def test_graft_makes_sender_eager_and_returns_ids() -> None:
+    p = tree()
+    p.on_prune("b")
+    assert p.on_graft("b", (ID1, ID2)) == [ID1, ID2]
+    assert "b" in p.eager
+
+
+def test_optimisation_reroutes_through_a_shorter_path() -> None:
+    p = tree()
+    p.on_prune("c")
+    p.broadcast(ID1, "{}", hops=9, exclude="a", now=0.0)  # our copy came from a after 9 hops
+    out = p.on_ihave("c", (ID1,), (3,), known=lambda i: True, now=0.5)
+    assert out == [("c", Graft(ids=())), ("a", Prune())]
+    assert "c" in p.eager and "a" in p.lazy
+    assert p.counters["optimized"] == 1
+
+
+def test_no_optimisation_for_small_gains_or_unknown_hops() -> None:
+    p = tree()
+    p.on_prune("c")
+    p.broadcast(ID1, "{}", hops=5, exclude="a", now=0.0)
+    assert p.on_ihave("c", (ID1,), (3,), known=lambda i: True, now=0.5) == []  # 3+1+2 > 5
+    assert p.on_ihave("c", (ID1,), (UNKNOWN_HOPS,), known=lambda i: True, now=0.5) == []
+
+
+def test_flood_mode_pushes_to_every_peer_and_never_prunes() -> None:
+    p = tree(dissemination="flood")
+    p.on_prune("c")
+    out = p.broadcast(ID1, "{}", hops=0, exclude="a", now=0.0)
+    assert sorted(k for k, _ in out) == ["b", "c"]
+    assert p.on_duplicate("b") == []
+
+
+def test_none_mode_sends_nothing() -> None:
+    p = tree(dissemination="none")
+    assert p.broadcast(ID1, "{}", hops=0, exclude=None, now=0.0) == []
+    p.announce(ID1, None, 0.0)
+    assert p.tick(10.0, known=lambda i: True) == []
+
+
+def test_queues_and_missing_table_are_bounded() -> None:
+    p = tree(ihave_queue_max=3, missing_max=2)
+    p.on_prune("c")
+    for i in range(10):
+        p.broadcast(f"{i:064x}", "{}", hops=0, exclude=None, now=0.0)
+    assert p.counters["ihave_dropped"] == 7
+    p.on_ihave("b", tuple(f"{i:064x}" for i in range(5)), (), known=lambda i: False, now=0.0)
+    assert p.counters["missing_dropped"] == 3
