@@ -81,6 +81,18 @@ def test_peers_most_recent_first() -> None:
         assert store.known_peers(1) == [("a" * 64, "h:3")]
 
 
+def test_known_peers_are_bounded_keeping_the_most_recent() -> None:
+    # A peer that mints keys must not grow the peers table without bound.
+    from p2pauction.state.store import MAX_KNOWN_PEERS
+    for store in (SqliteStore(":memory:"), MemoryStore()):
+        for i in range(MAX_KNOWN_PEERS + 50):
+            store.remember_peer(f"{i:064x}", f"h:{i}", float(i))
+        kept = store.known_peers(limit=10 * MAX_KNOWN_PEERS)
+        assert len(kept) == MAX_KNOWN_PEERS
+        assert kept[0] == (f"{MAX_KNOWN_PEERS + 49:064x}", f"h:{MAX_KNOWN_PEERS + 49}")
+        assert (f"{0:064x}", "h:0") not in kept
+
+
 def test_receive_many_one_transaction(tmp_path: Path) -> None:
     s = reference_scenario()
     replica = Replica(NET, SqliteStore(tmp_path / "s.db"))

@@ -163,6 +163,9 @@ class MemoryStore:
     def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None:
         self._peers.pop(public_hex, None)
         self._peers[public_hex] = (addr, seen_at)
+        if len(self._peers) > MAX_KNOWN_PEERS:
+            oldest = min(self._peers.items(), key=lambda kv: (kv[1][1], kv[0]))[0]
+            del self._peers[oldest]
 
     def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
         ranked = sorted(self._peers.items(), key=lambda kv: (-kv[1][1], kv[0]))
@@ -203,6 +206,9 @@ CREATE TABLE IF NOT EXISTS finished_bids (auction TEXT NOT NULL, bid TEXT NOT NU
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
 _WAL_SIZE_LIMIT = 64 * 2**20          # the WAL file is truncated back to this after a checkpoint
+# Peers are remembered to re-dial after a restart without the bootstrap. Every handshaken key is
+# remembered, so a peer minting keys could grow the table: keep the most recently seen ones only.
+MAX_KNOWN_PEERS = 1000
 _INSERT = "INSERT OR IGNORE INTO events(id, auction, raw) VALUES (?,?,?)"
 _FINISHED_COLS = ("auction", "seller", "seller_name", "item", "currency", "winner", "winner_name",
                   "winning_bid", "price", "opened_ts", "closed_ts", "status", "bids", "late_bids")
@@ -306,6 +312,8 @@ class SqliteStore:
     def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None:
         self._run("INSERT INTO peers VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET addr=excluded.addr, "
                   "seen_at=excluded.seen_at", (public_hex, addr, seen_at))
+        self._run("DELETE FROM peers WHERE key NOT IN "
+                  "(SELECT key FROM peers ORDER BY seen_at DESC, key LIMIT ?)", (MAX_KNOWN_PEERS,))
 
     def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
         rows = self._run("SELECT key, addr FROM peers ORDER BY seen_at DESC, key LIMIT ?", (limit,))
