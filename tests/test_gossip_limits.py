@@ -67,7 +67,16 @@ def test_per_ip_cap_exempts_configured_ips() -> None:
 def test_total_inbound_and_handshake_caps() -> None:
     core = make_core(1, max_inbound=5, max_handshaking=100)
     peers = [RawPeer(core, 10 + i, identity(20 + i), remote=f"198.51.100.{i}:1") for i in range(7)]
-    assert sum(p.closed is not None for p in peers) == 2
+    for p in peers:
+        p.collect()
+    # Over the total cap, half-open connections make room for newcomers, oldest first...
+    assert [p.closed is not None for p in peers] == [True, True, False, False, False, False, False]
+    for p in peers[2:]:
+        p.handshake()
+    # ...but authenticated links are never evicted: with the cap full of them, a newcomer is refused.
+    late = RawPeer(core, 30, identity(40), remote="198.51.100.50:1")
+    assert late.closed is not None and "too many inbound connections" in late.closed
+    assert all(p.closed is None for p in peers[2:])
     core2 = make_core(2, max_handshaking=3)
     idle = [RawPeer(core2, 10 + i, identity(20 + i), remote=f"198.51.100.{i}:1", now=i / 10) for i in range(5)]
     for p in idle:

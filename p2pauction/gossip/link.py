@@ -125,21 +125,25 @@ class LinkHost:
         if self.scores.is_banned("ip:" + link.ip, now):
             self.counters["banned_rejected"] += 1
             return "banned"
-        if self._n_inbound > self._max_inbound:
-            return f"too many inbound connections (limit {self._max_inbound})"
+        # Over a cap, evict the oldest half-open inbound connection rather than refuse the
+        # newcomer: an honest peer finishes its handshake in a round trip, so a flood of idle
+        # connections (from many addresses) cannot keep it out. Authenticated links stay.
         if link.ip not in self.cfg.exempt_ips and self._per_ip.get(link.ip, 0) > self.cfg.max_inbound_per_ip:
             return f"too many connections from {link.ip} (limit {self.cfg.max_inbound_per_ip})"
-        if self._n_handshaking > self._max_handshaking:
-            # Evict the oldest half-open inbound connection rather than refuse the newcomer: an
-            # honest peer finishes its handshake in a round trip, so a flood of idle connections
-            # cannot keep it out.
-            oldest = next((x for x in self._links.values()
-                           if not x.outbound and not x.established and not x.closed and x is not link), None)
-            if oldest is None:
-                return "too many connections in handshake"
-            self.counters["handshake_evicted"] += 1
-            self._close(oldest, "too many connections in handshake", now)
+        if self._n_inbound > self._max_inbound and not self._evict_half_open(link, now):
+            return f"too many inbound connections (limit {self._max_inbound})"
+        if self._n_handshaking > self._max_handshaking and not self._evict_half_open(link, now):
+            return "too many connections in handshake"
         return None
+
+    def _evict_half_open(self, newcomer: Link, now: float) -> bool:
+        oldest = next((x for x in self._links.values()
+                       if not x.outbound and not x.established and not x.closed and x is not newcomer), None)
+        if oldest is None:
+            return False
+        self.counters["handshake_evicted"] += 1
+        self._close(oldest, "too many connections in handshake", now)
+        return True
 
     def data_received(self, conn: int, data: bytes, now: float) -> None:
         link = self._links.get(conn)
