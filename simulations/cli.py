@@ -16,7 +16,7 @@ from typing import Any
 
 from simulations.faults import PARTITION_KINDS, FaultOptions, FaultPlan
 from simulations.network import NetParams
-from simulations.runner import SimConfig, Simulation
+from simulations.runner import SimConfig, Simulation, quiet_logs
 
 
 def _range(text: str, scale: float = 1.0) -> tuple[float, float]:
@@ -53,14 +53,14 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run one simulation")
-    r.add_argument("--nodes", type=int, default=30)
-    r.add_argument("--seed", default="1")
+    r.add_argument("--nodes", type=int, default=30, help="honest nodes (plus one bootstrap and any hostiles)")
+    r.add_argument("--seed", default="1", help="one seed, one run")
     r.add_argument("--scenario", choices=("reference", "random", "hot"), default="random")
     r.add_argument("--events", type=int, default=200, help="authored actions (random, hot)")
     r.add_argument("--duration", type=float, default=None, help="workload window in virtual seconds")
-    r.add_argument("--loss", type=float, default=0.0)
-    r.add_argument("--dup", type=float, default=0.0)
-    r.add_argument("--reorder", type=float, default=0.0)
+    r.add_argument("--loss", type=float, default=0.0, help="share of protocol frames lost")
+    r.add_argument("--dup", type=float, default=0.0, help="share of protocol frames duplicated")
+    r.add_argument("--reorder", type=float, default=0.0, help="share of protocol frames delayed past later ones")
     r.add_argument("--latency", type=lambda s: _range(s, 0.001), default=(0.010, 0.050), help="ms, LO-HI")
     r.add_argument("--jitter", type=float, default=5.0, help="ms")
     r.add_argument("--partition", type=_partition, action="append", default=[],
@@ -87,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", action="store_true", help="progress lines on stderr")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("--profile", type=Path, help="write cProfile stats here")
+    r.add_argument("--log-level", default="error", choices=("debug", "info", "warning", "error"),
+                   help="log level of the simulated nodes (default error)")
     return p
 
 
@@ -120,7 +122,7 @@ def replay_line(argv: list[str]) -> str:
         if skip:
             skip = False
             continue
-        if a in ("--report", "--profile"):
+        if a in ("--report", "--profile", "--log-level"):
             skip = True
             continue
         if a in ("--check-determinism", "--progress", "--json"):
@@ -146,8 +148,11 @@ def run_once(cfg: SimConfig, profile: Path | None = None) -> tuple[Simulation, d
 def main(argv: list[str] | None = None) -> int:
     from simulations.report import summary_line, write
 
+    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    if from_shell:  # an embedding caller (a test) keeps its own logging configuration
+        quiet_logs(args.log_level)
     cfg = config_from(args)
     cfg.replay = replay_line(argv)
     sim, s = run_once(cfg, args.profile)

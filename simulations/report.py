@@ -115,6 +115,9 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         "frames_delivered": st.frames_delivered,
         "bytes_delivered": st.bytes_delivered,
         "copies_per_delivered_event": round(copies / received, 3) if received else None,
+        # the same, counting the event payloads anti-entropy carried as well
+        "copies_per_delivered_event_incl_ae": (round((copies + totals.get("ae_events_received", 0)) / received, 3)
+                                               if received else None),
         "core_event_counters": totals,
         "hops": hops_figures(sim),
         "network": w.net.snapshot(),

@@ -203,6 +203,15 @@ def _shift(opts: FaultOptions, warmup: float, duration: float) -> FaultOptions:
         skew_ms=opts.skew_ms)
 
 
+def quiet_logs(level: str = "error") -> None:
+    """Thousands of simulated nodes logging every ban would drown the verdict: keep ``level`` and up."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())))
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -19,7 +19,7 @@ from typing import Any
 
 from simulations.faults import FaultOptions
 from simulations.network import NetParams
-from simulations.runner import SimConfig, Simulation
+from simulations.runner import SimConfig, Simulation, quiet_logs
 
 
 def acceptance_config(seed: int, nodes: int, events: int, *, loss: float = 0.10, crash: float = 0.05,
@@ -39,6 +39,7 @@ def acceptance_config(seed: int, nodes: int, events: int, *, loss: float = 0.10,
 
 
 def one(seed: int, nodes: int, events: int, bound: float) -> dict[str, Any]:
+    quiet_logs()
     sim = Simulation(acceptance_config(seed, nodes, events, bound=bound))
     s = sim.run()
     return {"seed": seed, "ok": s["ok"], "converged_after_heal": s["converged_after_heal"],

@@ -18,7 +18,7 @@ from p2pauction.gossip.core import GossipCore
 from p2pauction.state.replica import Replica
 from p2pauction.state.validation import RejectReason
 from simulations.cli import main as cli_main
-from simulations.faults import FaultOptions, FaultPlan, HostileSpec, PartitionSpec
+from simulations.faults import CrashSpec, FaultOptions, FaultPlan, HostileSpec, PartitionSpec
 from simulations.network import NetParams
 from simulations.nodes import Hooks
 from simulations.runner import SimConfig, Simulation
@@ -101,6 +101,23 @@ def test_cli_check_determinism_and_report(tmp_path: Path, capsys: pytest.Capture
     assert data["determinism"]["same_trace"] and data["converged"]
     assert data["coverage"] and data["coverage"][-1][1] > 0.9
     assert (tmp_path / "coverage.png").stat().st_size > 1000
+
+
+def test_a_fault_plan_from_a_report_replays_through_the_cli(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    plan = FaultPlan(partitions=(PartitionSpec(11.0, 15.0, "bridge", 0.4),),
+                     crashes=(CrashSpec(node=2, at=12.0, down_for=3.0),),
+                     hostile_nodes=1, hostile=(HostileSpec(0, 13.0, "non_owner_close"),), skew_ms=900)
+    cfg = SimConfig(seed=9, nodes=6, scenario="random", events=20, duration=12.0, faults=plan)
+    _, s = _run(cfg)
+    assert s["ok"], s["checker"]
+    (tmp_path / "report.json").write_text(json.dumps({"faults": s["faults"]}))
+    rc = cli_main(["run", "--seed", "9", "--nodes", "6", "--events", "20", "--duration", "12",
+                   "--plan", str(tmp_path / "report.json"), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    replayed = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
+    assert replayed["trace_hash"] == s["trace_hash"]
 
 
 # --- the checker can fail ------------------------------------------------------------------------
