@@ -21,6 +21,7 @@ import random
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from p2pauction.errors import DecodeError
 from p2pauction.gossip.framing import encode_frame
 
 if TYPE_CHECKING:
@@ -46,10 +47,6 @@ def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, deps: tuple[str,
 
     return sign_event(node.identity, net=sim.factory.net, kind=Kind(kind), body=body, deps=deps,
                       lamport=lamport, ts=ts)
-
-
-def _lamport(ledger: Any, deps: tuple[str, ...]) -> int:
-    return 1 + max((ledger.lamport_of(d) for d in deps), default=0)
 
 
 class Hostile:
@@ -104,12 +101,12 @@ class Hostile:
         heads = tuple(ledger.heads(v.id))
         amount = (v.leading.amount if v.leading is not None else v.start_price) + Decimal(50)
         ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None),
-                   heads, _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+                   heads, ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
         victim = self.sim.honest[rng.randrange(len(self.sim.honest))].identity.public_hex
         raw = _recanon(ev.raw, author=victim)   # claims the victim wrote it: the signature cannot verify
         try:
             forged = decode_event(raw)
-        except Exception:
+        except DecodeError:
             return False
         self._plant(node, raw, forged.id, "forged signature (author swapped)")
         return True
@@ -124,7 +121,7 @@ class Hostile:
         heads = tuple(ledger.heads(v.id))
         winner = v.leading.id if v.leading is not None else None
         ev = _sign(node, self.sim, "auction.close", CloseBody(auction=v.id, winner=winner), heads,
-                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
         self._plant(node, ev.raw, ev.id, "close by a non-seller")
         return True
 
@@ -146,7 +143,7 @@ class Hostile:
         else:
             return False
         ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None), heads,
-                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
         self._plant(node, ev.raw, ev.id, "bid too low")
         return True
 
@@ -160,7 +157,7 @@ class Hostile:
         heads = tuple(ledger.heads(v.id))        # these include the close
         base = v.leading.amount if v.leading is not None else v.start_price
         ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=base + 100, name=None), heads,
-                   _lamport(ledger, heads), node.wall_ms(self.sim.world.now))
+                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
         self._plant(node, ev.raw, ev.id, "bid after the close in its causal past")
         return True
 
@@ -183,7 +180,7 @@ class Hostile:
         if str(v.status) != "open":
             return False
         heads = tuple(ledger.heads(aid))
-        lam = _lamport(ledger, heads)
+        lam = ledger.next_lamport(heads)
         winner = v.leading.id if v.leading is not None else None
         now_ms = node.wall_ms(sim.world.now)
         first = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), heads, lam, now_ms)

@@ -56,7 +56,7 @@ class Author:
             raise RuleViolation(f"auction {view.item} has ended", RejectReason.AFTER_END)
         self._check_amount(view, amount)
         deps = self._pick_deps(ledger, view.id)
-        lamport = 1 + max(ledger.lamport_of(d) for d in deps)
+        lamport = ledger.next_lamport(deps)
         return sign_event(self.identity, net=self.net, kind=Kind.BID,
                           body=BidBody(view.id, amount, self.name), deps=deps, lamport=lamport,
                           ts=wall_ms)
@@ -89,7 +89,7 @@ class Author:
             raise RuleViolation(f"auction {view.item} is already {view.status.value}",
                                 RejectReason.AUCTION_CLOSED)
         deps = self._pick_deps(ledger, view.id)
-        lamport = 1 + max(ledger.lamport_of(d) for d in deps)
+        lamport = ledger.next_lamport(deps)
         winner = view.leading.id if view.leading is not None else None
         return sign_event(self.identity, net=self.net, kind=Kind.CLOSE,
                           body=CloseBody(view.id, winner), deps=deps, lamport=lamport, ts=wall_ms)

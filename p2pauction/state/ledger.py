@@ -248,6 +248,10 @@ class Ledger:
             raise NotFound(f"unknown event {event_id}")
         return rec.lamport
 
+    def next_lamport(self, deps: tuple[str, ...]) -> int:
+        """The lamport an event with these (accepted) deps must carry: 1 + max, or 1 with none."""
+        return 1 + max((self.lamport_of(d) for d in deps), default=0)
+
     def heads(self, auction_id: str) -> tuple[str, ...]:
         return tuple(sorted(self._get(auction_id).heads))
 
