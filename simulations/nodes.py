@@ -53,6 +53,41 @@ class DecodeCache:
         return ev
 
 
+class FrameCache:
+    """Frame body bytes -> parsed EVENT message, shared by every simulated node of a run.
+
+    A node pushes one EVENT frame to each of its eager peers, and nodes at the same hop count
+    send the very same bytes, so most EVENT frames a run delivers were parsed before. Parsing is a
+    pure function of the bytes and messages are frozen, so sharing the result is sound. Other
+    message types carry per-link content (nonces, per-peer id batches) and would only fill it.
+    Bounded by count; eviction is oldest-first (deterministic).
+    """
+
+    def __init__(self, size: int) -> None:
+        from p2pauction.gossip.messages import EventMsg
+
+        self.size = size
+        self._keep = EventMsg
+        self._d: dict[bytes, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, body: bytes) -> Any:
+        msg = self._d.get(body)
+        if msg is not None:
+            self.hits += 1
+        return msg
+
+    def put(self, body: bytes, msg: Any) -> None:
+        if type(msg) is not self._keep:
+            return
+        self.misses += 1
+        d = self._d
+        d[body] = msg
+        if len(d) > self.size:
+            del d[next(iter(d))]
+
+
 _CACHED_CLASSES: dict[type, type] = {}
 
 
@@ -104,6 +139,7 @@ class RealFactory:
         self.hooks = hooks or Hooks()
         self.verifier = SignatureVerifier(cache_size=verifier_cache)
         self.decode_cache = DecodeCache(decode_cache) if decode_cache > 0 else None
+        self.frame_cache = FrameCache(decode_cache) if decode_cache > 0 else None
         self.world: World | None = None
 
     def setup(self, world: World) -> None:
@@ -171,7 +207,9 @@ class RealFactory:
         from p2pauction.gossip.core import GossipCore
 
         cls = self._hooked(node, "core_class") or GossipCore
-        return cls(cfg, node.identity, node.replica, rng, now)
+        core = cls(cfg, node.identity, node.replica, rng, now)
+        core.message_cache = self.frame_cache
+        return core
 
     @staticmethod
     def accepted_kind(outcome: Any) -> bool:

@@ -135,15 +135,16 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         "deliveries_per_wall_second": round(st.frames_delivered / sim.wall) if sim.wall > 0 else None,
         "cpu_seconds": round(sim.cpu, 3),
         "deliveries_per_cpu_second": round(st.frames_delivered / sim.cpu) if sim.cpu > 0 else None,
-        "decode_cache": _cache_stats(sim),
+        "decode_cache": _cache_stats(sim, "decode_cache"),
+        "frame_cache": _cache_stats(sim, "frame_cache"),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "trace_hash": w.trace_hash() if cfg.trace else None,
         "notes": sim.notes[:20],
     }
 
 
-def _cache_stats(sim: Simulation) -> dict[str, int] | None:
-    c = getattr(sim.factory, "decode_cache", None)
+def _cache_stats(sim: Simulation, which: str) -> dict[str, int] | None:
+    c = getattr(sim.factory, which, None)
     return None if c is None else {"hits": c.hits, "misses": c.misses}
 
 

@@ -35,6 +35,8 @@ from p2pauction.gossip.messages import (
 HEX = "0123456789abcdef"
 MASK64 = (1 << 64) - 1
 _ZERO_FP = "0" * 16
+_FPS_FORMAT = "%016x" * 16   # a tree node's 16 child fingerprints in one formatting call
+_ZEROS = (0,) * 16
 
 
 def _fp_of(event_id: str) -> int:
@@ -112,8 +114,8 @@ class PrefixSummary:
         if len(prefix) + 1 < self.depth:
             fp, cnt = self._fp, self._cnt
             children = [prefix + h for h in HEX]
-            return TreeNode(prefix, "".join(f"{fp.get(c, 0):016x}" for c in children),
-                            tuple(cnt.get(c, 0) for c in children))
+            return TreeNode(prefix, _FPS_FORMAT % tuple(map(fp.get, children, _ZEROS)),
+                            tuple(map(cnt.get, children, _ZEROS)))
         sums = [0] * 16
         counts = [0] * 16
         at = len(prefix)
@@ -121,7 +123,7 @@ class PrefixSummary:
             k = HEX.index(i[at])
             sums[k] += _fp_of(i)
             counts[k] += 1
-        return TreeNode(prefix, "".join(f"{s & MASK64:016x}" for s in sums), tuple(counts))
+        return TreeNode(prefix, _FPS_FORMAT % tuple(s & MASK64 for s in sums), tuple(counts))
 
     def in_store_order(self, ids: Iterable[str]) -> list[str]:
         """Known ids from ``ids``, sorted by acceptance order (a causal order)."""

@@ -212,8 +212,8 @@ class Plumtree:
             batch = max(1, min(self.cfg.ihave_batch, MAX_IDS))
             for key, q in self._queues.items():
                 for i in range(0, len(q), batch):
-                    chunk = q[i:i + batch]
-                    out.append((key, IHave(ids=tuple(x[0] for x in chunk), hs=tuple(x[1] for x in chunk))))
+                    chunk_ids, chunk_hs = zip(*q[i:i + batch])
+                    out.append((key, IHave(ids=chunk_ids, hs=chunk_hs)))
                     self.counters["ihave_sent"] += 1
                 self.counters["ihave_ids_sent"] += len(q)
             self._queues.clear()

@@ -81,15 +81,31 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """Consume ``data``; return the frames it completes, in order."""
-        frames: list[dict[str, Any]] = []
+        """Consume ``data``; return the frames it completes, decoded, in order."""
+        return [decode_body(body) for body in self.split(data)]
+
+    def split(self, data: bytes) -> list[bytes]:
+        """Consume ``data``; return the bodies of the frames it completes, in order.
+
+        Only the framing is checked here; the caller decodes each body (see :func:`decode_body`),
+        so a valid frame ahead of a malformed one in the same chunk is still handled.
+        """
+        bodies: list[bytes] = []
         sizes: list[int] = []
         self.last_sizes = sizes
+        n = len(data)
+        if self._need < 0 and not self._buf and n > HEADER_BYTES:
+            # Fast path: a chunk that is exactly one whole frame (the usual case).
+            need = int.from_bytes(data[:HEADER_BYTES], "big")
+            if need + HEADER_BYTES == n and 0 < need <= self.max_size:
+                sizes.append(n)
+                bodies.append(data[HEADER_BYTES:])
+                return bodies
         view = memoryview(data)
         pos = 0
-        while pos < len(view):
+        while pos < n:
             if self._need < 0:
-                take = min(HEADER_BYTES - len(self._buf), len(view) - pos)
+                take = min(HEADER_BYTES - len(self._buf), n - pos)
                 self._buf += view[pos:pos + take]
                 pos += take
                 if len(self._buf) < HEADER_BYTES:
@@ -103,7 +119,7 @@ class FrameDecoder:
                                      reason="frame_too_big")
                 self._need = need
                 continue
-            take = min(self._need - len(self._buf), len(view) - pos)
+            take = min(self._need - len(self._buf), n - pos)
             if not self._buf and take == self._need:
                 body: bytes = bytes(view[pos:pos + take])  # whole body in this chunk: no copy into buf
             else:
@@ -116,5 +132,5 @@ class FrameDecoder:
             pos += take
             sizes.append(self._need + HEADER_BYTES)
             self._need = -1
-            frames.append(decode_body(body))
-        return frames
+            bodies.append(body)
+        return bodies

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -19,7 +19,7 @@ from p2pauction.errors import FrameError, HandshakeError, ProtocolError, UsageEr
 from p2pauction.gossip import handshake
 from p2pauction.gossip.actions import Action, CloseConn, Send
 from p2pauction.gossip.config import GossipConfig
-from p2pauction.gossip.framing import FrameDecoder, encode_frame
+from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_frame
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
 from p2pauction.gossip.membership import ip_of
 from p2pauction.gossip.messages import (
@@ -27,6 +27,13 @@ from p2pauction.gossip.messages import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+class MessageCache(Protocol):
+    """A shared memo of frame body -> parsed message; it decides what is worth keeping."""
+
+    def get(self, body: bytes) -> Message | None: ...
+    def put(self, body: bytes, msg: Message) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +98,12 @@ class LinkHost:
         self._n_inbound = 0
         self._n_handshaking = 0
         self._per_ip: dict[str, int] = {}
+        # Optional memo of frame body -> parsed message, shared between cores that receive the
+        # same bytes (the simulator's many nodes); parsing is pure and messages are immutable.
+        self.message_cache: MessageCache | None = None
+        # The last message encoded and its frame: a broadcast sends one message object to several
+        # peers, and it is encoded once. Messages are frozen, so identity means same bytes.
+        self._last_encoded: tuple[Message | None, bytes] = (None, b"")
 
     # --- driver inputs ----------------------------------------------------------------------------
 
@@ -151,35 +164,70 @@ class LinkHost:
             return
         link.last_recv = now
         link.ping_out = False
-        self.counters["bytes_in"] += len(data)
+        counters = self.counters
+        counters["bytes_in"] += len(data)
         if not link.bytes.take(len(data), now):
             self._rate_limited(link, "bytes", now)
             return
         try:
-            frames = link.decoder.feed(data)
+            bodies = link.decoder.split(data)
         except FrameError as exc:
-            self.counters["malformed"] += 1
-            self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed)
+            self._malformed(link, exc, now)
             return
-        sizes = link.decoder.last_sizes
-        for i, frame in enumerate(frames):
+        cache = self.message_cache
+        for body in bodies:
             if link.closed:
                 return
-            self.counters["frames_in"] += 1
-            t = frame["t"] if frame["t"] in MESSAGE_TYPES else "?"  # peer-chosen names are not kept
-            entry = self.by_type.get(t)
-            if entry is None:
-                entry = self.by_type.setdefault(t, [0, 0, 0, 0])
-            entry[0] += 1
-            entry[1] += sizes[i]
+            counters["frames_in"] += 1
+            msg = cache.get(body) if cache is not None else None
+            if msg is None:
+                try:
+                    frame = decode_body(body)
+                except FrameError as exc:
+                    self._malformed(link, exc, now)
+                    return
+                t = frame["t"] if frame["t"] in MESSAGE_TYPES else "?"  # peer-chosen names are not kept
+                self._count_in(t, len(body))
+                msg = self._parse(link, frame, now)
+                if msg is None:
+                    return
+                if cache is not None:
+                    cache.put(body, msg)
+            else:
+                self._count_in(msg.T, len(body))
             if not link.frames.take(1, now):
                 self._rate_limited(link, "frames", now)
                 return
-            self._handle_frame(link, frame, now)
+            self._handle_message(link, msg, now)
 
-    def _handle_frame(self, link: Link, frame: dict[str, Any], now: float) -> None:
+    def _count_in(self, t: str, body_size: int) -> None:
+        entry = self.by_type.get(t)
+        if entry is None:
+            entry = self.by_type.setdefault(t, [0, 0, 0, 0])
+        entry[0] += 1
+        entry[1] += body_size + HEADER_BYTES
+
+    def _malformed(self, link: Link, exc: FrameError, now: float) -> None:
+        self.counters["malformed"] += 1
+        self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed)
+
+    def _parse(self, link: Link, frame: dict[str, Any], now: float) -> Message | None:
+        """The message in a decoded frame, or None after closing a link that broke the protocol."""
         try:
-            self._dispatch(link, parse_message(frame), now)
+            return parse_message(frame)
+        except ProtocolError as exc:
+            self.counters["violations"] += 1
+            self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
+            return None
+        except Exception:  # a bug of ours must not take the node down: drop this link only
+            self.counters["internal_errors"] += 1
+            log.exception("gossip.internal_error", conn=link.conn, type=str(frame.get("t"))[:20])
+            self._close(link, "internal error", now)
+            return None
+
+    def _handle_message(self, link: Link, msg: Message, now: float) -> None:
+        try:
+            self._dispatch(link, msg, now)
         except HandshakeError as exc:
             self.counters["handshake_failed"] += 1
             self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
@@ -188,7 +236,7 @@ class LinkHost:
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
         except Exception:  # a bug of ours must not take the node down: drop this link only
             self.counters["internal_errors"] += 1
-            log.exception("gossip.internal_error", conn=link.conn, type=frame.get("t"))
+            log.exception("gossip.internal_error", conn=link.conn, type=msg.T)
             self._close(link, "internal error", now)
 
     def connection_lost(self, conn: int, now: float) -> None:
@@ -261,7 +309,10 @@ class LinkHost:
     def _send(self, link: Link, msg: Message) -> None:
         if link.closed:
             return
-        data = encode_frame(msg.to_wire())
+        last, data = self._last_encoded
+        if msg is not last:
+            data = encode_frame(msg.to_wire())
+            self._last_encoded = (msg, data)
         self._actions.append(Send(link.conn, data))
         self.counters["frames_out"] += 1
         self.counters["bytes_out"] += len(data)

@@ -466,7 +466,7 @@ class Ledger:
 
     def _apply(self, e: Event) -> None:
         eid = e.id
-        deps = tuple(self._recs[d] for d in e.deps)
+        deps = tuple(map(self._recs.__getitem__, e.deps))
         body = e.body
         author = sys.intern(e.author)
         if isinstance(body, OpenBody):
