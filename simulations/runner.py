@@ -10,12 +10,14 @@ agreement (liveness holds, ``converged_after`` = time since heal) or at ``heal +
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +170,8 @@ class Simulation:
         w = self.world
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()
-        w.sched.run_until(self.heal + self.cfg.bound + 1e-9, stop=lambda: self.converged_at is not None)
+        with fewer_gc_passes():
+            w.sched.run_until(self.heal + self.cfg.bound + 1e-9, stop=lambda: self.converged_at is not None)
         self.wall = time.perf_counter() - self._t0
         self.cpu = time.process_time() - self._c0
         if self.converged_at is None:
@@ -201,6 +204,23 @@ def _shift(opts: FaultOptions, warmup: float, duration: float) -> FaultOptions:
         churn_joins=opts.churn_joins, churn_leaves=opts.churn_leaves, churn_window=win(opts.churn_window),
         hostile_nodes=opts.hostile_nodes, hostile_acts=opts.hostile_acts, hostile_window=win(opts.hostile_window),
         skew_ms=opts.skew_ms)
+
+
+@contextmanager
+def fewer_gc_passes() -> Iterator[None]:
+    """Run with rarer cyclic garbage collection, then restore the thresholds.
+
+    A run holds millions of long-lived objects (every node's ledger) and makes few reference
+    cycles (a run of 200 nodes frees about a thousand objects through the collector), so the
+    default thresholds spend 10-15% of the run re-scanning live objects. Cycles are still
+    collected, only less often.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def quiet_logs(level: str = "error") -> None:

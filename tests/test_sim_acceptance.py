@@ -199,11 +199,21 @@ def test_fifty_seeds_loss_partition_crashes_hostiles_safe_and_live() -> None:
 
 def test_churn_joins_and_leaves_converge() -> None:
     cfg = _small(31, faults=FaultOptions(churn_joins=3, churn_leaves=2, skew_ms=5000))
-    sim, s = _run(cfg)
+    sim = Simulation(cfg)
+    w = sim.world
+    authored: list[tuple[Any, str]] = []  # (author node, event id) of every event a user published
+    w.observers.append(lambda node, ev, own: authored.append((node, ev.id)) if own else None)
+    s = sim.run()
     assert s["ok"] and s["converged"], s["checker"]
     assert s["world"]["joins"] == 3 and s["world"]["leaves"] == 2
-    joined = sim.world.nodes[-1]
-    assert joined.alive and len(joined.replica.ledger) == s["events_valid"]
+    joined = w.nodes[-1]
+    assert joined.alive
+    held = {eid for _, eid in authored if joined.replica.ledger.has(eid)}
+    # The late joiner caught up on everything except, at most, events whose author left for good
+    # before passing them on (a node that leaves forever may take its newest events with it).
+    lost = [(node.name, eid) for node, eid in authored if eid not in held]
+    assert all(node.left for node, eid in authored if eid not in held), lost
+    assert len(held) >= s["events_valid"] - 2
 
 
 @pytest.mark.parametrize("kind", ["asymmetric", "bridge"])

@@ -12,7 +12,7 @@ A round (see docs/protocol.md) is stateless message by message:
 2. ``TREE {n}``: the 16 child summaries of buckets that differ. The receiver compares each child:
    equal -> skip; empty on its side -> ``WANTP`` (send me that whole bucket); empty on the other
    side -> serve the bucket; above the leaf depth -> reply with that child's own ``TREE`` node;
-   at the leaf depth -> ``IDS`` (the id list of the leaf).
+   at the leaf depth, or holding at most a few ids here -> ``IDS`` (the id list of the bucket).
 3. ``IDS``: the receiver ``WANT``s the ids it lacks and serves the ids the other side lacks.
 4. ``WANT``/``WANTP`` -> ``EVENTS`` in store order (causal order), bounded per request.
 
@@ -167,8 +167,12 @@ def on_sync(summary: PrefixSummary, root: str) -> Plan:
 
 
 def on_tree(summary: PrefixSummary, nodes: Iterable[TreeNode], *, expand_max: int,
-            serve_max: int) -> Plan:
-    """Compare the other side's child summaries with ours; descend only into differing ones."""
+            serve_max: int, ids_max: int = 0) -> Plan:
+    """Compare the other side's child summaries with ours; descend only into differing ones.
+
+    A differing bucket holding at most ``ids_max`` ids on our side is answered with its id list
+    (``IDS``) at once instead of its subtree: a few ids cost about as many bytes as one tree node
+    and save the round trips (and the tree nodes) of the levels below."""
     expand: list[TreeNode] = []
     leaves: list[tuple[str, tuple[str, ...]]] = []
     wantp: list[str] = []
@@ -191,7 +195,7 @@ def on_tree(summary: PrefixSummary, nodes: Iterable[TreeNode], *, expand_max: in
             elif node.counts[k] == 0:
                 if len(serve) < serve_max:
                     serve.extend(summary.ids_in(child)[:serve_max - len(serve)])
-            elif len(child) < summary.depth:
+            elif len(child) < summary.depth and mine.counts[k] > ids_max:
                 expand.append(summary.node(child))
             else:
                 leaves.append((child, tuple(summary.ids_in(child)[:MAX_LEAF_IDS])))

@@ -67,6 +67,7 @@ class GossipConfig:
     ae_depth: int = 4                        # leaf depth of the 16-ary prefix tree
     ae_serve_max: int = 512                  # events served per request
     ae_expand_max: int = 256                 # differing buckets handled per TREE message
+    ae_ids_max: int = 8                      # a differing bucket this small is answered by its ids, not its subtree
     ae_announce: bool = True                 # IHAVE events recovered by anti-entropy to other peers
     ae_push_max: int = 8                     # an EVENTS answer this small is pushed on like new events
     events_chunk_bytes: int = 256 * 1024
@@ -106,3 +107,5 @@ class GossipConfig:
             raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
         if not 1 <= self.ae_depth <= 8:
             raise UsageError("ae_depth must be between 1 and 8")
+        if not 0 <= self.ae_ids_max <= 512:
+            raise UsageError("ae_ids_max must be between 0 and 512 (the ids one bucket may list)")

@@ -284,7 +284,8 @@ class GossipCore(LinkHost):
 
     def _on_tree(self, link: Link, msg: Tree, now: float) -> None:
         self._run_plan(link, antientropy.on_tree(self.summary, msg.nodes, expand_max=self.cfg.ae_expand_max,
-                                                 serve_max=self.cfg.ae_serve_max), now)
+                                                 serve_max=self.cfg.ae_serve_max,
+                                                 ids_max=self.cfg.ae_ids_max), now)
 
     def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
         self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,

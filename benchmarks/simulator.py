@@ -1,0 +1,177 @@
+"""Simulator speed: simulated frame deliveries per second, and where the time per delivery goes.
+
+``python benchmarks/simulator.py [--quick]`` measures, in one run and on the same machine:
+
+1. **Engine floor**: the simulator's own machinery (event queue, in-memory network with latency
+   and jitter, framing, the driver loop) carrying frames between trivial "hot potato" nodes that
+   only split each frame and pass it on to a random neighbour. No protocol, no state: the most
+   deliveries per second this engine can give on this machine.
+2. **Real nodes**: the same engine driving the project's GossipCore over a Replica (random
+   workload), with the run-wide shared caches (signatures, event decoding, EVENT frame parsing)
+   and without them.
+
+It prints each rate, the ratios between them, and the time per delivery split into "engine" (the
+floor's cost) and "node code" (the rest), next to the 10 microseconds per delivery that the
+100,000 deliveries per second target allows. Absolute rates drift with the machine's load; the
+ratios and the split are what to compare between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from p2pauction.errors import FrameError  # noqa: E402
+from p2pauction.gossip.actions import Dial, Send  # noqa: E402
+from p2pauction.gossip.framing import FrameDecoder  # noqa: E402
+from simulations.engine import World  # noqa: E402
+from simulations.network import NetParams  # noqa: E402
+from simulations.runner import SimConfig, Simulation, quiet_logs  # noqa: E402
+
+TARGET_PER_SECOND = 100_000
+POTATO_BODY = 380  # about the size of an EVENT frame's body
+
+
+class PotatoCore:
+    """Passes every frame it receives to one random neighbour until its hop budget runs out."""
+
+    def __init__(self, addr: str, known: list[str], rng: Any, degree: int) -> None:
+        self.rng = rng
+        self.conns: dict[int, FrameDecoder] = {}
+        self.order: list[int] = []
+        self.actions: list[Any] = [Dial(a) for a in rng.sample([k for k in known if k != addr], degree)]
+
+    def connection_made(self, conn: int, *, outbound: bool, remote_addr: str, now: float) -> None:
+        self.conns[conn] = FrameDecoder()
+        self.order.append(conn)
+
+    def connection_lost(self, conn: int, now: float) -> None:
+        self.conns.pop(conn, None)
+        self.order.remove(conn)
+
+    def dial_failed(self, addr: str, now: float) -> None:
+        pass
+
+    def data_received(self, conn: int, data: bytes, now: float) -> None:
+        try:
+            bodies = self.conns[conn].split(data)
+        except FrameError:
+            return
+        for body in bodies:
+            if body[0] > 0 and self.order:
+                self.send(bytes([body[0] - 1]) + body[1:])
+
+    def send(self, body: bytes) -> None:
+        conn = self.order[self.rng.randrange(len(self.order))]
+        self.actions.append(Send(conn, len(body).to_bytes(4, "big") + body))
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def next_deadline(self) -> float:
+        return float("inf")
+
+    def take_actions(self) -> list[Any]:
+        out, self.actions = self.actions, []
+        return out
+
+
+class PotatoFactory:
+    net = "potato"
+
+    def __init__(self, degree: int = 5) -> None:
+        self.degree = degree
+        self.world: Any = None
+
+    def setup(self, world: Any) -> None:
+        self.world = world
+
+    def new_identity(self, node: Any) -> Any:
+        return None
+
+    def new_store(self, node: Any) -> Any:
+        return None
+
+    def new_replica(self, node: Any) -> Any:
+        return None
+
+    def new_core(self, node: Any, now: float) -> PotatoCore:
+        known = [n.addr for n in self.world.nodes]
+        return PotatoCore(node.addr, known, node.rng, self.degree)
+
+    def accepted_kind(self, outcome: Any) -> bool:
+        return False
+
+
+def engine_floor(n: int, potatoes: int, hops: int) -> dict[str, Any]:
+    w = World(seed=1, factory=PotatoFactory(), net_params=NetParams(), trace=True)
+    for _ in range(n):
+        w.add_node()
+    for node in w.nodes:
+        w.start(node)
+    w.sched.run_until(1.0)  # connections up
+    body = bytes([min(hops, 255)]) + b"x" * (POTATO_BODY - 1)
+    for i in range(potatoes):
+        node = w.nodes[i % n]
+        node.core.send(body)
+        w._drain(node)
+    stats = w.net.stats
+    before = stats.frames_delivered
+    t0, c0 = time.perf_counter(), time.process_time()
+    w.sched.run_until(float("inf"))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    delivered = stats.frames_delivered - before
+    return {"nodes": n, "deliveries": delivered, "wall": round(wall, 2), "cpu": round(cpu, 2),
+            "per_cpu_second": round(delivered / cpu)}
+
+
+def real_nodes(n: int, events: int, caches: bool) -> dict[str, Any]:
+    size = 1 << 17 if caches else 0
+    cfg = SimConfig(seed=1, nodes=n, scenario="random", events=events,
+                    verifier_cache=size, decode_cache=size)
+    s = Simulation(cfg).run()
+    return {"nodes": n, "events": events, "shared_caches": caches, "ok": s["ok"],
+            "deliveries": s["frames_delivered"], "wall": s["wall_seconds"], "cpu": s["cpu_seconds"],
+            "per_cpu_second": s["deliveries_per_cpu_second"], "peak_rss_mb": s["peak_rss_mb"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    quiet_logs()
+    n, events = (60, 200) if args.quick else (200, 1000)
+    floor = engine_floor(n, potatoes=n * 4, hops=100 if args.quick else 300)
+    real = real_nodes(n, events, caches=True)
+    bare = real_nodes(n, events, caches=False)
+    floor_us = 1e6 / floor["per_cpu_second"]
+    real_us = 1e6 / real["per_cpu_second"]
+    budget_us = 1e6 / TARGET_PER_SECOND
+    result = {
+        "engine_floor": floor, "real_nodes": real, "real_nodes_without_shared_caches": bare,
+        "ratio_real_to_floor": round(real["per_cpu_second"] / floor["per_cpu_second"], 3),
+        "ratio_caches_on_to_off": round(real["per_cpu_second"] / bare["per_cpu_second"], 2),
+        "microseconds_per_delivery": {"engine": round(floor_us, 1), "node_code": round(real_us - floor_us, 1),
+                                      "total": round(real_us, 1), "target_budget": budget_us},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"engine floor ({n} hot-potato nodes): {floor['per_cpu_second']:,} deliveries per CPU second")
+    print(f"real nodes   ({n} nodes, {events} events, shared caches): {real['per_cpu_second']:,} per CPU second "
+          f"= {result['ratio_real_to_floor']:.3f} x floor")
+    print(f"real nodes without shared caches: {bare['per_cpu_second']:,} per CPU second; "
+          f"caches give {result['ratio_caches_on_to_off']:.2f} x")
+    print(f"time per delivery: engine {floor_us:.1f} us + node code {real_us - floor_us:.1f} us "
+          f"= {real_us:.1f} us (the {TARGET_PER_SECOND:,}/s target allows {budget_us:.0f} us)")
+
+
+if __name__ == "__main__":
+    main()
