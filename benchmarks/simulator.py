@@ -33,6 +33,7 @@ from p2pauction.gossip.framing import FrameDecoder  # noqa: E402
 from simulations.engine import World  # noqa: E402
 from simulations.network import NetParams  # noqa: E402
 from simulations.runner import SimConfig, Simulation, quiet_logs  # noqa: E402
+from simulations.standin import StandinFactory  # noqa: E402
 
 TARGET_PER_SECOND = 100_000
 POTATO_BODY = 380  # about the size of an EVENT frame's body
@@ -82,31 +83,14 @@ class PotatoCore:
         return out
 
 
-class PotatoFactory:
+class PotatoFactory(StandinFactory):
+    """The stand-in node's factory with hot-potato cores (its store and replica go unused)."""
+
     net = "potato"
 
-    def __init__(self, degree: int = 5) -> None:
-        self.degree = degree
-        self.world: Any = None
-
-    def setup(self, world: Any) -> None:
-        self.world = world
-
-    def new_identity(self, node: Any) -> Any:
-        return None
-
-    def new_store(self, node: Any) -> Any:
-        return None
-
-    def new_replica(self, node: Any) -> Any:
-        return None
-
-    def new_core(self, node: Any, now: float) -> PotatoCore:
+    def new_core(self, node: Any, now: float) -> PotatoCore:  # type: ignore[override]
         known = [n.addr for n in self.world.nodes]
         return PotatoCore(node.addr, known, node.rng, self.degree)
-
-    def accepted_kind(self, outcome: Any) -> bool:
-        return False
 
 
 def engine_floor(n: int, potatoes: int, hops: int) -> dict[str, Any]:

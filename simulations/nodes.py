@@ -22,13 +22,11 @@ if TYPE_CHECKING:
 NET = "simnet"
 
 
-class DecodeCache:
-    """raw bytes -> decoded Event, shared by every simulated node of a run.
+class SharedMemo:
+    """bytes -> an immutable value computed from them, shared by every simulated node of a run.
 
-    ``decode_event`` is a pure function of the bytes and an Event is immutable, so handing every
-    node the same Event object for the same bytes is sound; it saves the decode of each copy and
-    lets a thousand nodes share one Event (and one ``raw``) per event instead of a thousand.
-    Bounded by count; eviction is oldest-first (insertion order: deterministic).
+    Bounded by count; eviction is oldest-first (insertion order: deterministic). ``hits`` and
+    ``misses`` go into the report.
     """
 
     def __init__(self, size: int) -> None:
@@ -37,55 +35,52 @@ class DecodeCache:
         self.hits = 0
         self.misses = 0
 
-    def decode(self, raw: bytes) -> Any:
-        ev = self._d.get(raw)
-        if ev is not None:
+    def get(self, key: bytes) -> Any:
+        value = self._d.get(key)
+        if value is not None:
             self.hits += 1
-            return ev
-        from p2pauction.state.events import decode_event
+        return value
 
-        ev = decode_event(raw)  # DecodeError propagates: the caller falls back to the real path
+    def put(self, key: bytes, value: Any) -> None:
         self.misses += 1
         d = self._d
-        d[ev.raw] = ev
+        d[key] = value
         if len(d) > self.size:
             del d[next(iter(d))]
+
+
+class DecodeCache(SharedMemo):
+    """raw bytes -> decoded Event.
+
+    ``decode_event`` is a pure function of the bytes and an Event is immutable, so handing every
+    node the same Event object for the same bytes is sound; it saves the decode of each copy and
+    lets a thousand nodes share one Event (and one ``raw``) per event instead of a thousand.
+    """
+
+    def decode(self, raw: bytes) -> Any:
+        ev = self.get(raw)
+        if ev is None:
+            from p2pauction.state.events import decode_event
+
+            ev = decode_event(raw)  # DecodeError propagates: the caller falls back to the real path
+            self.put(ev.raw, ev)
         return ev
 
 
-class FrameCache:
-    """Frame body bytes -> parsed EVENT message, shared by every simulated node of a run.
+class FrameCache(SharedMemo):
+    """Frame body bytes -> parsed EVENT message (the cores' ``message_cache``).
 
     A node pushes one EVENT frame to each of its eager peers, and nodes at the same hop count
     send the very same bytes, so most EVENT frames a run delivers were parsed before. Parsing is a
     pure function of the bytes and messages are frozen, so sharing the result is sound. Other
     message types carry per-link content (nonces, per-peer id batches) and would only fill it.
-    Bounded by count; eviction is oldest-first (deterministic).
     """
 
-    def __init__(self, size: int) -> None:
+    def put(self, key: bytes, value: Any) -> None:
         from p2pauction.gossip.messages import EventMsg
 
-        self.size = size
-        self._keep = EventMsg
-        self._d: dict[bytes, Any] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, body: bytes) -> Any:
-        msg = self._d.get(body)
-        if msg is not None:
-            self.hits += 1
-        return msg
-
-    def put(self, body: bytes, msg: Any) -> None:
-        if type(msg) is not self._keep:
-            return
-        self.misses += 1
-        d = self._d
-        d[body] = msg
-        if len(d) > self.size:
-            del d[next(iter(d))]
+        if type(value) is EventMsg:
+            super().put(key, value)
 
 
 _CACHED_CLASSES: dict[type, type] = {}
