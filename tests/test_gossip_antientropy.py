@@ -24,10 +24,11 @@ def summary_of(ids: list[str], depth: int = 4) -> ae.PrefixSummary:
     return s
 
 
-def reconcile(a: ae.PrefixSummary, b: ae.PrefixSummary, max_rounds: int = 50) -> tuple[int, int, int]:
+def reconcile(a: ae.PrefixSummary, b: ae.PrefixSummary, max_rounds: int = 50,
+              ids_max: int = 0, messages: list[str] | None = None) -> tuple[int, int, int]:
     """Run rounds A->B until both summaries agree. Returns (rounds, protocol bytes, ids moved).
 
-    Every message goes through its wire form, as on a real link."""
+    Every message goes through its wire form, as on a real link; ``messages`` collects their types."""
     total = moved = 0
     for rnd in range(1, max_rounds + 1):
         queue: list[tuple[ae.PrefixSummary, ae.PrefixSummary, Message]] = [(a, b, Sync(r=a.root()))]
@@ -36,10 +37,12 @@ def reconcile(a: ae.PrefixSummary, b: ae.PrefixSummary, max_rounds: int = 50) ->
             frame = encode_frame(msg.to_wire())
             total += len(frame)
             msg = parse_message(msg.to_wire())
+            if messages is not None:
+                messages.append(msg.T)
             if isinstance(msg, Sync):
                 plan = ae.on_sync(dst, msg.r)
             elif isinstance(msg, Tree):
-                plan = ae.on_tree(dst, msg.nodes, expand_max=256, serve_max=512)
+                plan = ae.on_tree(dst, msg.nodes, expand_max=256, serve_max=512, ids_max=ids_max)
             elif isinstance(msg, Ids):
                 plan = ae.on_ids(dst, msg.leaves, serve_max=512)
             elif isinstance(msg, WantPrefix):
@@ -98,6 +101,22 @@ def test_cost_grows_with_difference_not_history() -> None:
     assert costs[20_000] < 2 * costs[1000]
 
 
+def test_small_buckets_are_answered_with_their_ids() -> None:
+    # 1,000 ids: about 4 per depth-2 bucket. A few differences are settled one tree level higher
+    # with the shortcut: fewer messages in the chain (each one a round trip), for a few more bytes
+    # at most (an id list instead of the cheaper "whole bucket" request at the bottom).
+    base = make_ids(1000)
+    extra = make_ids(6, salt="extra")
+    walked: list[str] = []
+    short: list[str] = []
+    _, cost_walk, moved_walk = reconcile(summary_of(base + extra), summary_of(base), messages=walked)
+    _, cost_short, moved_short = reconcile(summary_of(base + extra), summary_of(base), ids_max=8,
+                                           messages=short)
+    assert moved_walk == moved_short == 6
+    assert len(short) < len(walked) and short.count("tree") < walked.count("tree")
+    assert cost_short < 1.5 * cost_walk
+
+
 def test_empty_side_catches_up_in_bounded_rounds() -> None:
     full = summary_of(make_ids(3000))
     empty = ae.PrefixSummary()
@@ -106,13 +125,13 @@ def test_empty_side_catches_up_in_bounded_rounds() -> None:
 
 
 @given(st.sets(st.integers(0, 400), max_size=120), st.sets(st.integers(0, 400), max_size=120),
-       st.integers(1, 4))
-@settings(max_examples=60, deadline=None)
-def test_reconcile_reaches_the_union(xs: set[int], ys: set[int], depth: int) -> None:
+       st.integers(1, 4), st.sampled_from([0, 1, 8, 64]))
+@settings(max_examples=80, deadline=None)
+def test_reconcile_reaches_the_union(xs: set[int], ys: set[int], depth: int, ids_max: int) -> None:
     pool = make_ids(401)
     a = summary_of([pool[i] for i in sorted(xs)], depth)
     b = summary_of([pool[i] for i in sorted(ys)], depth)
-    reconcile(a, b)
+    reconcile(a, b, ids_max=ids_max)
     union = sorted(pool[i] for i in xs | ys)
     assert a.ids_in("") == b.ids_in("") == union
 

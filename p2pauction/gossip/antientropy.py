@@ -171,7 +171,7 @@ def on_tree(summary: PrefixSummary, nodes: Iterable[TreeNode], *, expand_max: in
     """Compare the other side's child summaries with ours; descend only into differing ones.
 
     A differing bucket holding at most ``ids_max`` ids on our side is answered with its id list
-    (``IDS``) at once instead of its subtree: a few ids cost about as many bytes as one tree node
+    (``IDS``) at once instead of its subtree: up to 8 ids cost the bytes of one or two tree nodes
     and save the round trips (and the tree nodes) of the levels below."""
     expand: list[TreeNode] = []
     leaves: list[tuple[str, tuple[str, ...]]] = []
