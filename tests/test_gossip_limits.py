@@ -141,6 +141,16 @@ def test_garbage_after_handshake_closes_that_link_only_and_bans_repeat_offenders
     assert a.active_keys() == [b.key] and not honest.closed
 
 
+def test_frames_ahead_of_a_malformed_one_in_the_same_chunk_are_handled() -> None:
+    core = make_core(1)
+    peer = RawPeer(core, 5, identity(9))
+    peer.handshake()
+    peer.inbox.clear()
+    replies = peer.send_bytes(encode_frame({"t": "ping", "n": 7}) + b"\x00\x00\x00\x05hello")
+    assert {"t": "pong", "n": 7} in replies  # answered before the garbage closed the link
+    assert peer.closed is not None and "malformed" in peer.closed
+
+
 def test_ban_expires() -> None:
     core = make_core(1, ban_seconds=30)
     for conn in (4, 5):

@@ -70,10 +70,11 @@ def test_same_seed_same_trace_hash_other_seed_differs() -> None:
     assert hashes[0] == hashes[1] != hashes[2]
 
 
-def test_shared_decode_cache_does_not_change_the_run() -> None:
+def test_shared_decode_caches_do_not_change_the_run() -> None:
     cached = _run(_small(3))[1]
     plain = _run(_small(3, decode_cache=0))[1]
     assert cached["decode_cache"]["hits"] > 0 and plain["decode_cache"] is None
+    assert cached["frame_cache"]["hits"] > 0 and plain["frame_cache"] is None
     assert cached["trace_hash"] == plain["trace_hash"]
 
 
