@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import Accepted, GossipCore
+from p2pauction.gossip.framing import encode_frame
 from p2pauction.state.authoring import Author
 from p2pauction.state.ledger import Ledger
 from p2pauction.state.replica import Replica
-from p2pauction.state.store import MemoryStore
+from p2pauction.state.store import MemoryStore, SqliteStore
 
 from tests.gossip_wire import NET, Pipe, RawPeer, identity, make_core
 
@@ -61,6 +64,27 @@ def test_accepted_actions_say_own_or_not() -> None:
     backlog = b.__dict__.get("_wire_backlog", []) + b.take_actions()
     got_b = [x for x in backlog if isinstance(x, Accepted)]
     assert [(x.event.id, x.own, x.hops) for x in got_b] == [(event.id, False, 1)]
+
+
+def test_events_of_one_chunk_are_stored_in_one_commit_before_any_output(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    store = SqliteStore(path)
+    cfg = GossipConfig(net=NET, listen_addr="10.0.0.2:7000", exempt_ips=())
+    core = GossipCore(cfg, identity(2), Replica(NET, store), random.Random(2), 0.0)
+    peer = RawPeer(core, 5, identity(1))
+    peer.handshake()
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    events = make_events(3, who=1)
+    chunk = b"".join(encode_frame({"t": "event", "e": e.raw.decode(), "h": 1}) for e in events)
+    core.data_received(5, chunk, 1.0)
+    store._db.set_trace_callback(None)
+    assert [x for x in statements if x in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"]
+    assert statements[-1] == "COMMIT"  # nothing written after the commit
+    # By the time the driver takes the outputs (Accepted, forwards), the events are durable.
+    durable = sqlite3.connect(path).execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    backlog = core.__dict__.get("_wire_backlog", []) + core.take_actions()
+    assert durable == 3 and len([a for a in backlog if isinstance(a, Accepted)]) == 3
 
 
 def forge(event: Any) -> str:

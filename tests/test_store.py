@@ -105,6 +105,47 @@ def test_receive_many_one_transaction(tmp_path: Path) -> None:
     assert again.ledger.digest_hex == s.ledger.digest_hex and again.ledger.counters.pending == 0
 
 
+def _rows_seen_by_another_connection(path: Path) -> int:
+    return int(sqlite3.connect(path).execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def test_batch_is_one_transaction_committed_at_the_end(tmp_path: Path) -> None:
+    s = reference_scenario()
+    path = tmp_path / "s.db"
+    replica = Replica(NET, SqliteStore(path))
+    with replica.batch():
+        for e in s.events:  # one by one, as gossip frames arrive (the close records a finished auction)
+            replica.receive_raw(e.raw)
+        with replica.batch():  # nested: joins the open transaction
+            replica.store.remember_peer("ab" * 32, "127.0.0.1:7001", 5.0)
+        assert _rows_seen_by_another_connection(path) == 0  # nothing committed yet
+    assert _rows_seen_by_another_connection(path) == len(s.events)
+    assert [r["auction"] for r in replica.store.history(None, None)] == [s.pic1]
+    assert Replica(NET, SqliteStore(path)).ledger.digest_hex == s.ledger.digest_hex
+
+
+def test_batch_commits_what_was_written_when_the_block_raises(tmp_path: Path) -> None:
+    s = reference_scenario()
+    path = tmp_path / "s.db"
+    replica = Replica(NET, SqliteStore(path))
+    with pytest.raises(RuntimeError):
+        with replica.batch():
+            replica.receive_raw(s.events[0].raw)
+            raise RuntimeError("a bug in the caller")
+    # the ledger accepted the event, so the store keeps it: the two stay in step
+    assert _rows_seen_by_another_connection(path) == 1
+    replica.receive_raw(s.events[1].raw)  # and the store is usable afterwards (autocommit again)
+    assert _rows_seen_by_another_connection(path) == 2
+
+
+def test_memory_store_batch_is_a_no_op() -> None:
+    s = reference_scenario()
+    replica = Replica(NET, MemoryStore())
+    with replica.batch():
+        replica.receive_raw(s.events[0].raw)
+        assert len(replica.store) == 1
+
+
 # ------------------------------------------------------------------ kill -9
 
 _CHILD = textwrap.dedent("""

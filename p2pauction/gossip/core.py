@@ -13,6 +13,8 @@ so the anti-entropy summary stays in step with the ledger.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from p2pauction.errors import ProtocolError
@@ -64,6 +66,7 @@ class GossipCore(LinkHost):
         self._next_refresh = now + self._jittered(config.refresh_interval)
         self._refresh_dials: dict[str, None] = {}
         self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
+        self._store_batch: Callable[[], AbstractContextManager[None]] = getattr(replica, "batch", nullcontext)
         self._load_history()
         for key, addr in replica.store.known_peers(config.passive_max):
             if key != self.key:
@@ -87,6 +90,13 @@ class GossipCore(LinkHost):
         return interval * (1.0 + self.rng.uniform(-j, j))
 
     # --- local inputs -------------------------------------------------------------------------
+
+    def data_received(self, conn: int, data: bytes, now: float) -> None:
+        # Group commit: the events accepted from one chunk are stored in one transaction,
+        # committed before the driver sees any output of this call (forwards, Accepted), so
+        # nothing is passed on or acknowledged before it is durable.
+        with self._store_batch():
+            super().data_received(conn, data, now)
 
     def publish(self, event: Any, now: float) -> Any:
         """Apply a locally authored event and disseminate it; returns the ledger's Outcome."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Iterable, Sequence
 
 import structlog
@@ -54,6 +55,13 @@ class Replica:
         outcomes = [self.ledger.receive_raw(raw) for raw in raws]
         self._store([e for o in outcomes for e in o.accepted])
         return outcomes
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Appends inside go to the store in one transaction, committed when the block ends, for
+        a caller that acknowledges nothing before then (a store without transactions writes as it
+        goes)."""
+        transaction = getattr(self.store, "transaction", None)
+        return transaction() if callable(transaction) else nullcontext()
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self.store.get_raw(event_id)

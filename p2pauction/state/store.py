@@ -8,6 +8,7 @@ protocol. Analytics sums are computed exactly with Decimal in Python over the wi
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
@@ -221,6 +222,7 @@ class SqliteStore:
     def __init__(self, path: Path | str, *, net: str | None = None) -> None:
         self.path = str(path)
         self._recorded: dict[str, tuple[Status, tuple[str, ...]]] = {}
+        self._tx_depth = 0  # > 0 inside transaction(): writes join its one open transaction
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -275,8 +277,7 @@ class SqliteStore:
                 self._db.execute(_INSERT, rows[0])
                 self._count += self._db.total_changes - before
                 return
-            with self._db:  # committed on exit: durable against kill -9 once this returns
-                self._db.execute("BEGIN")
+            with self._one_transaction():  # committed on exit: durable against kill -9 once this returns
                 before = self._db.total_changes
                 self._db.executemany(_INSERT, rows)
                 self._count += self._db.total_changes - before
@@ -286,6 +287,40 @@ class SqliteStore:
             raise StoreError(f"store {self.path}: cannot append events: {exc}") from None
         for view in finished:
             self._recorded[view.id] = (view.status, view.closes)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group commit: every write inside goes into ONE transaction, committed when the block
+        ends (also when it raises: the ledger already holds what was written). Nothing written
+        inside is durable before that, so a caller acknowledges those events only afterwards."""
+        if self._tx_depth:
+            self._tx_depth += 1
+            try:
+                yield
+            finally:
+                self._tx_depth -= 1
+            return
+        self._run("BEGIN")
+        self._tx_depth = 1
+        try:
+            yield
+        finally:
+            self._tx_depth = 0
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._recorded.clear()  # those rows may be gone: let them be written again
+                raise StoreError(f"store {self.path}: cannot commit: {exc}") from None
+
+    @contextmanager
+    def _one_transaction(self) -> Iterator[None]:
+        """A transaction of its own, or a part of the open group (inside transaction())."""
+        if self._tx_depth:
+            yield
+            return
+        with self._db:  # committed on exit, rolled back on an exception
+            self._db.execute("BEGIN")
+            yield
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
@@ -324,8 +359,7 @@ class SqliteStore:
         if self._already_recorded(view):
             return
         try:
-            with self._db:
-                self._db.execute("BEGIN")
+            with self._one_transaction():
                 self._write_finished(view)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.path}: cannot record auction {view.id}: {exc}") from None
