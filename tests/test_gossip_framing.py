@@ -92,6 +92,21 @@ def test_known_types_reject_garbage_fields(t: str) -> None:
     assert msg.T in ("error", "heartbeat", "prune")  # the types with no required field
 
 
+ID_A, ID_B = "a" * 64, "b" * 64
+
+
+@pytest.mark.parametrize("ids", [[f"{ID_A},{ID_B}"], [f"{ID_A},{ID_B}", ""], [ID_A, ID_B.upper()],
+                                 [ID_A, 7], [ID_A + "0"], [ID_A[:-1]], [ID_A, ""], [f"{ID_A},"]])
+def test_id_lists_hold_exactly_64_hex_ids(ids: list[Any]) -> None:
+    with pytest.raises(DecodeError, match="64-hex"):
+        parse_message({"t": "ihave", "ids": ids})
+
+
+@given(st.lists(st.sampled_from([ID_A, ID_B, "c" * 64]), max_size=20))
+def test_valid_id_lists_parse(ids: list[str]) -> None:
+    assert parse_message({"t": "want", "ids": ids}).ids == tuple(ids)  # type: ignore[attr-defined]
+
+
 def test_oversize_header_raises_before_buffering() -> None:
     decoder = FrameDecoder()
     with pytest.raises(FrameError, match="over the"):

@@ -30,7 +30,8 @@ MAX_NET = 64
 MAX_HOPS = 1024
 
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-# A whole id list joined by commas, checked in one regex call (a comma inside an id cannot match).
+# A whole id list joined by commas, checked in one regex call. With the length check in _ids (one
+# comma per joint and no more), an entry holding a comma cannot pass for two ids.
 _HEX64_LIST = re.compile(r"(?:[0-9a-f]{64},)*[0-9a-f]{64}\Z")
 HEX128 = re.compile(r"[0-9a-f]{128}\Z")
 ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.\-]{1,253}):([0-9]{1,5})\Z")
@@ -78,7 +79,7 @@ def _ids(d: dict[str, Any], t: str, f: str, max_len: int = MAX_IDS) -> tuple[str
         joined = ",".join(v)
     except TypeError:  # an entry that is not a string
         raise _bad(t, f, "must hold 64-hex-character ids") from None
-    if not _HEX64_LIST.match(joined):
+    if len(joined) != 65 * len(v) - 1 or not _HEX64_LIST.match(joined):
         raise _bad(t, f, "must hold 64-hex-character ids")
     return tuple(v)
 
