@@ -41,12 +41,14 @@ def _recanon(raw: bytes, **changes: Any) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, deps: tuple[str, ...], lamport: int,
-          ts: int) -> Any:
+def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, ts_offset: int = 0) -> Any:
+    """Sign ``body`` as ``node`` on top of the heads of its auction as this node sees them."""
     from p2pauction.state.events import Kind, sign_event
 
-    return sign_event(node.identity, net=sim.factory.net, kind=Kind(kind), body=body, deps=deps,
-                      lamport=lamport, ts=ts)
+    ledger = node.replica.ledger
+    heads = tuple(ledger.heads(body.auction))
+    return sign_event(node.identity, net=sim.factory.net, kind=Kind(kind), body=body, deps=heads,
+                      lamport=ledger.next_lamport(heads), ts=node.wall_ms(sim.world.now) + ts_offset)
 
 
 class Hostile:
@@ -97,11 +99,8 @@ class Hostile:
         v = self._target(node, rng, closed=False)
         if v is None:
             return False
-        ledger = node.replica.ledger
-        heads = tuple(ledger.heads(v.id))
         amount = (v.leading.amount if v.leading is not None else v.start_price) + Decimal(50)
-        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None),
-                   heads, ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None))
         victim = self.sim.honest[rng.randrange(len(self.sim.honest))].identity.public_hex
         raw = _recanon(ev.raw, author=victim)   # claims the victim wrote it: the signature cannot verify
         try:
@@ -117,11 +116,8 @@ class Hostile:
         v = self._target(node, rng, closed=False)
         if v is None:
             return False
-        ledger = node.replica.ledger
-        heads = tuple(ledger.heads(v.id))
         winner = v.leading.id if v.leading is not None else None
-        ev = _sign(node, self.sim, "auction.close", CloseBody(auction=v.id, winner=winner), heads,
-                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
+        ev = _sign(node, self.sim, "auction.close", CloseBody(auction=v.id, winner=winner))
         self._plant(node, ev.raw, ev.id, "close by a non-seller")
         return True
 
@@ -131,8 +127,6 @@ class Hostile:
         v = self._target(node, rng, closed=False)
         if v is None:
             return False
-        ledger = node.replica.ledger
-        heads = tuple(ledger.heads(v.id))
         if v.leading is not None:
             amount = v.leading.amount            # not above the best bid in its past
         elif v.start_price > 0:
@@ -142,8 +136,7 @@ class Hostile:
                 return False
         else:
             return False
-        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None), heads,
-                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=amount, name=None))
         self._plant(node, ev.raw, ev.id, "bid too low")
         return True
 
@@ -153,11 +146,9 @@ class Hostile:
         v = self._target(node, rng, closed=True)
         if v is None:
             return self._low_bid(node, rng)
-        ledger = node.replica.ledger
-        heads = tuple(ledger.heads(v.id))        # these include the close
         base = v.leading.amount if v.leading is not None else v.start_price
-        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=base + 100, name=None), heads,
-                   ledger.next_lamport(heads), node.wall_ms(self.sim.world.now))
+        # signed on the auction's heads, which include the close
+        ev = _sign(node, self.sim, "bid.place", BidBody(auction=v.id, amount=base + 100, name=None))
         self._plant(node, ev.raw, ev.id, "bid after the close in its causal past")
         return True
 
@@ -175,16 +166,12 @@ class Hostile:
             # come back once honest bidders had a chance to bid on it
             sim.world.sched.at(sim.world.now + 5.0, self.act, node, "double_close")
             return True
-        ledger = node.replica.ledger
-        v = ledger.auction(aid)
+        v = node.replica.ledger.auction(aid)
         if str(v.status) != "open":
             return False
-        heads = tuple(ledger.heads(aid))
-        lam = ledger.next_lamport(heads)
         winner = v.leading.id if v.leading is not None else None
-        now_ms = node.wall_ms(sim.world.now)
-        first = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), heads, lam, now_ms)
-        second = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), heads, lam, now_ms + 1)
+        first = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner))
+        second = _sign(node, sim, "auction.close", CloseBody(auction=aid, winner=winner), ts_offset=1)
         sim.checker.equivocating[aid] = None
         sim.world.publish(node, first)
         sim.world.publish(node, second)
