@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
@@ -540,46 +540,50 @@ class Ledger:
         self.counters.pending = len(self._pending)
         return p
 
-    def _release(self, first: str, accepted: list[Event]) -> None:
-        """Apply pending events unblocked by ``first``, iteratively, in sorted-id order per step."""
+    def _walk_waiters(self, first: str, visit: Callable[[str], bool]) -> None:
+        """Breadth-first over the pending events waiting on ``first``, in sorted-id order per step;
+        ``visit(pid)`` says whether the walk goes on to the events waiting on ``pid``."""
         queue = deque([first])
         while queue:
-            dep = queue.popleft()
-            waiters = self._waiting.pop(dep, None)
-            if not waiters:
-                continue
-            for pid in sorted(waiters):
-                p = self._pending.get(pid)
-                if p is None:
-                    continue
-                p.missing = [d for d in p.missing if d not in self._recs]
-                if p.missing:
-                    continue
-                self._drop_pending(pid)
-                e = p.event
-                reason = self._check(e)
-                if reason is not None:
-                    self._reject(pid, reason)
-                    self._cascade(pid)
-                    continue
-                self._apply(e)
-                self.counters.released += 1
-                accepted.append(e)
-                queue.append(pid)
+            waiters = self._waiting.pop(queue.popleft(), None)
+            if waiters:
+                queue.extend(pid for pid in sorted(waiters) if visit(pid))
+
+    def _release(self, first: str, accepted: list[Event]) -> None:
+        """Apply pending events unblocked by ``first``, iteratively."""
+
+        def release(pid: str) -> bool:
+            p = self._pending.get(pid)
+            if p is None:
+                return False
+            p.missing = [d for d in p.missing if d not in self._recs]
+            if p.missing:
+                return False
+            self._drop_pending(pid)
+            e = p.event
+            reason = self._check(e)
+            if reason is not None:
+                self._reject(pid, reason)
+                self._cascade(pid)
+                return False
+            self._apply(e)
+            self.counters.released += 1
+            accepted.append(e)
+            return True
+
+        self._walk_waiters(first, release)
 
     def _cascade(self, rejected_id: str) -> None:
         """Pending events that depend on a rejected event can never be valid: reject them too."""
-        queue = deque([rejected_id])
-        while queue:
-            dep = queue.popleft()
-            waiters = self._waiting.pop(dep, None)
-            if not waiters:
-                continue
-            for pid in sorted(waiters):
-                if pid in self._pending:
-                    self._drop_pending(pid)
-                    self._reject(pid, RejectReason.INVALID_DEP)
-                    queue.append(pid)
+
+        def reject(pid: str) -> bool:
+            if pid not in self._pending:
+                return False
+            self._drop_pending(pid)
+            self._reject(pid, RejectReason.INVALID_DEP)
+            return True
+
+        self._walk_waiters(rejected_id, reject)
 
     # ---------------------------------------------------------------- rejections
 
