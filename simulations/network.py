@@ -28,7 +28,7 @@ import heapq
 import random
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -337,12 +337,7 @@ class Network:
             return
         key = reason.split(":", 1)[0][:60]
         self.stats.closes[key] = self.stats.closes.get(key, 0) + 1
-        ep.open = False
-        ep.inbox.clear()
-        self.endpoints.pop(cid, None)
-        if ep.peer is not None and ep.peer.open:
-            ep.rst_sent = True
-            self._fin(ep, ep.peer)
+        self._end(ep)
         w = self.world
         w.sched.at(w.now, self._local_lost, node, node.incarnation, cid, ep.made)
 
@@ -353,29 +348,26 @@ class Network:
     def drop_node(self, node: SimNode) -> None:
         """A crash: every endpoint of ``node`` dies; peers get a reset (the OS sends RST)."""
         for cid in sorted(node.eps):
-            ep = node.eps[cid]
-            ep.open = False
-            ep.inbox.clear()
-            self.endpoints.pop(cid, None)
-            if ep.peer is not None and ep.peer.open:
-                ep.rst_sent = True
-                self._fin(ep, ep.peer)
+            self._end(node.eps[cid])
         node.eps.clear()
+
+    def _end(self, ep: Endpoint) -> None:
+        """This side of the connection is gone: drop what it had not read, tell the peer (FIN/RST)."""
+        ep.open = False
+        ep.inbox.clear()
+        self.endpoints.pop(ep.cid, None)
+        if ep.peer is not None and ep.peer.open:
+            ep.rst_sent = True
+            self._fin(ep, ep.peer)
 
     def open_links(self) -> int:
         return len(self.endpoints) // 2
 
     def snapshot(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "frames_sent": s.frames_sent, "frames_delivered": s.frames_delivered,
-            "bytes_delivered": s.bytes_delivered, "deliveries": s.deliveries,
-            "dropped_loss": s.dropped_loss, "dropped_partition": s.dropped_partition,
-            "dropped_closed": s.dropped_closed, "duplicated": s.duplicated,
-            "reordered": s.reordered, "dials": s.dials, "dials_failed": s.dials_failed,
-            "connections": s.connections, "open_links": self.open_links(),
-            "closes": dict(sorted(s.closes.items())),
-        }
+        out = asdict(self.stats)
+        out["open_links"] = self.open_links()
+        out["closes"] = dict(sorted(self.stats.closes.items()))
+        return out
 
 
 def _count_frames(data: bytes) -> int:
