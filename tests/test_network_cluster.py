@@ -77,6 +77,21 @@ class Workload:
         self.count += 1
 
 
+def wait_meshed(nodes: list[NodeProc], what: str) -> None:
+    wait_for(lambda: all(n.status()["peers"] >= 2 for n in nodes), what, 60)
+
+
+def start_cluster(procs: list[Proc], tmp_path: Path, net: str,
+                  names: list[str]) -> tuple[BootstrapProc, list[NodeProc]]:
+    """A bootstrap and one node per name, started and meshed (every node has two peers)."""
+    boot = BootstrapProc("boot", tmp_path, net)
+    start_all(procs, [boot])
+    nodes = [NodeProc(name, tmp_path, net, [boot.address], FAST) for name in names]
+    start_all(procs, nodes)
+    wait_meshed(nodes, "every node has peers")
+    return boot, nodes
+
+
 def has_event(node: NodeProc, auction: str) -> bool:
     try:
         node.call("show", auction=auction)
@@ -87,11 +102,7 @@ def has_event(node: NodeProc, auction: str) -> bool:
 
 def test_twenty_nodes_bootstrap_loss_and_join_through_a_node(tmp_path: Path, procs: list[Proc]) -> None:
     net = "accept-20"
-    boot = BootstrapProc("boot", tmp_path, net)
-    start_all(procs, [boot])
-    nodes = [NodeProc(f"n{i:02d}", tmp_path, net, [boot.address], FAST) for i in range(20)]
-    start_all(procs, nodes)
-    wait_for(lambda: all(n.status()["peers"] >= 2 for n in nodes), "every node has peers", 60)
+    boot, nodes = start_cluster(procs, tmp_path, net, [f"n{i:02d}" for i in range(20)])
 
     work = Workload()
     auctions = [work.open(nodes[i]) for i in (0, 5, 10, 15)]
@@ -121,11 +132,7 @@ def test_twenty_nodes_bootstrap_loss_and_join_through_a_node(tmp_path: Path, pro
 
 def test_a_node_down_while_200_events_are_published_catches_up(tmp_path: Path, procs: list[Proc]) -> None:
     net = "accept-restart"
-    boot = BootstrapProc("boot", tmp_path, net)
-    start_all(procs, [boot])
-    nodes = [NodeProc(f"n{i}", tmp_path, net, [boot.address], FAST) for i in range(5)]
-    start_all(procs, nodes)
-    wait_for(lambda: all(n.status()["peers"] >= 2 for n in nodes), "every node has peers", 60)
+    _, nodes = start_cluster(procs, tmp_path, net, [f"n{i}" for i in range(5)])
     work = Workload()
     first = work.open(nodes[0])
     wait_converged(nodes, 1, "all have the first event")
@@ -160,7 +167,7 @@ def test_two_partitioned_halves_converge_after_healing(tmp_path: Path, procs: li
     half_a = [NodeProc(f"a{i}", tmp_path, net, [boot_a.address], FAST) for i in range(4)]
     half_b = [NodeProc(f"b{i}", tmp_path, net, [boot_b.address], FAST) for i in range(4)]
     start_all(procs, half_a + half_b)
-    wait_for(lambda: all(n.status()["peers"] >= 2 for n in half_a + half_b), "both halves formed", 60)
+    wait_meshed(half_a + half_b, "both halves formed")
 
     work_a, work_b = Workload(), Workload()
     for half, work in ((half_a, work_a), (half_b, work_b)):
@@ -202,7 +209,7 @@ def test_halves_cut_apart_by_routes_while_publishing_converge_after_healing(
                           prefix=tb.exec_argv(h, [])) for i, h in enumerate(hosts)]
         start_all(procs, nodes)
         try:
-            wait_for(lambda: all(n.status()["peers"] >= 2 for n in nodes), "the network formed", 60)
+            wait_meshed(nodes, "the network formed")
             work = Workload()
             before = [work.open(nodes[i]) for i in (0, 4)]
             wait_converged(nodes, work.count, "one network before the cut")
