@@ -149,8 +149,10 @@ def test_encode_refuses_oversize() -> None:
         encode_frame({"t": "x", "pad": "a" * MAX_FRAME_BYTES})
 
 
-def test_last_sizes_report_wire_sizes() -> None:
+def test_split_returns_the_bodies_of_whole_frames_and_keeps_the_rest() -> None:
     a, b = encode_frame({"t": "a"}), encode_frame({"t": "bb", "x": 1})
     decoder = FrameDecoder()
-    decoder.feed(a + b)
-    assert decoder.last_sizes == [len(a), len(b)]
+    assert decoder.split(a) == [a[4:]]                    # one whole frame (the fast path)
+    assert decoder.split(a + b[:6]) == [a[4:]]            # a frame and the start of the next
+    assert decoder.buffered == 2 and decoder.split(b[6:]) == [b[4:]]
+    assert decoder.split(b"\x00\x00\x00\x06{\"t\":") == [] and decoder.split(b"1") == [b'{"t":1']

@@ -68,13 +68,12 @@ class FrameDecoder:
     unusable (framing is lost); the caller closes the connection.
     """
 
-    __slots__ = ("max_size", "_buf", "_need", "last_sizes")
+    __slots__ = ("max_size", "_buf", "_need")
 
     def __init__(self, max_size: int = MAX_FRAME_BYTES) -> None:
         self.max_size = max_size
         self._buf = bytearray()
         self._need = -1  # body length of the frame being read; -1 while reading the header
-        self.last_sizes: list[int] = []  # wire size of each frame returned by the last feed()
 
     @property
     def buffered(self) -> int:
@@ -91,14 +90,11 @@ class FrameDecoder:
         so a valid frame ahead of a malformed one in the same chunk is still handled.
         """
         bodies: list[bytes] = []
-        sizes: list[int] = []
-        self.last_sizes = sizes
         n = len(data)
         if self._need < 0 and not self._buf and n > HEADER_BYTES:
             # Fast path: a chunk that is exactly one whole frame (the usual case).
             need = int.from_bytes(data[:HEADER_BYTES], "big")
             if need + HEADER_BYTES == n and 0 < need <= self.max_size:
-                sizes.append(n)
                 bodies.append(data[HEADER_BYTES:])
                 return bodies
         view = memoryview(data)
@@ -130,7 +126,6 @@ class FrameDecoder:
                 body = bytes(self._buf)
                 self._buf.clear()
             pos += take
-            sizes.append(self._need + HEADER_BYTES)
             self._need = -1
             bodies.append(body)
         return bodies
