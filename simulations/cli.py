@@ -183,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(this run {s['copies_per_delivered_event']}), frames {s3['frames_sent']} "
               f"(this run {s['frames_sent']}), hops_max {s3['hops'].get('max_hops_max', '-')}")
     if args.report is not None:
-        for p in write(sim, s, args.report):
+        written = write(sim, s, args.report)
+        for p in written:
             print(f"wrote {p}")
+        if not any(p.suffix == ".png" for p in written):
+            print("coverage.png skipped: matplotlib is not installed (pip install -e '.[plot]')")
     if args.json:
         print(json.dumps(s, sort_keys=True, default=str))
     print(summary_line(s))
