@@ -39,87 +39,152 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # SUPPRESS defaults: the options work before or after the command without one overwriting
-    # the other (argparse applies a subparser's defaults over the main parser's values).
-    common = _Parser(add_help=False)
-    common.add_argument("--data-dir", default=argparse.SUPPRESS, metavar="DIR",
-                        help="the node's data directory (default: $P2PAUCTION_DATA_DIR, else ./p2pauction-data)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output (JSON; JSON lines for watch)")
-    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=("debug", "info", "warning", "error"),
-                        help="log level (default: info for node/bootstrap, warning otherwise)")
-    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=("auto", "console", "json"),
-                        help="logs on stderr: readable (console/auto) or JSON lines")
+_COMMON_HINT = ("common options (before or after the command): --data-dir DIR, --json, --log-level LEVEL, "
+                "--log-format FORMAT; see p2pauction --help")
 
+
+def _add_common(parser: argparse.ArgumentParser, *, shown: bool) -> None:
+    """The options every command takes. Shown once, on the main page; accepted everywhere.
+
+    SUPPRESS defaults: the options work before or after the command without one overwriting the
+    other (argparse applies a subparser's defaults over the main parser's values).
+    """
+    group = parser.add_argument_group("common options (before or after the command)")
+
+    def text(help_text: str) -> str:
+        return help_text if shown else argparse.SUPPRESS
+
+    group.add_argument("--data-dir", default=argparse.SUPPRESS, metavar="DIR",
+                       help=text("the node's data directory (default: $P2PAUCTION_DATA_DIR, else "
+                                 "./p2pauction-data)"))
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help=text("machine-readable output (JSON; JSON lines for watch)"))
+    group.add_argument("--log-level", default=argparse.SUPPRESS, choices=("debug", "info", "warning", "error"),
+                       help=text("log level on stderr (default: info for node, bootstrap and demo; "
+                                 "warning otherwise)"))
+    group.add_argument("--log-format", default=argparse.SUPPRESS, choices=("auto", "console", "json"),
+                       help=text("logs: readable (auto: coloured on a terminal; console) or JSON lines "
+                                 "(default: auto)"))
+
+
+# name -> (one-line help, example lines shown at the end of the command's --help)
+_COMMANDS_HELP: dict[str, tuple[str, str]] = {
+    "bootstrap": ("run a discovery node that peers register with",
+                  "p2pauction bootstrap --listen 127.0.0.1:7000"),
+    "node": ("run a node (until Ctrl-C or SIGTERM)",
+             "p2pauction node --data-dir c1 --bootstrap 127.0.0.1:7000 --name C1"),
+    "open": ("open an auction; prints its id",
+             "A=$(p2pauction open 'Pic#1' 75 --increment 0.5 --duration 3600 --data-dir c1)"),
+    "bid": ("bid on someone else's auction", "p2pauction bid 3f2a9c 80 --data-dir c2"),
+    "close": ("close your auction; prints the winner and price", "p2pauction close 3f2a9c --data-dir c1"),
+    "auctions": ("list auctions", "p2pauction auctions --status all --data-dir c1"),
+    "show": ("one auction: its bids, late bids and status", "p2pauction show 3f2a9c --json --data-dir c1"),
+    "history": ("finished auctions closed in a time window, or analytics with --stats",
+                "p2pauction history --since 2026-11-25 --until 2026-11-26T12:00 --stats --data-dir c1"),
+    "watch": ("live feed: one line per event, own and others'", "p2pauction watch --from-start --data-dir c1"),
+    "peers": ("connected peers", "p2pauction peers --data-dir c1"),
+    "status": ("identity, address, state digest and counters", "p2pauction status --data-dir c1"),
+    "demo": ("the reference scenario on real local processes", "p2pauction demo"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="p2pauction", description="A peer-to-peer auction network.",
-                                     parents=[common])
+                     epilog="Run 'p2pauction COMMAND --help' for a command's options and an example.")
+    _add_common(parser, shown=True)
     from p2pauction import __version__
 
     parser.add_argument("--version", action="version", version=f"p2pauction {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def add(name: str) -> argparse.ArgumentParser:
+        help_text, example = _COMMANDS_HELP[name]
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {example}\n\n{_COMMON_HINT}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p, shown=False)
+        return p
 
-    p = add("bootstrap", "run a discovery node that peers register with")
-    p.add_argument("--listen", default="127.0.0.1:7000", metavar="HOST:PORT", help="port 0 picks a free port")
-    p.add_argument("--net", default=None, metavar="NAME", help="network id (default p2pauction-main)")
+    p = add("bootstrap")
+    p.add_argument("--listen", default="127.0.0.1:7000", metavar="HOST:PORT",
+                   help="where nodes connect; port 0 picks a free port (default: 127.0.0.1:7000)")
+    p.add_argument("--net", default=None, metavar="NAME", help="network id (default: p2pauction-main)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
-                   help="override a gossip setting (see GossipConfig), e.g. --set exempt_ips=127.0.0.1")
+                   help="override a gossip setting (see GossipConfig), e.g. --set exempt_ips=127.0.0.1; "
+                        "repeatable")
 
-    p = add("node", "run a node (until Ctrl-C or SIGTERM)")
+    p = add("node")
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
-                   help="where peers connect (default 127.0.0.1:0: a free port, written to node.json)")
+                   help="where peers connect (default: 127.0.0.1:0, a free port, written to node.json)")
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                   help="a bootstrap (or any node) to join through; repeatable")
-    p.add_argument("--net", default=None, metavar="NAME", help="network id (default: as before, else p2pauction-main)")
-    p.add_argument("--name", default=None, metavar="NAME", help="display name put in your events (a claim)")
+                   help="a bootstrap (or any node) to join through; repeatable (default: the peers "
+                        "the store knows)")
+    p.add_argument("--net", default=None, metavar="NAME",
+                   help="network id (default: the previous run's, else p2pauction-main)")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="display name put in your events, a claim (default: the previous run's, else none)")
     p.add_argument("--offline", action="store_true", help="no network: a local node only")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
-                   help="override a gossip setting (see GossipConfig), e.g. --set ae_interval=2")
+                   help="override a gossip setting (see GossipConfig), e.g. --set ae_interval=2; repeatable")
     p.add_argument("--auto-close-grace", type=float, default=0.5, metavar="SECONDS",
-                   help="wait this long after an auction's end before closing it (default 0.5)")
+                   help="wait this long after an auction's end before closing it (default: 0.5)")
 
-    p = add("open", "open an auction; prints its id")
-    p.add_argument("item")
-    p.add_argument("price", help="starting price, e.g. 75 or 75.5")
-    p.add_argument("--currency", default="USDt")
-    p.add_argument("--increment", default="0", metavar="X", help="minimum raise over the best bid")
+    p = add("open")
+    p.add_argument("item", help="what is sold (1-200 characters)")
+    p.add_argument("price", help="starting price, a decimal amount such as 75 or 75.5")
+    p.add_argument("--currency", default="USDt", type=_currency,
+                   help="1-10 ASCII letters (default: USDt)")
+    p.add_argument("--increment", default="0", metavar="X",
+                   help="minimum raise over the best bid (default: 0, any raise)")
     p.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
-                   help="your node closes the auction by itself after this many seconds")
+                   help="your node closes the auction by itself after this many seconds (default: "
+                        "no end; close it with 'close')")
 
-    p = add("bid", "bid on someone else's auction")
+    p = add("bid")
     p.add_argument("auction", help="auction id or a unique prefix")
-    p.add_argument("amount")
+    p.add_argument("amount", help="a decimal amount such as 80 or 80.5")
 
-    p = add("close", "close your auction; prints the winner and price")
-    p.add_argument("auction", help="auction id or a unique prefix")
-
-    p = add("auctions", "list auctions")
-    p.add_argument("--status", default="open", choices=("open", "closed", "disputed", "all"))
-
-    p = add("show", "one auction: its bids, late bids and status")
+    p = add("close")
     p.add_argument("auction", help="auction id or a unique prefix")
 
-    p = add("history", "finished auctions over a time window")
-    p.add_argument("--since", default=None, metavar="ISO", help="e.g. 2026-11-25 or 2026-11-25T14:00 (UTC)")
-    p.add_argument("--until", default=None, metavar="ISO")
-    p.add_argument("--stats", action="store_true", help="analytics instead of the list")
+    p = add("auctions")
+    p.add_argument("--status", default="open", choices=("open", "closed", "disputed", "all"),
+                   help="which auctions (default: open)")
 
-    p = add("watch", "live feed: one line per event, own and others'")
-    p.add_argument("auction", nargs="?", default=None, help="only this auction (id or prefix)")
+    p = add("show")
+    p.add_argument("auction", help="auction id or a unique prefix")
+
+    p = add("history")
+    p.add_argument("--since", default=None, metavar="ISO",
+                   help="closed at or after, e.g. 2026-11-25 or 2026-11-25T14:00 (naive times are UTC; "
+                        "default: the beginning)")
+    p.add_argument("--until", default=None, metavar="ISO", help="closed before (default: now and later)")
+    p.add_argument("--stats", action="store_true",
+                   help="analytics instead of the list: count, volume, average and maximum price per "
+                        "currency, top sellers and bidders")
+
+    p = add("watch")
+    p.add_argument("auction", nargs="?", default=None, help="only this auction, id or prefix (default: all)")
     p.add_argument("--from-start", action="store_true", help="first replay the events already held")
 
-    add("peers", "connected peers")
-    add("status", "identity, address, state digest and counters")
+    add("peers")
+    add("status")
 
-    p = add("demo", "the reference scenario on real local processes")
-    p.add_argument("--net", default="p2pauction-demo", metavar="NAME")
+    p = add("demo")
+    p.add_argument("--net", default="p2pauction-demo", metavar="NAME",
+                   help="network id of the demo's nodes (default: p2pauction-demo)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
-                   help="give up waiting for the nodes to agree after this long")
+                   help="give up waiting for the nodes to agree after this long (default: 60)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, stores)")
     return parser
+
+
+def _currency(text: str) -> str:
+    from p2pauction.state.money import is_currency
+
+    if not is_currency(text):
+        raise argparse.ArgumentTypeError(f"currency {text!r} must be 1-10 ASCII letters (e.g. USDt)")
+    return text
 
 
 def _positive_float(text: str) -> float:

@@ -166,3 +166,31 @@ def test_history_stats_and_time_window(solo: Proc) -> None:
     assert cli(d, "history", "--until", "2000-01-01").data == []
     assert isinstance(cli(d, "history", "--stats").data, dict)
     assert_one_line_error(cli(d, "history", "--since", "yesterday-ish", check=False), "yesterday-ish")
+
+
+def test_help_shows_defaults_an_example_and_the_common_options_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from p2pauction.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["open", "--help"])
+    page = capsys.readouterr().out
+    assert "(default: USDt)" in page and "example:\n  A=$(p2pauction open" in page
+    assert "--data-dir DIR" not in page.split("example:")[0]  # not repeated on every page
+    assert "common options" in page
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "--data-dir DIR" in capsys.readouterr().out
+    # ...but accepted on both sides of the command.
+    assert parser.parse_args(["open", "x", "1", "--data-dir", "d"]).data_dir == "d"
+    assert parser.parse_args(["--data-dir", "d", "open", "x", "1"]).data_dir == "d"
+
+
+@pytest.mark.parametrize("currency", ["", "US$", "ABCDEFGHIJK"])
+def test_open_refuses_a_bad_currency_instead_of_defaulting(currency: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from p2pauction.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["open", "x", "1", "--currency", currency])
+    assert exc.value.code == 2
+    assert "must be 1-10 ASCII letters" in capsys.readouterr().err
