@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from p2pauction.errors import UsageError
-from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.config import DEFAULT_NET, GossipConfig, parse_overrides
 from p2pauction.gossip.discovery import DiscoveryCore
 from p2pauction.gossip.transport import Transport, TransportConfig
 
@@ -52,7 +52,6 @@ async def run_bootstrap(listen: str, net: str | None = None, *, stop: asyncio.Ev
     without it the key is fresh each run (nodes know a bootstrap by its address).
     """
     if net is None:
-        from p2pauction.node import DEFAULT_NET  # lazy: node.py may import this module
         net = DEFAULT_NET
     identity = _identity(Path(data_dir) if data_dir is not None else None)
     transport = Transport(None, listen, config=transport_config)
@@ -105,7 +104,6 @@ def _write_info(info_dir: Path, info: Mapping[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m p2pauction.bootstrap``: the first stdout line is the real address."""
     from p2pauction import logs
-    from p2pauction.cli import _settings
 
     parser = argparse.ArgumentParser(prog="python -m p2pauction.bootstrap",
                                      description="Run a p2pauction discovery (bootstrap) node.")
@@ -120,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:
-        asyncio.run(_serve_until_signal(args, _settings(args.settings)))
+        asyncio.run(_serve_until_signal(args, parse_overrides(args.settings)))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

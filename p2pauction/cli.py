@@ -273,10 +273,11 @@ def _parse_money(text: str, what: str) -> str:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    from p2pauction.gossip.config import parse_overrides
     from p2pauction.node import AuctionNode
 
     node = AuctionNode(args.data_dir, listen=args.listen, bootstraps=args.bootstrap, net=args.net,
-                       name=args.name, network=not args.offline, gossip=_settings(args.settings),
+                       name=args.name, network=not args.offline, gossip=parse_overrides(args.settings),
                        auto_close_grace=args.auto_close_grace)
 
     async def serve() -> None:
@@ -298,9 +299,9 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from p2pauction.bootstrap import run_bootstrap
-    from p2pauction.node import DEFAULT_NET
+    from p2pauction.gossip.config import DEFAULT_NET, parse_overrides
 
-    settings = _settings(args.settings)
+    settings = parse_overrides(args.settings)
 
     async def serve() -> None:
         stop = _stop_on_signals()
@@ -330,38 +331,6 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def _settings(items: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs, typed like the GossipConfig field they override."""
-    import dataclasses
-
-    from p2pauction.gossip.config import GossipConfig
-
-    fields = {f.name: f for f in dataclasses.fields(GossipConfig)}
-    defaults = GossipConfig(net="x")
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields or key in ("net", "listen_addr", "bootstraps"):
-            raise errors.UsageError(f"--set {item!r}: expected KEY=VALUE with KEY a gossip setting")
-        current = getattr(defaults, key)
-        try:
-            if isinstance(current, bool):
-                value: Any = text.lower() in ("1", "true", "yes", "on")
-            elif isinstance(current, int):
-                value = int(text)
-            elif isinstance(current, float):
-                value = float(text)
-            elif isinstance(current, tuple):
-                value = tuple(x for x in text.split(",") if x)
-            else:
-                value = text
-        except ValueError:
-            raise errors.UsageError(f"--set {item!r}: {text!r} is not a valid {type(current).__name__}") from None
-        out[key] = value
-    return out
 
 
 # --------------------------------------------------------------------------- client commands

@@ -44,7 +44,7 @@ from p2pauction.control import ControlServer
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_NET = "p2pauction-main"
+from p2pauction.gossip.config import DEFAULT_NET  # noqa: E402 (re-exported: callers import it from here)
 DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
 

@@ -7,8 +7,11 @@ node (DiscoveryCore reads the link, limit and heartbeat fields).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from p2pauction.gossip.framing import MAX_FRAME_BYTES
+
+DEFAULT_NET = "p2pauction-main"  # the network a node joins unless told otherwise
 
 
 @dataclass
@@ -109,3 +112,35 @@ class GossipConfig:
             raise UsageError("ae_depth must be between 1 and 8")
         if not 0 <= self.ae_ids_max <= 512:
             raise UsageError("ae_ids_max must be between 0 and 512 (the ids one bucket may list)")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs, typed like the GossipConfig field they override (UsageError)."""
+    import dataclasses
+
+    from p2pauction import errors
+
+    fields = {f.name: f for f in dataclasses.fields(GossipConfig)}
+    defaults = GossipConfig(net="x")
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key in ("net", "listen_addr", "bootstraps"):
+            raise errors.UsageError(f"--set {item!r}: expected KEY=VALUE with KEY a gossip setting")
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, bool):
+                value: Any = text.lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, int):
+                value = int(text)
+            elif isinstance(current, float):
+                value = float(text)
+            elif isinstance(current, tuple):
+                value = tuple(x for x in text.split(",") if x)
+            else:
+                value = text
+        except ValueError:
+            raise errors.UsageError(f"--set {item!r}: {text!r} is not a valid {type(current).__name__}") from None
+        out[key] = value
+    return out
