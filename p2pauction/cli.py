@@ -510,16 +510,16 @@ def _render_stats(stats: dict[str, Any]) -> str:
         sections.append(render_table(
             (Column("TOP SELLERS", max_width=NAME_WIDTH), *party, Column("AUCTIONS", "right"), Column("SOLD", "right"),
              Column("VOLUME")),
-            [(_who(e.get("key"), e.get("name")), str(e.get("key", ""))[:8], str(e.get("count", 0)),
+            [(e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("count", 0)),
               str(e.get("sold", 0)), _volumes(e.get("volume"))) for e in stats["top_sellers"]]))
     if stats.get("top_bidders"):
         sections.append(render_table(
             (Column("TOP BIDDERS", max_width=NAME_WIDTH), *party, Column("BIDS", "right"), Column("WINS", "right"),
              Column("VOLUME")),
-            [(_who(e.get("key"), e.get("name")), str(e.get("key", ""))[:8], str(e.get("bids", 0)),
+            [(e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("bids", 0)),
               str(e.get("wins", 0)), _volumes(e.get("volume"))) for e in stats["top_bidders"]]))
     for key, title in (("top_sellers_by_volume", "SELLERS BY VOLUME"), ("top_bidders_by_volume", "BIDDERS BY VOLUME")):
-        ranked = [(cur, str(rank), _who(e.get("key"), e.get("name")), str(e.get("key", ""))[:8], str(e.get("volume")))
+        ranked = [(cur, str(rank), e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("volume")))
                   for cur, entries in (stats.get(key) or {}).items() for rank, e in enumerate(entries, start=1)]
         if ranked:
             sections.append(render_table(
