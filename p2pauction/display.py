@@ -24,8 +24,9 @@ The rules (:func:`safe_text`):
 - Unassigned code points (newer than this Python's Unicode tables) are kept, one column wide.
 
 Widths (:func:`display_width`) follow what terminals do: East Asian Wide and Fullwidth characters
-(CJK, most emoji) take 2 columns, combining marks and joiners 0; an emoji sequence (joined by ZWJ,
-or with a skin-tone modifier) takes its first character's width; VARIATION SELECTOR-16 makes a
+(CJK, most emoji) take 2 columns, combining marks and joiners 0 (spacing marks 1); an emoji
+sequence (joined by ZWJ, or with a skin-tone modifier) takes its first character's width; a flag
+(two regional indicators) takes 2, and so does one alone; VARIATION SELECTOR-16 makes a
 text-default symbol (❤️) 2 columns wide. Escapes take their printed length. The tables are this
 Python's ``unicodedata`` (Unicode 14 on 3.11): a character made wide by a later Unicode version
 (e.g. the U+2630 trigrams in 16.0) counts 1 here; a terminal that knows better may draw it wider.
@@ -78,6 +79,11 @@ def _is_skin_tone(ch: str) -> bool:
     return 0x1F3FB <= ord(ch) <= 0x1F3FF
 
 
+def _is_regional(ch: str) -> bool:
+    # Regional indicator letters: a pair is a flag; terminals draw one alone as wide too.
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
+
+
 def _base_width(ch: str) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
@@ -105,54 +111,70 @@ class _Cluster:
 def _clusters(text: str) -> Iterator[_Cluster]:
     """``text`` split into clusters, unsafe characters already replaced by their escapes."""
     current: _Cluster | None = None
-    pending_joiner = ""          # a joiner waiting to see whether a visible character follows
+    joiner = ""                  # a ZWJ/ZWNJ waiting to see whether a visible character follows
     for ch in text:
-        if pending_joiner:
-            joiner, pending_joiner = pending_joiner, ""
-            if current is not None and not current.escaped and not _needs_escape(ch) and ch not in _JOINERS:
+        if joiner:
+            kept = current is not None and not current.escaped and _joinable(ch)
+            if current is not None and kept:
                 current.text += joiner
-                if joiner == _ZWJ and current.width == 2:
+                if joiner == _ZWJ and _is_emoji(current):
                     current.text += ch          # an emoji ZWJ sequence draws as one glyph
+                    joiner = ""
                     continue
-                yield current
-                current = None
-            else:
-                if current is not None:
-                    yield current
-                current = _Cluster(_escape(joiner), len(_escape(joiner)), escaped=True)
-        if ch in _JOINERS:
-            pending_joiner = ch
-            continue
-        if _needs_escape(ch):
             if current is not None:
                 yield current
-            current = _Cluster(_escape(ch), len(_escape(ch)), escaped=True)
-            continue
-        if current is not None and not current.escaped:
-            if ch == _VS16 or (_is_skin_tone(ch) and current.width == 2):
-                current.text += ch
-                if ch == _VS16 and _widened_by_vs16(current.text[0]):
-                    current.width = 2               # emoji presentation of a text symbol: ❤️
-                continue
-            if _is_mark(ch):
-                if current.marks < MAX_MARKS:
-                    current.text += ch
-                    current.marks += 1
-                    current.width += _mark_width(ch)
-                    continue
+            current = None if kept else _escaped(joiner)
+            joiner = ""
+        if ch in _JOINERS:
+            joiner = ch
+        elif current is None or not _attach(current, ch):
+            if current is not None:
                 yield current
-                current = _Cluster(_escape(ch), len(_escape(ch)), escaped=True)
-                continue
-        if current is not None:
-            yield current
-        if _is_mark(ch) or ch == _VS16:             # nothing visible to attach to
-            current = _Cluster(_escape(ch), len(_escape(ch)), escaped=True)
-        else:
-            current = _Cluster(ch, _base_width(ch))
+            current = _start(ch)
     if current is not None:
         yield current
-    if pending_joiner:                              # a joiner at the very end hides nothing useful
-        yield _Cluster(_escape(pending_joiner), len(_escape(pending_joiner)), escaped=True)
+    if joiner:                                      # a joiner at the very end hides nothing useful
+        yield _escaped(joiner)
+
+
+def _escaped(ch: str) -> _Cluster:
+    shown = _escape(ch)
+    return _Cluster(shown, len(shown), escaped=True)
+
+
+def _start(ch: str) -> _Cluster:
+    # A mark or variation selector that starts a cluster has no base (or is one mark too many).
+    if _needs_escape(ch) or _is_mark(ch) or ch == _VS16:
+        return _escaped(ch)
+    return _Cluster(ch, 2 if _is_regional(ch) else _base_width(ch))
+
+
+def _attach(cluster: _Cluster, ch: str) -> bool:
+    """Add ``ch`` to ``cluster`` if it draws on top of it; whether it did."""
+    if cluster.escaped or _needs_escape(ch):
+        return False
+    if _is_regional(ch) and len(cluster.text) == 1 and _is_regional(cluster.text):
+        cluster.text += ch                          # two regional indicators: one flag, 🇫🇷
+        return True
+    if ch == _VS16 or (_is_skin_tone(ch) and _is_emoji(cluster)):
+        cluster.text += ch
+        if ch == _VS16 and _widened_by_vs16(cluster.text[0]):
+            cluster.width = 2                       # emoji presentation of a text symbol: ❤️
+        return True
+    if _is_mark(ch) and cluster.marks < MAX_MARKS:
+        cluster.text += ch
+        cluster.marks += 1
+        cluster.width += _mark_width(ch)
+        return True
+    return False
+
+
+def _joinable(ch: str) -> bool:
+    return not (_needs_escape(ch) or ch in _JOINERS or _is_mark(ch))
+
+
+def _is_emoji(cluster: _Cluster) -> bool:
+    return cluster.width == 2 and unicodedata.category(cluster.text[0]) == "So"
 
 
 def _is_plain(text: str) -> bool:

@@ -92,7 +92,7 @@ def test_safe_text_is_inert_idempotent_and_one_line(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "width"), [
     ("Pic#1", 5), ("日本語", 6), ("Ｐｉｃ", 6), ("😀", 2), ("❤️", 2), ("#\ufe0f\u20e3", 2),
-    ("\U0001f468\u200d\U0001f469\u200d\U0001f467", 2), ("👍🏽", 2), ("🇫🇷", 2), ("e\u0301", 1),
+    ("\U0001f468\u200d\U0001f469\u200d\U0001f467", 2), ("👍🏽", 2), ("🇫🇷", 2), ("🇫🇷🇩🇪", 4), ("\U0001f1eb", 2), ("e\u0301", 1),
     ("\u1100\u1161\u11a8", 2), ("\u0915\u093f", 2), ("", 0), (INJECTION, len("evil\\x1b[31mRED\\nnewline")),
     ("\u202e", 6),
 ])
@@ -106,6 +106,8 @@ def test_cut_with_ellipsis_by_display_width() -> None:
     assert safe_text("日本語の品物", 6) == "日本" + ELLIPSIS          # 5 columns: 語 would not fit
     assert safe_text("日本語の品物", 7) == "日本語" + ELLIPSIS
     assert safe_text("😀😀😀", 4) == "😀" + ELLIPSIS
+    assert safe_text("🇫🇷🇩🇪", 3) == "🇫🇷" + ELLIPSIS                     # a flag is never split
+    assert safe_text("👨\u200d👩\u200d👧 family", 3) == "👨\u200d👩\u200d👧" + ELLIPSIS
     assert safe_text("ab\x1bcdef", 5) == "ab" + ELLIPSIS               # an escape is never split
     assert safe_text("e\u0301e\u0301e\u0301", 2) == "e\u0301" + ELLIPSIS
     assert safe_text("abc", 1) == ELLIPSIS
