@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from p2pauction import errors
-from p2pauction.display import Column, display_width, render_table, safe_text
+from p2pauction.display import Column, display_width, json_text, render_table, safe_text
 
 DEFAULT_DATA_DIR = "./p2pauction-data"
 EXIT_ERROR = 1
@@ -183,7 +183,7 @@ def _quiet_stdout() -> None:
 
 def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> int:
     if args.json:
-        print(json.dumps(result, sort_keys=True, ensure_ascii=False))
+        print(json_text(result))
     else:
         text = human(result)
         if text:
@@ -361,7 +361,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     client = _client(args)
     for note in client.watch(args.auction, from_start=args.from_start):
         if args.json:
-            print(json.dumps(note, sort_keys=True, ensure_ascii=False), flush=True)
+            print(json_text(note), flush=True)
         else:
             print(render_notification(note), flush=True)
     return 0

@@ -20,7 +20,8 @@ The rules (:func:`safe_text`):
   "Zalgo" text that smears over neighbouring rows); the extra ones, and a mark with no base (which
   would land on the previous column), are escaped.
 - A backslash is left alone: ``\\x1b`` typed by a peer stays those four characters. Safe output is
-  inert, not reversible; JSON output (``--json``) keeps the exact text.
+  inert, not reversible. JSON output (:func:`json_text`, for ``--json``) keeps the exact text: the
+  same characters are written as JSON ``\\u`` escapes, which decode to the original.
 - Unassigned code points (newer than this Python's Unicode tables) are kept, one column wide.
 
 Widths (:func:`display_width`) follow what terminals do: East Asian Wide and Fullwidth characters
@@ -34,6 +35,7 @@ Python's ``unicodedata`` (Unicode 14 on 3.11): a character made wide by a later 
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -253,3 +255,25 @@ def render_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], gap: 
         cells = (_pad(safe, used, width, col.align) for (safe, used), width, col in zip(row, widths, columns))
         lines.append(gap.join(cells).rstrip(" "))
     return "\n".join(lines)
+
+
+def json_text(value: object) -> str:
+    """``value`` as one line of JSON that decodes to exactly ``value`` yet is inert on a terminal.
+
+    Like ``json.dumps(value, sort_keys=True, ensure_ascii=False)`` (CJK and emoji stay readable),
+    but what :func:`safe_text` would escape (DEL, C1 controls, bidi and other format characters,
+    line separators, lone surrogates) is written as a ``\\uXXXX`` escape; json already escapes
+    the C0 controls. Joiners stay: on their own they do nothing to a terminal.
+    """
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if _is_plain(text):
+        return text
+    return "".join(_json_escape(ch) if ch not in _JOINERS and _needs_escape(ch) else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    cp = ord(ch)
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000                                   # JSON spells astral characters as a surrogate pair
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2pauction.display import display_width
-from tests.procs import Cluster, Proc, cli, p2pauction_cmd, query, start_node, wait_converged, wait_until
+from tests.procs import Cluster, Proc, Watch, cli, p2pauction_cmd, query, start_node, wait_converged, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -106,8 +106,20 @@ def test_peer_text_is_inert_in_every_human_output_and_exact_in_json(cluster: Clu
     assert all(SHOWN in line for line in feed)          # the seller's name, or the item, on every line
     assert "\\u202eV2\\u2066 bids 5 USDt on " + SHOWN in feed[3]
 
-    # JSON keeps the exact text
-    view = cli(v, "show", auction).data
+    # JSON keeps the exact text, spelled with JSON escapes so that it is inert on a terminal too
+    shown = cli(v, "show", auction)
+    view = shown.data
     assert (view["item"], view["seller_name"], view["winner"]["name"]) == (INJECTION, INJECTION, BIDI_NAME)
-    assert {a["item"] for a in cli(v, "auctions", "--status", "all").data} == {INJECTION, *WIDE_ITEMS}
-    assert cli(v, "history").data[0]["item"] == INJECTION
+    listed = cli(v, "auctions", "--status", "all")
+    assert {a["item"] for a in listed.data} == {INJECTION, *WIDE_ITEMS}
+    finished = cli(v, "history")
+    assert finished.data[0]["item"] == INJECTION
+    for result in (shown, listed, finished):
+        assert_inert(result.stdout)
+    assert "日本語の品物" in listed.stdout                              # readable, not \u-escaped
+    watch = Watch(v, None, "--from-start")
+    try:
+        notes = watch.wait_for(5)
+    finally:
+        watch.stop()
+    assert [n["name"] for n in notes] == [INJECTION] * 3 + [BIDI_NAME, INJECTION]

@@ -11,7 +11,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pauction.display import ELLIPSIS, MAX_MARKS, Column, display_width, pad, render_table, safe_text
+from p2pauction.display import ELLIPSIS, MAX_MARKS, Column, display_width, json_text, pad, render_table, safe_text
 
 INJECTION = "evil\x1b[31mRED\nnewline"
 # What makes a terminal act instead of print, or reorders / hides text.
@@ -160,6 +160,28 @@ def test_table_cuts_long_cells_and_keeps_headers() -> None:
 def test_table_rejects_a_row_of_the_wrong_length() -> None:
     with pytest.raises(ValueError):
         render_table([Column("A"), Column("B")], [("only one",)])
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8))
+def test_json_text_keeps_the_exact_value_and_is_inert(value: object) -> None:
+    import json
+
+    text = json_text(value)
+    assert json.loads(text) == value
+    assert "\n" not in text
+    assert not (DANGEROUS - {"\u200c", "\u200d"}) & set(text)
+    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in text)
+
+
+def test_json_text_keeps_readable_text_readable() -> None:
+    assert json_text({"item": "日本語 😀", "n": 1}) == '{"item": "日本語 😀", "n": 1}'
+    assert json_text(INJECTION) == '"evil\\u001b[31mRED\\nnewline"'
+    assert json_text("\u202e\U000e0041") == '"\\u202e\\udb40\\udc41"'
 
 
 # --------------------------------------------------------------------------- the CLI's formatting
