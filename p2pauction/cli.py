@@ -491,41 +491,52 @@ def _render_history(rows: list[dict[str, Any]]) -> str:
 
 
 def _render_stats(stats: dict[str, Any]) -> str:
-    """``history --stats``: a summary line, then one table per figure (tables left out when empty)."""
-    since = _when(stats.get("since")) if stats.get("since") is not None else "the beginning"
-    until = _when(stats.get("until")) if stats.get("until") is not None else "now"
-    closed, unsold = stats.get("closed", 0), stats.get("unsold", 0)
-    parts = [f"finished auctions closed from {since} to {until}: {stats.get('finished', 0)}",
-             f"(closed {closed}, of which {unsold} without bids; disputed {stats.get('disputed', 0)})"]
-    sections = [" ".join(parts)]
-    currencies = stats.get("currencies") or {}
-    if currencies:
-        sections.append(render_table(
-            (Column("CURRENCY"), Column("SOLD", "right"), Column("VOLUME", "right"), Column("AVERAGE", "right"),
-             Column("MAX", "right")),
-            [(cur, str(c.get("count", 0)), str(c.get("volume")), str(c.get("average")), str(c.get("max")))
-             for cur, c in currencies.items()]))
-    party = (Column("KEY"),)
-    if stats.get("top_sellers"):
-        sections.append(render_table(
-            (Column("TOP SELLERS", max_width=NAME_WIDTH), *party, Column("AUCTIONS", "right"), Column("SOLD", "right"),
-             Column("VOLUME")),
-            [(e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("count", 0)),
-              str(e.get("sold", 0)), _volumes(e.get("volume"))) for e in stats["top_sellers"]]))
-    if stats.get("top_bidders"):
-        sections.append(render_table(
-            (Column("TOP BIDDERS", max_width=NAME_WIDTH), *party, Column("BIDS", "right"), Column("WINS", "right"),
-             Column("VOLUME")),
-            [(e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("bids", 0)),
-              str(e.get("wins", 0)), _volumes(e.get("volume"))) for e in stats["top_bidders"]]))
-    for key, title in (("top_sellers_by_volume", "SELLERS BY VOLUME"), ("top_bidders_by_volume", "BIDDERS BY VOLUME")):
-        ranked = [(cur, str(rank), e.get("name") or "-", str(e.get("key", ""))[:8], str(e.get("volume")))
-                  for cur, entries in (stats.get(key) or {}).items() for rank, e in enumerate(entries, start=1)]
-        if ranked:
-            sections.append(render_table(
-                (Column("CURRENCY"), Column("RANK", "right"), Column(title, max_width=NAME_WIDTH), *party,
-                 Column("VOLUME", "right")), ranked))
-    return "\n\n".join(sections)
+    """``history --stats``: a summary line, then one table per figure (empty ones left out)."""
+    tables = [render_table(columns, rows) for columns, rows in _stats_tables(stats) if rows]
+    return "\n\n".join([_stats_heading(stats), *tables])
+
+
+_StatsTable = tuple[tuple[Column, ...], list[tuple[str, ...]]]   # columns, rows
+
+
+def _stats_heading(stats: dict[str, Any]) -> str:
+    since = _when(stats["since"]) if stats.get("since") is not None else "the beginning"
+    until = _when(stats["until"]) if stats.get("until") is not None else "now"
+    return (f"finished auctions closed from {since} to {until}: {stats.get('finished', 0)} "
+            f"(closed {stats.get('closed', 0)}, of which {stats.get('unsold', 0)} without bids; "
+            f"disputed {stats.get('disputed', 0)})")
+
+
+def _stats_tables(stats: dict[str, Any]) -> list[_StatsTable]:
+    """(columns, rows) of each stats table: per currency, top sellers and bidders, by volume."""
+    def name(entry: dict[str, Any]) -> str:
+        return str(entry.get("name") or "-")
+
+    def key(entry: dict[str, Any]) -> str:
+        return str(entry.get("key", ""))[:8]
+
+    tables: list[_StatsTable] = [
+        ((Column("CURRENCY"), Column("SOLD", "right"), Column("VOLUME", "right"), Column("AVERAGE", "right"),
+          Column("MAX", "right")),
+         [(cur, str(c.get("count", 0)), str(c.get("volume")), str(c.get("average")), str(c.get("max")))
+          for cur, c in (stats.get("currencies") or {}).items()]),
+        ((Column("TOP SELLERS", max_width=NAME_WIDTH), Column("KEY"), Column("AUCTIONS", "right"),
+          Column("SOLD", "right"), Column("VOLUME")),
+         [(name(e), key(e), str(e.get("count", 0)), str(e.get("sold", 0)), _volumes(e.get("volume")))
+          for e in stats.get("top_sellers") or []]),
+        ((Column("TOP BIDDERS", max_width=NAME_WIDTH), Column("KEY"), Column("BIDS", "right"),
+          Column("WINS", "right"), Column("VOLUME")),
+         [(name(e), key(e), str(e.get("bids", 0)), str(e.get("wins", 0)), _volumes(e.get("volume")))
+          for e in stats.get("top_bidders") or []]),
+    ]
+    for field, title in (("top_sellers_by_volume", "SELLERS BY VOLUME"),
+                         ("top_bidders_by_volume", "BIDDERS BY VOLUME")):
+        tables.append(((Column("CURRENCY"), Column("RANK", "right"), Column(title, max_width=NAME_WIDTH),
+                        Column("KEY"), Column("VOLUME", "right")),
+                       [(cur, str(rank), name(e), key(e), str(e.get("volume")))
+                        for cur, entries in (stats.get(field) or {}).items()
+                        for rank, e in enumerate(entries, start=1)]))
+    return tables
 
 
 def _volumes(volume: Any) -> str:
