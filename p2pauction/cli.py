@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from p2pauction import errors
+from p2pauction.display import Column, display_width, json_text, render_table, safe_text
 
 DEFAULT_DATA_DIR = "./p2pauction-data"
 EXIT_ERROR = 1
@@ -235,7 +236,8 @@ def run() -> None:
 
 
 def _fail(message: str) -> None:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    # one line, and inert: a message may quote what a peer wrote
+    print(f"error: {safe_text(' '.join(message.split()))}", file=sys.stderr)
 
 
 def _quiet_stdout() -> None:
@@ -246,7 +248,7 @@ def _quiet_stdout() -> None:
 
 def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> int:
     if args.json:
-        print(json.dumps(result, sort_keys=True, ensure_ascii=False))
+        print(json_text(result))
     else:
         text = human(result)
         if text:
@@ -289,7 +291,7 @@ def cmd_node(args: argparse.Namespace) -> int:
                 print(json.dumps(info, sort_keys=True), flush=True)
             else:
                 where = f"listening on {node.address}" if node.address else "offline"
-                print(f"node {node.name or node.public_key[:8]} {where} (net {node.net}); "
+                print(f"node {safe_text(node.name or node.public_key[:8])} {where} (net {safe_text(node.net)}); "
                       f"control socket in {node.data_dir}; Ctrl-C stops it", flush=True)
             await node.run_until(stop)  # until a signal (or a failure): no timeout by design
 
@@ -351,14 +353,15 @@ def cmd_bid(args: argparse.Namespace) -> int:
     def human(r: dict[str, Any]) -> str:
         view = r["view"]
         state = "leading" if r.get("leading") else "not leading"
-        return f"bid {r['bid']} placed: {amount} {view['currency']} on {view['item']} ({state})"
+        return (f"bid {r['bid']} placed: {amount} {safe_text(view['currency'])} on "
+                f"{safe_text(view['item'], LINE_ITEM_WIDTH)} ({state})")
 
     return _out(args, result, human)
 
 
 def cmd_close(args: argparse.Namespace) -> int:
     result = _client(args).call("close", auction=args.auction)
-    return _out(args, result, lambda r: r["summary"])
+    return _out(args, result, lambda r: _summary_line(str(r["summary"]), r.get("item")))
 
 
 def cmd_auctions(args: argparse.Namespace) -> int:
@@ -392,7 +395,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     client = _client(args)
     for note in client.watch(args.auction, from_start=args.from_start):
         if args.json:
-            print(json.dumps(note, sort_keys=True, ensure_ascii=False), flush=True)
+            print(json_text(note), flush=True)
         else:
             print(render_notification(note), flush=True)
     return 0
@@ -412,6 +415,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 # --------------------------------------------------------------------------- rendering
+#
+# Item names and display names are written by peers: every human output goes through
+# p2pauction.display (escaped control and bidi characters, cut with "…", tables sized by display
+# width). JSON output (_out with --json) keeps the exact text.
+
+ITEM_WIDTH = 30          # item column of the tables
+NAME_WIDTH = 20          # name columns of the tables (names are at most 32 characters)
+LINE_ITEM_WIDTH = 40     # an item inside a one-line summary (watch, bid, close)
 
 
 def _who(key: str | None, name: str | None) -> str:
@@ -424,12 +435,27 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _summary_line(summary: str, item: str | None) -> str:
+    """The node's one-line summary, made safe, with a long item cut down.
+
+    The summary embeds the item verbatim; a 200-character item would push the price off the
+    line, so its first occurrence is shortened (names come before it but are shorter than any
+    item that gets cut, except in wide scripts, where the worst case is a cut name).
+    """
+    if item and display_width(item) > LINE_ITEM_WIDTH and item in summary:
+        summary = summary.replace(item, safe_text(item, LINE_ITEM_WIDTH), 1)
+    return safe_text(summary)
+
+
 def render_notification(note: dict[str, Any]) -> str:
     """One feed line: ``14:02:03 [own ] C1 opens Pic#1 at 75 USDt  (auction 1a2b3c4d)``."""
     clock = datetime.fromtimestamp(note.get("ts", 0) / 1000, tz=timezone.utc).strftime("%H:%M:%S")
     mark = "own " if note.get("own") else "peer"
     missed = f"  [{note['missed']} earlier events missed: slow reader]" if note.get("missed") else ""
-    return f"{clock} [{mark}] {note.get('summary', note.get('kind'))}  (auction {note['auction_id'][:8]}){missed}"
+    auction = note.get("auction")
+    item = auction.get("item") if isinstance(auction, dict) else None
+    summary = _summary_line(str(note.get("summary") or note.get("kind")), item)
+    return f"{clock} [{mark}] {summary}  (auction {safe_text(str(note['auction_id'])[:8])}){missed}"
 
 
 def _leading(view: dict[str, Any]) -> str:
@@ -442,68 +468,125 @@ def _leading(view: dict[str, Any]) -> str:
 def _render_auctions(views: list[dict[str, Any]]) -> str:
     if not views:
         return "no auctions"
-    rows: list[tuple[str, ...]] = [("AUCTION", "STATUS", "ITEM", "START", "BEST", "BIDS", "SELLER", "ENDS")]
-    for v in views:
-        rows.append((v["id"][:12], v["status"].upper(), v["item"][:30], f"{v['start_price']} {v['currency']}",
-                     _leading(v), str(len(v.get("bids", []))), _who(v.get("seller"), v.get("seller_name")),
-                     _when(v.get("ends_at")) if v.get("ends_at") else "-"))
-    return _table(rows)
+    columns = (Column("AUCTION"), Column("STATUS"), Column("ITEM", max_width=ITEM_WIDTH),
+               Column("START", "right"), Column("BEST", max_width=NAME_WIDTH + 16), Column("BIDS", "right"),
+               Column("SELLER", max_width=NAME_WIDTH), Column("ENDS"))
+    rows = [(v["id"][:12], v["status"].upper(), v["item"], f"{v['start_price']} {v['currency']}", _leading(v),
+             str(len(v.get("bids", []))), _who(v.get("seller"), v.get("seller_name")),
+             _when(v.get("ends_at")) if v.get("ends_at") else "-")
+            for v in views]
+    return render_table(columns, rows)
 
 
 def _render_auction(v: dict[str, Any]) -> str:
+    """``show``: the full item and names (escaped, not cut), one bid per line."""
+    currency = safe_text(v["currency"])
     lines = [
         f"auction  {v['id']}",
-        f"item     {v['item']}",
-        f"seller   {_who(v.get('seller'), v.get('seller_name'))} ({v.get('seller', '')[:16]})",
+        f"item     {safe_text(v['item'])}",
+        f"seller   {safe_text(_who(v.get('seller'), v.get('seller_name')))} ({v.get('seller', '')[:16]})",
         f"status   {v['status'].upper()}",
-        f"start    {v['start_price']} {v['currency']} (min increment {v.get('min_increment', '0')})",
+        f"start    {v['start_price']} {currency} (min increment {v.get('min_increment', '0')})",
         f"opened   {_when(v.get('opened_ts'))}",
     ]
     if v.get("ends_at"):
         lines.append(f"ends     {_when(v['ends_at'])}")
     if v["status"] == "closed":
         winner = v.get("winner")
-        lines.append("result   " + (f"{_who(winner.get('bidder'), winner.get('name'))} wins at "
-                                    f"{winner['amount']} {v['currency']}" if winner else "closed with no bids"))
+        lines.append("result   " + (f"{safe_text(_who(winner.get('bidder'), winner.get('name')))} wins at "
+                                    f"{winner['amount']} {currency}" if winner else "closed with no bids"))
     elif v["status"] == "disputed":
         lines.append(f"result   DISPUTED: the seller signed {len(v.get('closes', []))} different closes: "
                      + ", ".join(c[:12] for c in v.get("closes", [])))
     else:
-        lines.append(f"leading  {_leading(v)}")
+        lines.append(f"leading  {safe_text(_leading(v))}")
     bids = v.get("bids", [])
     lines.append(f"bids     {len(bids)}")
-    for b in bids:
-        late = "  LATE (concurrent with the close)" if b.get("late") else ""
-        lines.append(f"  {b['id'][:12]}  {b['amount']:>12} {v['currency']}  by "
-                     f"{_who(b.get('bidder'), b.get('name'))}  {_when(b.get('ts'))}{late}")
+    if bids:
+        columns = (Column("BID"), Column("AMOUNT", "right"), Column("BIDDER"), Column("PLACED"), Column("NOTE"))
+        rows = [(b["id"][:12], f"{b['amount']} {v['currency']}", _who(b.get("bidder"), b.get("name")),
+                 _when(b.get("ts")), "LATE (concurrent with the close)" if b.get("late") else "")
+                for b in bids]
+        lines.extend("  " + line for line in render_table(columns, rows).splitlines())
     return "\n".join(lines)
 
 
 def _render_history(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no finished auctions in that window"
-    table: list[tuple[str, ...]] = [("AUCTION", "STATUS", "ITEM", "PRICE", "WINNER", "SELLER", "CLOSED")]
-    for r in rows:
-        price = f"{r.get('price')} {r.get('currency', '')}" if r.get("price") is not None else "-"
-        table.append((str(r.get("id", r.get("auction", "")))[:12], str(r.get("status", "")).upper(),
-                      str(r.get("item", ""))[:30], price,
-                      _who(r.get("winner"), r.get("winner_name")) if r.get("winner") else "-",
-                      _who(r.get("seller"), r.get("seller_name")), _when(r.get("closed_ts"))))
-    return _table(table)
+    columns = (Column("AUCTION"), Column("STATUS"), Column("ITEM", max_width=ITEM_WIDTH), Column("PRICE", "right"),
+               Column("WINNER", max_width=NAME_WIDTH), Column("SELLER", max_width=NAME_WIDTH), Column("CLOSED"))
+    table = [(str(r.get("id", r.get("auction", "")))[:12], str(r.get("status", "")).upper(), str(r.get("item", "")),
+              f"{r.get('price')} {r.get('currency', '')}" if r.get("price") is not None else "-",
+              _who(r.get("winner"), r.get("winner_name")) if r.get("winner") else "-",
+              _who(r.get("seller"), r.get("seller_name")), _when(r.get("closed_ts")))
+             for r in rows]
+    return render_table(columns, table)
 
 
 def _render_stats(stats: dict[str, Any]) -> str:
-    return _render_mapping(stats)
+    """``history --stats``: a summary line, then one table per figure (empty ones left out)."""
+    tables = [render_table(columns, rows) for columns, rows in _stats_tables(stats) if rows]
+    return "\n\n".join([_stats_heading(stats), *tables])
+
+
+_StatsTable = tuple[tuple[Column, ...], list[tuple[str, ...]]]   # columns, rows
+
+
+def _stats_heading(stats: dict[str, Any]) -> str:
+    since = _when(stats["since"]) if stats.get("since") is not None else "the beginning"
+    until = _when(stats["until"]) if stats.get("until") is not None else "now"
+    return (f"finished auctions closed from {since} to {until}: {stats.get('finished', 0)} "
+            f"(closed {stats.get('closed', 0)}, of which {stats.get('unsold', 0)} without bids; "
+            f"disputed {stats.get('disputed', 0)})")
+
+
+def _stats_tables(stats: dict[str, Any]) -> list[_StatsTable]:
+    """(columns, rows) of each stats table: per currency, top sellers and bidders, by volume."""
+    def name(entry: dict[str, Any]) -> str:
+        return str(entry.get("name") or "-")
+
+    def key(entry: dict[str, Any]) -> str:
+        return str(entry.get("key", ""))[:8]
+
+    tables: list[_StatsTable] = [
+        ((Column("CURRENCY"), Column("SOLD", "right"), Column("VOLUME", "right"), Column("AVERAGE", "right"),
+          Column("MAX", "right")),
+         [(cur, str(c.get("count", 0)), str(c.get("volume")), str(c.get("average")), str(c.get("max")))
+          for cur, c in (stats.get("currencies") or {}).items()]),
+        ((Column("TOP SELLERS", max_width=NAME_WIDTH), Column("KEY"), Column("AUCTIONS", "right"),
+          Column("SOLD", "right"), Column("VOLUME")),
+         [(name(e), key(e), str(e.get("count", 0)), str(e.get("sold", 0)), _volumes(e.get("volume")))
+          for e in stats.get("top_sellers") or []]),
+        ((Column("TOP BIDDERS", max_width=NAME_WIDTH), Column("KEY"), Column("BIDS", "right"),
+          Column("WINS", "right"), Column("VOLUME")),
+         [(name(e), key(e), str(e.get("bids", 0)), str(e.get("wins", 0)), _volumes(e.get("volume")))
+          for e in stats.get("top_bidders") or []]),
+    ]
+    for field, title in (("top_sellers_by_volume", "SELLERS BY VOLUME"),
+                         ("top_bidders_by_volume", "BIDDERS BY VOLUME")):
+        tables.append(((Column("CURRENCY"), Column("RANK", "right"), Column(title, max_width=NAME_WIDTH),
+                        Column("KEY"), Column("VOLUME", "right")),
+                       [(cur, str(rank), name(e), key(e), str(e.get("volume")))
+                        for cur, entries in (stats.get(field) or {}).items()
+                        for rank, e in enumerate(entries, start=1)]))
+    return tables
+
+
+def _volumes(volume: Any) -> str:
+    """``{"USDt": "320", "EUR": "5"}`` as ``320 USDt, 5 EUR``."""
+    if not isinstance(volume, dict) or not volume:
+        return "-"
+    return ", ".join(f"{amount} {cur}" for cur, amount in volume.items())
 
 
 def _render_peers(peers: list[dict[str, Any]]) -> str:
     if not peers:
         return "no connected peers"
-    rows: list[tuple[str, ...]] = [("KEY", "ADDRESS", "ROLE", "DIRECTION")]
-    for p in peers:
-        rows.append((str(p.get("key") or "?")[:16], str(p.get("addr") or p.get("remote") or "?"),
-                     str(p.get("role", "node")), "out" if p.get("outbound") else "in"))
-    return _table(rows)
+    columns = (Column("KEY"), Column("ADDRESS", max_width=48), Column("ROLE"), Column("DIRECTION"))
+    rows = [(str(p.get("key") or "?")[:16], str(p.get("addr") or p.get("remote") or "?"), str(p.get("role", "node")),
+             "out" if p.get("outbound") else "in") for p in peers]
+    return render_table(columns, rows)
 
 
 def _render_status(status: dict[str, Any]) -> str:
@@ -513,23 +596,24 @@ def _render_status(status: dict[str, Any]) -> str:
 def _render_mapping(data: Any, indent: int = 0) -> str:
     pad = "  " * indent
     if not isinstance(data, dict):
-        return f"{pad}{data}"
+        return f"{pad}{safe_text(str(data))}"
     lines = []
     for key, value in data.items():
+        label = safe_text(str(key))
         if isinstance(value, dict):
             if value:
-                lines.append(f"{pad}{key}:")
+                lines.append(f"{pad}{label}:")
                 lines.append(_render_mapping(value, indent + 1))
             else:
-                lines.append(f"{pad}{key}: -")
+                lines.append(f"{pad}{label}: -")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            lines.append(f"{pad}{key}:")
+            lines.append(f"{pad}{label}:")
             for item in value:
-                lines.append(f"{pad}  - " + ", ".join(f"{k}={_short(v)}" for k, v in item.items()))
+                lines.append(f"{pad}  - " + safe_text(", ".join(f"{k}={_short(v)}" for k, v in item.items())))
         elif isinstance(value, list):
-            lines.append(f"{pad}{key}: " + (", ".join(_short(v) for v in value) or "-"))
+            lines.append(f"{pad}{label}: " + (safe_text(", ".join(_short(v) for v in value)) or "-"))
         else:
-            lines.append(f"{pad}{key}: {value}")
+            lines.append(f"{pad}{label}: {safe_text(str(value))}")
     return "\n".join(lines)
 
 
@@ -540,11 +624,6 @@ def _short(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return str(value)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 if __name__ == "__main__":

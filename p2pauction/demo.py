@@ -131,7 +131,10 @@ class _Demo:
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    """Print one line; what it quotes (items, names, CLI errors) is made inert first."""
+    from p2pauction.display import safe_text
+
+    print(safe_text(text), flush=True)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -253,8 +256,10 @@ async def _main(net: str, timeout: float, root: Path) -> int:
         failures = _demo_failures(exc)
         if failures is None:
             raise
+        from p2pauction.display import safe_text
+
         for failure in failures:
-            print(f"demo failed: {failure}", file=sys.stderr)
+            print(f"demo failed: {safe_text(str(failure))}", file=sys.stderr)
         return 1
     finally:
         await demo.kill_all()
