@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2pauction.errors import ChannelError, HandshakeError, UsageError
+from p2pauction.errors import ChannelError, HandshakeDecryptError, HandshakeError, UsageError
 from p2pauction.gossip.entropy import RandBytes
 
 DHLEN = 32
@@ -341,7 +341,7 @@ class HandshakeState:
             try:
                 payload = self._symmetric.decrypt_and_hash(bytes(view))
             except ChannelError:
-                raise HandshakeError(f"handshake message {self._index + 1} failed to decrypt") from None
+                raise HandshakeDecryptError(f"handshake message {self._index + 1} failed to decrypt") from None
         except BaseException:
             self._failed = True
             raise
@@ -374,8 +374,8 @@ class HandshakeState:
             try:
                 self._rs = sym.decrypt_and_hash(bytes(view[:size]))
             except ChannelError:
-                raise HandshakeError(f"handshake message {self._index + 1}: the static key failed "
-                                     f"to decrypt") from None
+                raise HandshakeDecryptError(f"handshake message {self._index + 1}: the static key "
+                                            f"failed to decrypt") from None
             return view[size:]
         self._mix_dh(token)
         return view
