@@ -217,6 +217,30 @@ def test_man_in_the_middle_relaying_the_handshake_cannot_read_or_inject() -> Non
 
 # --- tampering, replay, reorder -----------------------------------------------------------------
 
+@settings(max_examples=120, deadline=None)
+@given(message=st.integers(0, 2), position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_flipping_any_bit_of_any_handshake_message_fails(message: int, position: float, bit: int) -> None:
+    a = session(local(1), True, 45)
+    b = session(local(2), False, 46)
+
+    def deliver(body: bytes, index: int) -> bytes:
+        if index != message:
+            return body
+        tampered = bytearray(body)
+        tampered[int(position * len(tampered))] ^= 1 << bit
+        return bytes(tampered)
+
+    # A flip in message 1 (the bare ephemeral key) shows when message 2 fails to decrypt at the
+    # initiator; a flip in message 2 or 3 fails that message's own decryption.
+    with pytest.raises(HandshakeError):
+        m2 = b.receive_handshake(deliver(a.start(), 0))
+        assert m2 is not None
+        m3 = a.receive_handshake(deliver(m2, 1))
+        assert m3 is not None
+        b.receive_handshake(deliver(m3, 2))
+    assert not b.established
+
+
 def test_flipping_any_bit_of_a_small_frame_fails() -> None:
     a, b = pair(50)
     body = a.encrypt(encode_body(Ping(n=7).to_wire()))

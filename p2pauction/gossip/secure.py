@@ -275,8 +275,10 @@ class SecureSession:
         except HandshakeDecryptError as exc:
             reason = _v1_reason(body) if self._state is SessionState.AWAIT_MSG2 else None
             raise HandshakeError(reason or (
-                f"{exc}: wrong network or protocol version (this node is on {self._net!r} with "
-                f"protocol {SECURE_VERSION}), or the message was altered")) from None
+                f"wrong network or protocol version: the peer's handshake does not decrypt under this "
+                f"node's network {self._net!r} and protocol {SECURE_VERSION} (both sides need the same "
+                f"--net and a p2pauction that speaks protocol {SECURE_VERSION}), or it was altered on "
+                f"the way ({exc})")) from None
         self._accept_peer(payload)
         reply = self._noise.write_message(self._payload) if self.initiator else None
         self._ciphers = self._noise.split()
