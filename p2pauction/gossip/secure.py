@@ -48,7 +48,7 @@ from p2pauction.state.identity import verify_signature
 
 SECURE_VERSION = 2
 NOISE_PROTOCOL = PROTOCOL_XX_SHA256
-PROLOGUE_PREFIX = b"p2pauction/2\0"
+PROLOGUE_PREFIX = b"p2pauction/%d\0" % SECURE_VERSION   # b"p2pauction/2\0"
 STATIC_SIG_DOMAIN = b"p2pauction-noise-static\0"
 MAX_HANDSHAKE_BODY = 1024
 """The largest handshake frame body (message 2 is about 600 bytes with the longest address): the
