@@ -148,7 +148,7 @@ class IdentityPayload:
 
 # --- the state machine ------------------------------------------------------------------------
 
-class SessionState(Enum):
+class SessionState(str, Enum):   # str: hashed in C, the transition lookup runs on every frame
     START = "start"                # initiator, before start()
     AWAIT_MSG1 = "await_msg1"      # responder, waiting for message 1
     AWAIT_MSG2 = "await_msg2"      # initiator, sent message 1
@@ -157,7 +157,7 @@ class SessionState(Enum):
     FAILED = "failed"              # terminal: close the connection
 
 
-class SessionInput(Enum):
+class SessionInput(str, Enum):
     START = "start"
     HANDSHAKE = "handshake"        # a handshake frame body from the peer
     ENCRYPT = "encrypt"
@@ -183,7 +183,7 @@ class SecureSession:
     """One connection's secure channel. See the module docstring for the flow."""
 
     __slots__ = ("_local", "_net", "_payload", "_noise", "_state", "_ciphers", "_peer", "_hash",
-                 "max_plaintext", "initiator")
+                 "max_plaintext", "max_body", "initiator")
 
     def __init__(self, local: LocalIdentity, *, initiator: bool, net: str, addr: str | None,
                  randbytes: RandBytes, role: str = "node", max_plaintext: int = MAX_FRAME_BYTES) -> None:
@@ -203,6 +203,7 @@ class SecureSession:
         self._peer: PeerIdentity | None = None
         self._hash: bytes | None = None
         self.max_plaintext = max_plaintext
+        self.max_body = sealed_size(max_plaintext)   # the frame decoder's limit once established
         self.initiator = initiator
 
     # -- state -----------------------------------------------------------------------------------
@@ -226,11 +227,6 @@ class SecureSession:
         if self._hash is None:
             raise UsageError("the handshake hash exists once the session is established")
         return self._hash
-
-    @property
-    def max_body(self) -> int:
-        """The largest frame body this session accepts once established (for the frame decoder)."""
-        return sealed_size(self.max_plaintext)
 
     def _step(self, event: SessionInput, work: Callable[[], _T]) -> _T:
         """The one place that applies TRANSITIONS: refuse an illegal input, fail on any error."""
