@@ -1,6 +1,6 @@
 """What the v2 secure channel costs (issue 12), as ratios to baselines measured in the same run.
 
-``python benchmarks/channel.py [--rounds 5] [--seconds 0.2] [--json out.json]`` prints:
+``python benchmarks/channel.py [--rounds 15] [--seconds 0.05] [--json out.json]`` prints:
 
 1. Per frame, for a 200-byte EVENT frame, a 1 KiB and a 64 KiB frame (two AEAD records): the
    plaintext path of version 1 (``framing.encode_frame`` then ``FrameDecoder.feed``: encode, split,
@@ -13,8 +13,9 @@
 3. A whole handshake (both sides: one X25519 key generation, three DH and one Ed25519 verify
    each) against one Ed25519 verify.
 
-Each figure is the best of ``--rounds`` timed loops of ``--seconds`` each (the machine is shared:
-the best loop is the least disturbed). Only ratios are meant to be compared across machines.
+Each figure is the best of ``--rounds`` timed loops of ``--seconds`` each, the loops of the paths
+compared interleaved (the machine is shared: the best loop is the least disturbed). Only ratios
+are meant to be compared across machines.
 """
 
 from __future__ import annotations
@@ -38,24 +39,32 @@ from p2pauction.state.identity import Identity, SignatureVerifier  # noqa: E402
 NET = "bench"
 
 
-def best_per_call(fn: Callable[[], object], rounds: int, seconds: float) -> float:
-    """Seconds per call: the best of ``rounds`` loops that each run for about ``seconds``."""
-    calls = 1
-    while True:   # calibrate a batch that takes about 1/10 of a loop
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        if time.perf_counter() - t0 > seconds / 10:
-            break
-        calls *= 2
-    best = float("inf")
-    for _ in range(rounds):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+def best_per_call(fns: dict[str, Callable[[], object]], rounds: int, seconds: float) -> dict[str, float]:
+    """Seconds per call of each function: the best of ``rounds`` loops of about ``seconds``.
+
+    The loops of the functions compared are interleaved round by round, so a burst of load on
+    the shared machine hits them alike instead of one of them.
+    """
+    batch: dict[str, int] = {}
+    for name, fn in fns.items():   # calibrate a batch that takes about 1/10 of a loop
+        calls = 1
+        while True:
+            t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
-            n += calls
-        best = min(best, (time.perf_counter() - t0) / n)
+            if time.perf_counter() - t0 > seconds / 10:
+                break
+            calls *= 2
+        batch[name] = calls
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            calls, n, t0 = batch[name], 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                for _ in range(calls):
+                    fn()
+                n += calls
+            best[name] = min(best[name], (time.perf_counter() - t0) / n)
     return best
 
 
@@ -99,9 +108,8 @@ def frame_costs(body_size: int, rounds: int, seconds: float) -> dict[str, float]
     def crypto_only() -> None:
         b.decrypt(a.encrypt(raw))
 
-    plain = best_per_call(plaintext_path, rounds, seconds)
-    sec = best_per_call(secure_path, rounds, seconds)
-    crypto = best_per_call(crypto_only, rounds, seconds)
+    t = best_per_call({"plain": plaintext_path, "secure": secure_path, "crypto": crypto_only}, rounds, seconds)
+    plain, sec, crypto = t["plain"], t["secure"], t["crypto"]
     return {"body_bytes": body_size, "plaintext_us": plain * 1e6, "secure_us": sec * 1e6,
             "ratio": sec / plain, "added_us": (sec - plain) * 1e6, "encrypt_decrypt_us": crypto * 1e6}
 
@@ -128,16 +136,16 @@ def handshake_costs(rounds: int, seconds: float) -> dict[str, float]:
     def verify() -> None:
         verifier.verify(signer.public_hex, signature, message)
 
-    hs = best_per_call(handshake, rounds, seconds)
-    v = best_per_call(verify, rounds, seconds)
+    t = best_per_call({"handshake": handshake, "verify": verify}, rounds, seconds)
+    hs, v = t["handshake"], t["verify"]
     return {"handshake_both_sides_us": hs * 1e6, "ed25519_verify_us": v * 1e6, "ratio": hs / v,
             "per_side_ratio": hs / v / 2}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--seconds", type=float, default=0.05)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
