@@ -40,6 +40,16 @@ class HandshakeError(ProtocolError):
     """The peer failed the handshake (wrong net, version, signature, or too slow)."""
 
 
+class HandshakeDecryptError(HandshakeError):
+    """A handshake message failed to decrypt: altered on the way, or the two sides disagree on
+    the prologue (network id, protocol version)."""
+
+
+class ChannelError(ProtocolError):
+    """A frame on an encrypted channel failed to decrypt or authenticate (tampered, replayed,
+    reordered, or sent under other keys). The channel is unusable: close the connection."""
+
+
 class UsageError(P2PAuctionError):
     """Local misuse: the caller asked for something invalid; the message says why."""
 
