@@ -412,9 +412,10 @@ class Decoder:
             checksum, seed = self._hasher(item)
             if checksum != hashes[index]:
                 continue
-            if item in self._found or len(self._found) >= received:
-                raise ReconcileError("coded symbols decode to a repeated item or to more items than symbols: "
-                                     "no honest set produces that", reason="riblt_inconsistent")
+            if item in self._found or len(self._found) >= received or walk(seed, index + 1)[-1] != index:
+                raise ReconcileError("coded symbols decode to a repeated item, to more items than symbols, "
+                                     "or to an item off its own walk: no honest set produces that",
+                                     reason="riblt_inconsistent")
             self._found[item] = side
             state, at = seed, 0
             while at < received:
