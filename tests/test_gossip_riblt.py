@@ -89,6 +89,22 @@ def test_maintained_cache_equals_encoding_from_scratch_in_any_order() -> None:
     assert cache.snapshot().batch(0, 300) == R.SymbolCache(SALT, 300).snapshot().batch(0, 300)
 
 
+def test_cache_walks_like_next_index() -> None:
+    # The cache inlines the walk for speed; the decoder uses walk()/_next_index: they must agree.
+    ids = make_ids(50, "k")
+    sums, hashes, counts = [0] * 500, [0] * 500, [0] * 500
+    hasher = R.ItemHasher(SALT)
+    for event_id in ids:
+        x = R.parse_id(event_id)
+        checksum, seed = hasher(x)
+        for i in R.walk(seed, 500):
+            sums[i] ^= x
+            hashes[i] ^= checksum
+            counts[i] += 1
+    expected = tuple(map(R.CodedSymbol, sums, hashes, counts))
+    assert prefix_of(ids, capacity=500).batch(0, 500).symbols == expected
+
+
 def test_snapshot_is_frozen_while_the_cache_grows() -> None:
     cache = R.SymbolCache(SALT, 64)
     cache.add_many(make_ids(10, "f"))

@@ -285,12 +285,20 @@ class SymbolCache:
     def _apply(self, item: int, direction: int) -> None:
         checksum, seed = self.hasher(item)
         sums, hashes, counts, limit = self._sums, self._hashes, self._counts, self.capacity
+        sqrt, ceil = math.sqrt, math.ceil
         state, index = seed, 0
         while index < limit:
             sums[index] ^= item
             hashes[index] ^= checksum
             counts[index] += direction
-            state, index = _next_index(state, index)
+            # _next_index inlined: this loop is the cost of keeping the cache (one call per step
+            # would be a third more); test_cache_walks_like_next_index pins the two together.
+            state = (state + _GAMMA) & _M64
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+            z ^= z >> 31
+            gap = ceil((index + 1.5) * (1.0 / sqrt((z + 1) / _TWO64) - 1.0))
+            index += gap if gap > 0 else 1
         self.size += direction
 
     def copy(self) -> SymbolCache:
