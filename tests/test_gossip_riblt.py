@@ -212,6 +212,24 @@ def test_counts_that_never_resolve_stop_at_the_limit() -> None:
     assert exc.value.reason == "riblt_limit"
 
 
+def test_a_stream_that_will_not_peel_gives_up_early_when_the_size_is_known() -> None:
+    # Same size on both sides and counts that say "no difference", yet symbols never empty:
+    # what two mined ids with the same walk look like. FAILED long before max_symbols.
+    rng = random.Random(2)
+    ids = make_ids(100, "n")
+    decoder = R.Decoder(prefix_of(ids), remote_size=len(ids))
+    own = prefix_of(ids)
+    status = R.DecodeStatus.NEED_MORE
+    while status is R.DecodeStatus.NEED_MORE:
+        n = decoder.next_request() or 1
+        batch = own.batch(decoder.received, n)
+        status = decoder.add(R.SymbolBatch(batch.start, tuple(
+            R.CodedSymbol(s.id_xor ^ rng.getrandbits(256), s.hash_xor ^ rng.getrandbits(64), s.count)
+            for s in batch.symbols)))
+    assert status is R.DecodeStatus.FAILED
+    assert decoder.received < 100 < decoder.max_symbols
+
+
 def test_batches_out_of_sequence_are_refused() -> None:
     decoder = R.Decoder(prefix_of(make_ids(5, "o")))
     remote = prefix_of(make_ids(6, "o"))

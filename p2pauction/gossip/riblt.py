@@ -22,9 +22,9 @@ every received symbol on its walk, and of every later one as it arrives), which 
 symbols pure, and so on: linear time. Decoding is complete when every received symbol is empty.
 
 Salt (why a key at all): the walk decides which items share symbols. If anyone can compute it,
-an attacker can mine event ids whose walks coincide on a long prefix (two ids that share their
-first 2,000 indices take about 10^5 tries); two such ids in a difference never peel apart, and
-reconciliation stalls at its limit. With a key the attacker does not know when it picks its ids,
+an attacker can mine event ids whose walks coincide on a long prefix (a birthday search: two
+ids that share all of their first 4,096 indices take about 2 x 10^6 tries); two such ids in a
+difference never peel apart, and that round cannot finish. With a key the attacker does not know when it picks its ids,
 it cannot. The module takes the salt as a parameter; both peers of a session must use the same.
 :func:`network_salt` derives a fixed salt from the network id: cheap (one maintained
 :class:`SymbolCache` per node) but public, so it relies on the fallback described in
@@ -341,7 +341,10 @@ class Decoder:
     ``remote_size`` (the sender's set size, if it told us) sharpens :meth:`estimate` only.
 
     Bounded for any input: at most ``max_symbols`` symbols (more is a ReconcileError), at most one
-    recovered item per received symbol (more cannot come from an honest stream: ReconcileError)."""
+    recovered item per received symbol (more cannot come from an honest stream: ReconcileError).
+    With ``remote_size`` it also gives up (FAILED) once it holds ``4 x estimate + 64`` symbols:
+    a difference that will not peel (ids mined to share their walks) then costs a few times
+    its size, not ``max_symbols``."""
 
     def __init__(self, local: SymbolPrefix, *, max_symbols: int | None = None,
                  remote_size: int | None = None) -> None:
@@ -360,6 +363,7 @@ class Decoder:
         self._found: dict[int, int] = {}                 # item -> +1 remote only, -1 local only
         self._walks: list[tuple[int, int, int, int, int]] = []  # heap: (next index, item, checksum, state, delta)
         self._candidates: list[int] = []
+        self._estimate = 0.0
 
     @property
     def received(self) -> int:
@@ -367,9 +371,12 @@ class Decoder:
 
     @property
     def status(self) -> DecodeStatus:
-        if self._sums and self._nonempty == 0:
+        m = len(self._sums)
+        if m and self._nonempty == 0:
             return DecodeStatus.DONE
-        return DecodeStatus.FAILED if len(self._sums) >= self.max_symbols else DecodeStatus.NEED_MORE
+        if m >= self.max_symbols or (self._size_diff is not None and m >= STALL_FACTOR * self._estimate + STALL_SLACK):
+            return DecodeStatus.FAILED
+        return DecodeStatus.NEED_MORE
 
     @property
     def remote_only(self) -> list[str]:
@@ -390,6 +397,7 @@ class Decoder:
         for symbol in batch.symbols:
             self._receive(symbol)
         self._peel()
+        self._estimate = self._compute_estimate()
         return self.status
 
     def _receive(self, symbol: CodedSymbol) -> None:
@@ -455,6 +463,10 @@ class Decoder:
         return max(len(self._found), abs(self._size_diff) if self._size_diff is not None else 0)
 
     def estimate(self) -> float:
+        """:meth:`_compute_estimate` as of the last batch."""
+        return self._estimate
+
+    def _compute_estimate(self) -> float:
         """An estimate of the difference size ``d`` from the symbols' counts, before decoding.
 
         Symbol ``i``'s count difference is (#remote-only - #local-only items on it): mean
@@ -496,6 +508,9 @@ class Decoder:
         return min(want, self.max_symbols) - m
 
 
+STALL_FACTOR = 4     # status FAILED once received >= 4 x estimate + 64 (with remote_size): a
+STALL_SLACK = 64     # stream that will not decode (mined ids that never peel apart, garbage)
+                     # stops long before max_symbols; honest rounds need 1-3 x d (+ a few)
 GROWTH = 0.05        # next_request: grow by at least this fraction
 ESTIMATE_JUMP = 1.3  # ... or jump to this multiple of the estimated difference (decoding needs ~1.4 d)
 JUMP_CAP = 8         # ... but at most this multiple of what was received
