@@ -42,6 +42,7 @@ RSYNC_EXTRA = 4             # initiator's set size, u32
 RMORE_BODY = 2              # count u16 (the next batch starts where the last stopped)
 RWANT_EXTRA = 2             # count u16
 WANT_PREFIX = 8             # bytes of an id named in RWANT
+RWANT_MAX = 512             # prefixes per RWANT frame
 CACHE = R.DEFAULT_CAPACITY
 
 
@@ -84,8 +85,10 @@ def exchange(initiator: R.SymbolCache, responder: R.SymbolCache, a_only: list[st
         status = decoder.add(R.SymbolBatch.from_bytes(wire))
         trips += 1
     cpu = time.process_time() - t0
-    if status is R.DecodeStatus.DONE and decoder.received > 1 or decoder.remote_only:
-        total += FRAME_HEADER + BINARY_TAG + RWANT_EXTRA + WANT_PREFIX * len(decoder.remote_only)
+    wanted = len(decoder.remote_only)
+    if wanted or decoder.local_only or decoder.received > 1:   # RWANT frames (512 prefixes each)
+        frames = max(1, -(-wanted // RWANT_MAX))
+        total += frames * (FRAME_HEADER + BINARY_TAG + RWANT_EXTRA) + WANT_PREFIX * wanted
     correct = (status is R.DecodeStatus.DONE and sorted(decoder.remote_only) == sorted(a_only)
                and sorted(decoder.local_only) == sorted(b_only))
     return Exchange(total, decoder.received, trips, status, cpu, correct)
