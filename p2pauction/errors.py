@@ -36,6 +36,13 @@ class FrameError(DecodeError):
     """A frame on the wire is malformed or over the size limit."""
 
 
+class ReconcileError(DecodeError):
+    """A peer's coded symbols (set reconciliation, ``gossip/riblt.py``) are malformed, out of
+    sequence, over the agreed limit, or inconsistent (they decode to something no honest set
+    can produce). ``reason`` is one of ``riblt_malformed``, ``riblt_sequence``, ``riblt_limit``,
+    ``riblt_inconsistent``."""
+
+
 class HandshakeError(ProtocolError):
     """The peer failed the handshake (wrong net, version, signature, or too slow)."""
 
