@@ -40,7 +40,7 @@ import structlog
 from p2pauction import errors
 from p2pauction.api import (DEFAULT_QUEUE_SIZE, CloseResult, Feeds, Listener, Notification, Subscription,
                             wait_event)
-from p2pauction.control import ControlServer
+from p2pauction.control import MAX_DURATION_S, ControlConfig, ControlServer
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +160,8 @@ class AuctionNode:
                  bootstraps: Iterable[str] = (), net: str | None = None, name: str | None = None,
                  network: bool = True, control: bool = True, gossip: Mapping[str, Any] | None = None,
                  auto_close_grace: float = 0.5, catch_up_delay: float | None = None,
-                 queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None) -> None:
+                 queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None,
+                 control_config: ControlConfig | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.listen = listen
         self.bootstraps = list(bootstraps)
@@ -173,6 +174,7 @@ class AuctionNode:
         self._catch_up_arg = catch_up_delay
         self.catch_up_delay = catch_up_delay or 0.0
         self.queue_size = queue_size
+        self.control_config = control_config or ControlConfig()
         self._clock = clock or wall_clock_ms
         self._dir = _DataDir(self.data_dir)
         self.feeds = Feeds()
@@ -194,7 +196,8 @@ class AuctionNode:
         self._started_ms = 0
         self._started_mono = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
-            ("opened", "bids", "closed", "auto_closed", "auto_close_failed", "notifications"), 0)
+            ("opened", "bids", "closed", "auto_closed", "auto_close_failed", "notifications",
+             "notify_failed"), 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -334,7 +337,8 @@ class AuctionNode:
             if self.network_enabled:
                 await self._start_network(tg)
             if self.control_enabled:
-                self._control = ControlServer(self.data_dir, self._control_ops(), self._open_watch)
+                self._control = ControlServer(self.data_dir, self._control_ops(), self._open_watch,
+                                              self.control_config)
                 tg.create_task(self._control.run(), name="control")
                 await _wait_event(self._control.started, 10.0, "control socket")
             self._schedule_own_deadlines()
@@ -402,9 +406,13 @@ class AuctionNode:
         if not self.feeds.subscribers:
             return
         self.counters["notifications"] += 1
-        # O(1) whatever the auction's size: the view's bid list is only built if a reader asks
-        view = self._replica.ledger.auction(event.auction_id)
-        self.feeds.publish(Notification(event=event, auction=view, own=own))
+        try:
+            # O(1) whatever the auction's size: the view's bid list is only built if a reader asks
+            view = self._replica.ledger.auction(event.auction_id)
+            self.feeds.publish(Notification(event=event, auction=view, own=own))
+        except Exception:  # the feeds' failure must not reach the network or the caller's action
+            self.counters["notify_failed"] += 1
+            log.exception("notify_failed", event=event.id)
 
     # ------------------------------------------------------------------ actions
 
@@ -417,8 +425,9 @@ class AuctionNode:
         increment = _money(min_increment, "minimum increment")
         now = self._clock()
         if duration is not None:
-            if not duration > 0:
-                raise errors.UsageError(f"duration must be a positive number of seconds, not {duration}")
+            if isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration <= MAX_DURATION_S:
+                raise errors.UsageError(
+                    f"duration must be a positive number of seconds up to {MAX_DURATION_S:g}, not {duration!r}")
             ends_at = now + max(1, int(duration * 1000))
         event = self._author.open(self._replica.ledger, item=item, start_price=price, currency=currency,
                                   min_increment=increment, ends_at=ends_at, wall_ms=now)
