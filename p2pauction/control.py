@@ -354,8 +354,11 @@ class ControlServer:
         try:
             await self._send(writer, {"ok": True, "result": {"watching": sub.auction}})
             async with asyncio.TaskGroup() as tg:
+                # whichever ends first (the feed, or the client hanging up) ends the other
                 forward = tg.create_task(self._forward(sub, writer))
-                tg.create_task(self._until_eof(reader, forward))
+                eof = tg.create_task(self._until_eof(reader))
+                forward.add_done_callback(lambda _: eof.cancel())
+                eof.add_done_callback(lambda _: forward.cancel())
         except* (TimeoutError, ConnectionError, OSError):
             pass  # the watcher went away or stopped reading: its feed ends, the node goes on
         finally:
@@ -371,23 +374,18 @@ class ControlServer:
             try:
                 line = {"notification": note.to_json()}
             except Exception as exc:   # this watcher ends with a reason; the node and others go on
-                log.exception("control_watch_failed", event=getattr(note.event, "id", None))
+                log.exception("control_watch_failed", event_id=getattr(note.event, "id", None))
                 with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                     await self._send(writer, {"end": f"internal error rendering a notification: {exc!r}"})
                 return
             await self._send(writer, line)
 
     @staticmethod
-    async def _until_eof(reader: asyncio.StreamReader, forward: asyncio.Task[None]) -> None:
+    async def _until_eof(reader: asyncio.StreamReader) -> None:
+        """Read (and ignore) what a watcher sends until it hangs up; bounded by the feed's life."""
         with contextlib.suppress(ConnectionError, OSError, ValueError, asyncio.LimitOverrunError):
-            while not forward.done():
-                try:
-                    async with asyncio.timeout(60.0):
-                        if not await reader.readline():
-                            break
-                except TimeoutError:
-                    continue
-        forward.cancel()
+            while await reader.read(4096):
+                pass
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:

@@ -412,7 +412,7 @@ class AuctionNode:
             self.feeds.publish(Notification(event=event, auction=view, own=own))
         except Exception:  # the feeds' failure must not reach the network or the caller's action
             self.counters["notify_failed"] += 1
-            log.exception("notify_failed", event=event.id)
+            log.exception("notify_failed", event_id=event.id)
 
     # ------------------------------------------------------------------ actions
 
