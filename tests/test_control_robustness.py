@@ -44,9 +44,14 @@ def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield node
 
 
+def ddir(node: Proc) -> Path:
+    assert node.data_dir is not None
+    return node.data_dir
+
+
 def assert_alive(node: Proc) -> None:
     assert node.alive(), node.log_tail()
-    assert query(node.data_dir, "ping")["pong"] is True
+    assert query(ddir(node), "ping")["pong"] is True
 
 
 @pytest.mark.parametrize("line", [
@@ -60,7 +65,7 @@ def assert_alive(node: Proc) -> None:
 ], ids=["watch-int-auction", "watch-str-flag", "show-list", "since-inf", "until-huge", "status-object",
         "amount-number"])
 def test_a_mistyped_request_is_refused_and_the_node_lives(solo: Proc, line: bytes) -> None:
-    reply = raw_request(solo.data_dir, line)
+    reply = raw_request(ddir(solo), line)
     assert reply["ok"] is False and reply["error"]["type"] == "UsageError", reply
     assert "bad arguments" in reply["error"]["message"]
     assert_alive(solo)
@@ -68,17 +73,17 @@ def test_a_mistyped_request_is_refused_and_the_node_lives(solo: Proc, line: byte
 
 def test_a_request_nested_100k_deep_is_refused_and_the_node_lives(solo: Proc) -> None:
     deep = b'{"op":"ping","args":{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}\n"
-    reply = raw_request(solo.data_dir, deep)
+    reply = raw_request(ddir(solo), deep)
     assert reply["ok"] is False and reply["error"]["type"] == "ProtocolError"
     assert "nested too deeply" in reply["error"]["message"]
     assert_alive(solo)
 
 
 def test_a_huge_duration_is_a_usage_error_not_an_internal_one(solo: Proc) -> None:
-    reply = raw_request(solo.data_dir, b'{"op":"open","args":{"item":"x","price":"1","duration":1e308}}\n')
+    reply = raw_request(ddir(solo), b'{"op":"open","args":{"item":"x","price":"1","duration":1e308}}\n')
     assert reply["ok"] is False and reply["error"]["type"] == "UsageError", reply
     assert "duration" in reply["error"]["message"]
-    result = cli(solo.data_dir, "open", "x", "1", "--duration", "1e308", check=False, json_out=False)
+    result = cli(ddir(solo), "open", "x", "1", "--duration", "1e308", check=False, json_out=False)
     assert result.returncode == 1 and "internal error" not in result.stderr and "duration" in result.stderr
     assert_alive(solo)
 
@@ -103,14 +108,14 @@ def test_many_idle_clients_cannot_lock_the_owner_out(tmp_path: Path) -> None:
         cluster.procs.append(node)
         idle: list[socket.socket] = []
         try:
-            with _short_path(socket_path(node.data_dir)) as addr:
+            with _short_path(socket_path(ddir(node))) as addr:
                 for _ in range(300):
                     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     s.setblocking(False)
                     idle.append(s)
                     # a full listen backlog says EAGAIN: retry until the node has accepted more
                     wait_until(lambda: _try_connect(s, addr), 20, "the node to accept a client")
-            status = wait_until(lambda: query(node.data_dir, "status"), 30, "status with 300 idle clients")
+            status = wait_until(lambda: query(ddir(node), "status"), 30, "status with 300 idle clients")
             assert status["events"] == 0
             assert_alive(node)
         finally:
@@ -186,7 +191,10 @@ def test_a_failing_reader_closes_only_itself(tmp_path: Path, monkeypatch: pytest
     async def scenario() -> None:
         async with AuctionNode(tmp_path / "n", network=False) as node:
             survivor = node.subscribe()
-            listener = node.add_listener(lambda note: 1 / 0)
+            def crash(note: Notification) -> None:
+                raise ZeroDivisionError("planted listener bug")
+
+            listener = node.add_listener(crash)
             reader, writer = await _connect(node.data_dir)
             writer.write(b'{"op":"watch","args":{}}\n')
             async with asyncio.timeout(10):

@@ -9,6 +9,8 @@ CLI command runs against exactly what a node would hold after receiving them fro
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.replica import Replica
 from p2pauction.state.store import SqliteStore
 from p2pauction.timefmt import format_ms
-from tests.procs import Cluster, Watch, _env, cli, p2pauction_cmd, query, start_node, wait_until
+from tests.procs import Cluster, Proc, Watch, _env, cli, p2pauction_cmd, query, start_node, wait_until
 from tests.state_helpers import NET, accept, author
 
 pytestmark = pytest.mark.timeout(180)
@@ -111,20 +113,28 @@ def test_stats_sum_two_maximal_sales_exactly() -> None:
 # --------------------------------------------------------------------------- real node
 
 
+@dataclass
+class ExtremeNode:
+    proc: Proc
+    data_dir: Path
+    ids: dict[str, str]
+    count: int
+    cluster: Cluster
+
+
 @pytest.fixture(scope="module")
-def extreme_node(tmp_path_factory: pytest.TempPathFactory) -> object:
+def extreme_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtremeNode]:
     root = tmp_path_factory.mktemp("extreme")
     events, ids = extreme_events()
     write_store(root / "X1", events)
     with Cluster(root, net=NET) as cluster:
         node = start_node(root / "X1", name="X1", offline=True, net=NET)
         cluster.procs.append(node)
-        yield node, ids, len(events), cluster
+        yield ExtremeNode(node, root / "X1", ids, len(events), cluster)
 
 
-def test_every_query_renders_extreme_values_on_a_real_node(extreme_node: object) -> None:
-    node, ids, _, _ = extreme_node  # type: ignore[misc]
-    d = node.data_dir
+def test_every_query_renders_extreme_values_on_a_real_node(extreme_node: ExtremeNode) -> None:
+    node, ids, d = extreme_node.proc, extreme_node.ids, extreme_node.data_dir
     for json_out in (False, True):
         cli(d, "auctions", "--status", "all", json_out=json_out)
         cli(d, "auctions", json_out=json_out)
@@ -143,23 +153,23 @@ def test_every_query_renders_extreme_values_on_a_real_node(extreme_node: object)
     assert node.alive()
 
 
-def test_bid_at_the_largest_amount_succeeds_on_a_real_node(extreme_node: object) -> None:
-    node, ids, _, _ = extreme_node  # type: ignore[misc]
-    human = cli(node.data_dir, "bid", ids["target"][:12], MAX, json_out=False)
+def test_bid_at_the_largest_amount_succeeds_on_a_real_node(extreme_node: ExtremeNode) -> None:
+    node, ids, d = extreme_node.proc, extreme_node.ids, extreme_node.data_dir
+    human = cli(d, "bid", ids["target"][:12], MAX, json_out=False)
     assert "placed" in human.stdout and "(leading)" in human.stdout
-    refused = cli(node.data_dir, "bid", ids["target"][:12], MAX, check=False, json_out=False)
+    refused = cli(d, "bid", ids["target"][:12], MAX, check=False, json_out=False)
     assert refused.returncode == 1 and "no higher bid is possible" in refused.stderr
     assert "internal error" not in refused.stderr
     assert node.alive()
 
 
-def test_watch_from_start_renders_every_extreme_event_and_the_node_survives(extreme_node: object) -> None:
-    node, _, count, cluster = extreme_node  # type: ignore[misc]
+def test_watch_from_start_renders_every_extreme_event_and_the_node_survives(extreme_node: ExtremeNode) -> None:
+    node, d, count, cluster = extreme_node.proc, extreme_node.data_dir, extreme_node.count, extreme_node.cluster
     watch = cluster.watch(node, None, "--from-start")
     lines = watch.wait_for(count)
     assert {line["ts"] for line in lines} >= {MAX_INT}
     # the human feed too: one line per event, times beyond the calendar shown raw
-    human = subprocess.Popen(p2pauction_cmd("watch", "--from-start", "--data-dir", str(node.data_dir)),
+    human = subprocess.Popen(p2pauction_cmd("watch", "--from-start", "--data-dir", str(d)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                              env=_env(), text=True)
     try:
@@ -173,6 +183,6 @@ def test_watch_from_start_renders_every_extreme_event_and_the_node_survives(extr
                 stream.close()
     assert all(line.endswith("\n") for line in seen), seen
     assert any("beyond year 9999" in line for line in seen)
-    wait_until(lambda: query(node.data_dir, "ping")["pong"], 10, "the node to answer")
+    wait_until(lambda: query(d, "ping")["pong"], 10, "the node to answer")
     assert node.alive()
     Watch.stop(watch)
