@@ -56,10 +56,15 @@ def wall_clock_ms() -> int:
 
 
 def to_ms(value: datetime | int | float | str | None) -> int | None:
-    """A time bound for history queries: datetime, ISO text (naive = UTC), or epoch milliseconds."""
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float):
+    """A time bound for history queries: datetime, ISO text (naive = UTC), or epoch milliseconds
+    (at most 2^63-1 either way, the range of event times)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise errors.UsageError(f"a time bound must be a date or milliseconds, not {value!r}")
+    if isinstance(value, int | float):
+        if not abs(value) <= 2**63 - 1:     # also refuses NaN and infinities
+            raise errors.UsageError(f"time bound {value} ms is out of range (at most 2^63-1 ms)")
         return int(value)
     if isinstance(value, str):
         try:
