@@ -525,7 +525,7 @@ class AuctionNode:
         out: dict[str, Any] = {
             "name": self.name, "public_key": self.public_key, "net": self.net, "listen": self.address,
             "pid": os.getpid(), "data_dir": str(self.data_dir), "digest": ledger.digest_hex,
-            "events": len(ledger), "auctions": _count_by_status(ledger.auctions(None)),
+            "events": len(ledger), "auctions": ledger.status_counts(),
             "ledger": _jsonable(ledger.counters), "node": dict(self.counters),
             "subscribers": self.feeds.subscribers, "network": self._core is not None,
             "uptime_s": round(time.monotonic() - self._started_mono, 3) if self._started_mono else 0.0,
@@ -686,13 +686,6 @@ def _start_error(runner: asyncio.Task[None], listen: str) -> errors.P2PAuctionEr
     if isinstance(exc, OSError):
         return errors.UsageError(f"cannot listen on {listen}: {exc.strerror or exc}")
     return errors.P2PAuctionError(f"the node failed to start: {exc!r}")
-
-
-def _count_by_status(views: Iterable[Any]) -> dict[str, int]:
-    counts = {"open": 0, "closed": 0, "disputed": 0}
-    for view in views:
-        counts[str(view.status)] = counts.get(str(view.status), 0) + 1
-    return counts
 
 
 def _jsonable(value: Any) -> Any:

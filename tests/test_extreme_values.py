@@ -79,6 +79,16 @@ def test_format_ms_shows_every_legal_time() -> None:
     assert format_ms(None) == "-"
 
 
+def test_history_bounds_beyond_event_times_are_usage_errors() -> None:
+    from p2pauction.errors import UsageError
+    from p2pauction.node import to_ms
+
+    assert to_ms(MAX_INT) == MAX_INT
+    for bad in (MAX_INT + 1, float("inf"), float("nan"), True):
+        with pytest.raises(UsageError):
+            to_ms(bad)
+
+
 def test_views_of_extreme_events_render_in_json_and_summary() -> None:
     events, ids = extreme_events()
     ledger = Ledger(NET)
