@@ -22,7 +22,8 @@ from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.replica import Replica
 from p2pauction.state.store import SqliteStore
 from p2pauction.timefmt import format_ms
-from tests.procs import Cluster, Proc, Watch, _env, cli, p2pauction_cmd, query, start_node, wait_until
+from tests.procs import (Cluster, Proc, Watch, _env, cli, p2pauction_cmd, query, start_node, wait_converged,
+                         wait_until)
 from tests.state_helpers import NET, accept, author
 
 pytestmark = pytest.mark.timeout(180)
@@ -196,3 +197,26 @@ def test_watch_from_start_renders_every_extreme_event_and_the_node_survives(extr
     wait_until(lambda: query(d, "ping")["pong"], 10, "the node to answer")
     assert node.alive()
     Watch.stop(watch)
+
+
+def test_a_network_with_a_maximal_leading_bid_survives_watchers(tmp_path: Path) -> None:
+    """Defect 10 as reported: three nodes, a leading bid at the largest amount, then a
+    `watch --from-start` on every node: every node stays up and every watch prints both events."""
+    with Cluster(tmp_path) as cluster:
+        cluster.bootstrap()
+        nodes = [cluster.node(name) for name in ("C1", "C2", "C3")]
+        dirs = [n.data_dir for n in nodes]
+        assert all(d is not None for d in dirs)
+        c1, c2, c3 = (d for d in dirs if d is not None)
+        wait_until(lambda: all(len(query(d, "peers")) >= 2 for d in (c1, c2, c3)), 30, "the mesh")
+        aid = cli(c1, "open", "Pic#1", "75").data["auction"]
+        wait_until(lambda: query(c2, "status")["events"] == 1, 30, "C2 to see the open")
+        cli(c2, "bid", aid[:10], MAX)
+        wait_converged([c1, c2, c3], events=2)
+        watches = [cluster.watch(n, None, "--from-start") for n in nodes]
+        for watch in watches:
+            lines = watch.wait_for(2)
+            assert lines[1]["amount"] == MAX and lines[1]["auction"]["min_next_bid"] is None
+        for node in nodes:
+            assert node.alive(), node.log_tail()
+        assert cli(c3, "show", aid[:10], json_out=False).stdout.count(MAX) >= 1
