@@ -111,7 +111,12 @@ class CloseResult:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One accepted event, the auction as it stands after it, and whether this node authored it."""
+    """One accepted event, the auction as it stands after it, and whether this node authored it.
+
+    Building one costs O(1) whatever the auction's bid count: ``auction`` is the ledger's view,
+    whose bid list is only built if someone reads ``auction.bids``; ``to_json()`` carries the
+    view's summary (``bid_count``, leading bid, status...), not the bid list.
+    """
 
     event: Event
     auction: AuctionView
@@ -135,7 +140,7 @@ class Notification:
         if kind == "auction.open":
             return f"{who} opens {view.item} at {format_amount(view.start_price, view.currency)}"
         if kind == "bid.place":
-            late = " (late: after the close)" if _bid_is_late(view, self.event.id) else ""
+            late = " (late: after the close)" if view.is_late(self.event.id) else ""
             return f"{who} bids {format_amount(body.amount, view.currency)} on {view.item}{late}"
         seller = display_name(view.seller, view.seller_name)
         if str(view.status) == "disputed":
@@ -154,7 +159,8 @@ class Notification:
             "kind": self.kind, "event": self.event.id, "auction_id": self.auction_id,
             "author": self.event.author, "name": getattr(body, "name", None) if self.kind != "auction.close"
             else self.auction.seller_name, "own": self.own, "ts": self.event.ts,
-            "lamport": self.event.lamport, "summary": self.describe(), "auction": self.auction.to_json(),
+            "lamport": self.event.lamport, "summary": self.describe(),
+            "auction": self.auction.summary_json(),   # O(1): no bid list (ask `show` for it)
         }
         if self.kind == "bid.place":
             from p2pauction.state.money import format_money
@@ -165,10 +171,6 @@ class Notification:
         if self.missed:
             out["missed"] = self.missed
         return out
-
-
-def _bid_is_late(view: AuctionView, bid_id: str) -> bool:
-    return any(b.id == bid_id and b.late for b in view.bids)
 
 
 class Subscription:

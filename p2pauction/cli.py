@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -430,9 +429,9 @@ def _who(key: str | None, name: str | None) -> str:
 
 
 def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    from p2pauction.timefmt import format_ms
+
+    return format_ms(ms)
 
 
 def _summary_line(summary: str, item: str | None) -> str:
@@ -449,7 +448,9 @@ def _summary_line(summary: str, item: str | None) -> str:
 
 def render_notification(note: dict[str, Any]) -> str:
     """One feed line: ``14:02:03 [own ] C1 opens Pic#1 at 75 USDt  (auction 1a2b3c4d)``."""
-    clock = datetime.fromtimestamp(note.get("ts", 0) / 1000, tz=timezone.utc).strftime("%H:%M:%S")
+    from p2pauction.timefmt import CLOCK, format_ms
+
+    clock = format_ms(note.get("ts", 0), CLOCK)
     mark = "own " if note.get("own") else "peer"
     missed = f"  [{note['missed']} earlier events missed: slow reader]" if note.get("missed") else ""
     auction = note.get("auction")

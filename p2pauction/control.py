@@ -25,6 +25,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,22 +94,141 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
 
 
+# --------------------------------------------------------------------------- request schema
+
+MAX_INT = 2**63 - 1
+MAX_TEXT = 4096               # longest string argument (items are at most 200 chars anyway)
+MAX_DURATION_S = 10**15       # ~31 million years: keeps now + duration inside a legal ends_at
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One request argument: its JSON types, whether it may be null or absent, and its range."""
+
+    types: tuple[type, ...]
+    required: bool = False
+    nullable: bool = True
+    choices: tuple[str, ...] = ()
+    low: float | None = None        # numbers: inclusive bounds
+    high: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None if self.nullable and not self.required else "is required"
+        if isinstance(value, bool) and bool not in self.types:
+            return f"must be {self._names()}, not a boolean"
+        if not isinstance(value, self.types):
+            return f"must be {self._names()}, not {_json_type(value)}"
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                return f"is longer than {MAX_TEXT} characters"
+            if self.choices and value not in self.choices:
+                return f"must be one of {', '.join(self.choices)}, not {value!r}"
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value != value or value in (float("inf"), float("-inf")):
+                return "must be a finite number"
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                return f"must be between {self.low:g} and {self.high:g}, not {value!r}"
+        return None
+
+    def _names(self) -> str:
+        return " or ".join({str: "a string", int: "an integer", float: "a number", bool: "true/false"}
+                           .get(t, t.__name__) for t in self.types if t is not float or int not in self.types)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+_TEXT = Arg((str,))
+_NEEDED_TEXT = Arg((str,), required=True, nullable=False)
+_TIME_BOUND = Arg((int, str), low=0, high=MAX_INT)   # epoch ms or ISO text (see node.to_ms)
+
+# The one place that says what each op accepts; the handlers can trust their arguments' types.
+OP_SCHEMAS: dict[str, dict[str, Arg]] = {
+    "ping": {},
+    "open": {"item": _NEEDED_TEXT, "price": _NEEDED_TEXT, "currency": _TEXT, "increment": _TEXT,
+             "duration": Arg((int, float), low=0.001, high=MAX_DURATION_S)},
+    "bid": {"auction": _NEEDED_TEXT, "amount": _NEEDED_TEXT},
+    "close": {"auction": _NEEDED_TEXT},
+    "auctions": {"status": Arg((str,), choices=("open", "closed", "disputed", "all"))},
+    "show": {"auction": _NEEDED_TEXT},
+    "history": {"since": _TIME_BOUND, "until": _TIME_BOUND},
+    "stats": {"since": _TIME_BOUND, "until": _TIME_BOUND},
+    "status": {},
+    "peers": {},
+    "watch": {"auction": _TEXT, "from_start": Arg((bool,))},
+}
+
+
+def validate_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """(op, args) of one request line, every argument of the right type and range; a
+    ProtocolError (not JSON / not a request) or UsageError (bad op or argument) saying why."""
+    try:
+        request = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise errors.ProtocolError("control request is not a JSON object") from None
+    except RecursionError:
+        raise errors.ProtocolError("control request is nested too deeply") from None
+    if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+        raise errors.ProtocolError('control request must be {"op": NAME, "args": {...}}')
+    op, args = request["op"], request.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise errors.ProtocolError("control request args must be an object")
+    schema = OP_SCHEMAS.get(op)
+    if schema is None:
+        raise errors.UsageError(f"unknown control op {op[:64]!r} (ops: {', '.join(OP_SCHEMAS)})")
+    unknown = sorted(k for k in args if k not in schema)
+    if unknown:
+        raise errors.UsageError(f"bad arguments for {op}: unknown {', '.join(repr(k[:64]) for k in unknown)}")
+    for name, spec in schema.items():
+        why = spec.problem(args.get(name))
+        if why is not None:
+            raise errors.UsageError(f"bad arguments for {op}: {name} {why}")
+    return op, args
+
+
 # --------------------------------------------------------------------------- server
 
 
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """Limits of the control socket (AuctionNode(control_config=...)).
+
+    ``max_clients``: connections served at once; when full, the longest-idle connection that is
+    not watching is closed to admit the newcomer (if every one is watching, the newcomer is
+    refused with an error line). ``idle_timeout``: seconds a connection may wait between requests.
+    """
+
+    max_clients: int = 64
+    idle_timeout: float = 60.0
+    max_request_bytes: int = MAX_REQUEST_BYTES
+
+
 class ControlServer:
-    """Serves ``ops`` (name -> async handler) and ``watch`` on the data directory's socket."""
+    """Serves ``ops`` (name -> async handler) and ``watch`` on the data directory's socket.
+
+    Each client is isolated: whatever one request or one watch raises is logged and closes that
+    client only; the node goes on.
+    """
 
     def __init__(self, data_dir: Path, ops: dict[str, Handler],
-                 open_watch: Callable[[str | None, bool], Any]) -> None:
+                 open_watch: Callable[[str | None, bool], Any], config: ControlConfig | None = None) -> None:
         self.path = socket_path(data_dir)
         self.ops = ops
         self.open_watch = open_watch      # (auction, from_start) -> api.Subscription
+        self.config = config or ControlConfig()
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], float | None] = {}   # task -> idle since (None: busy/watching)
         self.requests = 0
+        self.evicted = 0
+        self.refused = 0
+        self.client_failures = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,7 +238,7 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         with _short_path(self.path) as addr:
-            server = await asyncio.start_unix_server(self._on_client, addr, limit=MAX_REQUEST_BYTES)
+            server = await asyncio.start_unix_server(self._on_client, addr, limit=self.config.max_request_bytes)
         try:
             os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
             async with asyncio.TaskGroup() as tg:
@@ -141,67 +261,91 @@ class ControlServer:
         if self._tg is None or self._stop.is_set():
             writer.transport.abort()
             return
+        if len(self._conns) >= self.config.max_clients and not self._evict_idle():
+            self.refused += 1
+            with contextlib.suppress(Exception):
+                writer.write(_dumps({"ok": False, "error": {"type": "NodeUnavailable", "message":
+                                     f"too many control clients ({self.config.max_clients}): try again later"}}))
+            writer.transport.close()
+            return
         task = self._tg.create_task(self._serve(reader, writer), name="control-conn")
-        self._conns.add(task)
-        task.add_done_callback(self._conns.discard)
+        self._conns[task] = asyncio.get_running_loop().time()
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._conns.pop(task, None)
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection that is not watching; False if there is none."""
+        idle = [(since, i, t) for i, (t, since) in enumerate(self._conns.items()) if since is not None]
+        if not idle:
+            return False
+        _, _, task = min(idle)
+        self._conns.pop(task, None)
+        task.cancel()
+        self.evicted += 1
+        return True
+
+    def _mark(self, idle: bool) -> None:
+        task = asyncio.current_task()
+        if task is not None and task in self._conns:
+            self._conns[task] = asyncio.get_running_loop().time() if idle else None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(3600.0):  # an idle client is dropped after an hour
-                        line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(writer, {"ok": False, "error": {
-                        "type": "ProtocolError", "message": "control request over 1 MiB"}})
-                    return
-                if not line:
-                    return
-                request = self._parse(line)
-                if isinstance(request, dict) and request.get("op") == "watch":
-                    await self._watch(request, reader, writer)
-                    return
-                await self._send(writer, await self._answer(request))
+            await self._serve_requests(reader, writer)
         except (TimeoutError, ConnectionError, OSError):
-            return
+            pass
+        except Exception:  # a bug reached by one client: log it, drop that client, keep the node
+            self.client_failures += 1
+            log.exception("control_client_failed")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    @staticmethod
-    def _parse(line: bytes) -> dict[str, Any] | str:
-        try:
-            request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return "control request is not a JSON object"
-        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-            return 'control request must be {"op": NAME, "args": {...}}'
-        if not isinstance(request.get("args", {}), dict):
-            return "control request args must be an object"
-        return request
+    async def _serve_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            self._mark(idle=True)
+            try:
+                async with asyncio.timeout(self.config.idle_timeout):
+                    line = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                await self._send(writer, {"ok": False, "error": {
+                    "type": "ProtocolError",
+                    "message": f"control request over {self.config.max_request_bytes} bytes"}})
+                return
+            if not line:
+                return
+            self._mark(idle=False)
+            try:
+                op, args = validate_request(line)
+            except errors.P2PAuctionError as exc:
+                await self._send(writer, {"ok": False, "error": error_to_json(exc)})
+                continue
+            if op == "watch":
+                await self._watch(args, reader, writer)
+                return
+            writer.write(await self._answer(op, args))
+            await asyncio.wait_for(writer.drain(), 30.0)
 
-    async def _answer(self, request: dict[str, Any] | str) -> dict[str, Any]:
-        if isinstance(request, str):
-            return {"ok": False, "error": {"type": "ProtocolError", "message": request}}
+    async def _answer(self, op: str, args: dict[str, Any]) -> bytes:
+        """The encoded reply line: a reply that cannot be encoded is this op's failure too."""
         self.requests += 1
-        op = request["op"]
         handler = self.ops.get(op)
         if handler is None:
-            return {"ok": False, "error": {"type": "UsageError", "message": f"unknown control op {op!r}"}}
+            return _dumps({"ok": False, "error": {"type": "UsageError", "message": f"unknown control op {op!r}"}})
         try:
-            return {"ok": True, "result": await handler(request.get("args", {}))}
+            return _dumps({"ok": True, "result": await handler(args)})
         except errors.P2PAuctionError as exc:
-            return {"ok": False, "error": error_to_json(exc)}
-        except (TypeError, KeyError, ValueError) as exc:
-            return {"ok": False, "error": {"type": "UsageError", "message": f"bad arguments for {op}: {exc}"}}
+            return _dumps({"ok": False, "error": error_to_json(exc)})
         except Exception as exc:  # a bug: report it to the client, keep the node up
             log.exception("control_op_failed", op=op)
-            return {"ok": False, "error": {"type": "P2PAuctionError", "message": f"internal error in {op}: {exc!r}"}}
+            return _dumps({"ok": False, "error": {"type": "P2PAuctionError",
+                                                  "message": f"internal error in {op}: {exc!r}"}})
 
-    async def _watch(self, request: dict[str, Any], reader: asyncio.StreamReader,
+    async def _watch(self, args: dict[str, Any], reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        args = request.get("args", {})
         try:
             sub = self.open_watch(args.get("auction"), bool(args.get("from_start", False)))
         except errors.P2PAuctionError as exc:
@@ -210,8 +354,11 @@ class ControlServer:
         try:
             await self._send(writer, {"ok": True, "result": {"watching": sub.auction}})
             async with asyncio.TaskGroup() as tg:
+                # whichever ends first (the feed, or the client hanging up) ends the other
                 forward = tg.create_task(self._forward(sub, writer))
-                tg.create_task(self._until_eof(reader, forward))
+                eof = tg.create_task(self._until_eof(reader))
+                forward.add_done_callback(lambda _: eof.cancel())
+                eof.add_done_callback(lambda _: forward.cancel())
         except* (TimeoutError, ConnectionError, OSError):
             pass  # the watcher went away or stopped reading: its feed ends, the node goes on
         finally:
@@ -224,19 +371,21 @@ class ControlServer:
                 with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                     await self._send(writer, {"end": "node stopping"})
                 return
-            await self._send(writer, {"notification": note.to_json()})
+            try:
+                line = {"notification": note.to_json()}
+            except Exception as exc:   # this watcher ends with a reason; the node and others go on
+                log.exception("control_watch_failed", event_id=getattr(note.event, "id", None))
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    await self._send(writer, {"end": f"internal error rendering a notification: {exc!r}"})
+                return
+            await self._send(writer, line)
 
     @staticmethod
-    async def _until_eof(reader: asyncio.StreamReader, forward: asyncio.Task[None]) -> None:
+    async def _until_eof(reader: asyncio.StreamReader) -> None:
+        """Read (and ignore) what a watcher sends until it hangs up; bounded by the feed's life."""
         with contextlib.suppress(ConnectionError, OSError, ValueError, asyncio.LimitOverrunError):
-            while not forward.done():
-                try:
-                    async with asyncio.timeout(60.0):
-                        if not await reader.readline():
-                            break
-                except TimeoutError:
-                    continue
-        forward.cancel()
+            while await reader.read(4096):
+                pass
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:

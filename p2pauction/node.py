@@ -40,7 +40,7 @@ import structlog
 from p2pauction import errors
 from p2pauction.api import (DEFAULT_QUEUE_SIZE, CloseResult, Feeds, Listener, Notification, Subscription,
                             wait_event)
-from p2pauction.control import ControlServer
+from p2pauction.control import MAX_DURATION_S, ControlConfig, ControlServer
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +56,15 @@ def wall_clock_ms() -> int:
 
 
 def to_ms(value: datetime | int | float | str | None) -> int | None:
-    """A time bound for history queries: datetime, ISO text (naive = UTC), or epoch milliseconds."""
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float):
+    """A time bound for history queries: datetime, ISO text (naive = UTC), or epoch milliseconds
+    (at most 2^63-1 either way, the range of event times)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise errors.UsageError(f"a time bound must be a date or milliseconds, not {value!r}")
+    if isinstance(value, int | float):
+        if not abs(value) <= 2**63 - 1:     # also refuses NaN and infinities
+            raise errors.UsageError(f"time bound {value} ms is out of range (at most 2^63-1 ms)")
         return int(value)
     if isinstance(value, str):
         try:
@@ -160,7 +165,8 @@ class AuctionNode:
                  bootstraps: Iterable[str] = (), net: str | None = None, name: str | None = None,
                  network: bool = True, control: bool = True, gossip: Mapping[str, Any] | None = None,
                  auto_close_grace: float = 0.5, catch_up_delay: float | None = None,
-                 queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None) -> None:
+                 queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None,
+                 control_config: ControlConfig | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.listen = listen
         self.bootstraps = list(bootstraps)
@@ -173,6 +179,7 @@ class AuctionNode:
         self._catch_up_arg = catch_up_delay
         self.catch_up_delay = catch_up_delay or 0.0
         self.queue_size = queue_size
+        self.control_config = control_config or ControlConfig()
         self._clock = clock or wall_clock_ms
         self._dir = _DataDir(self.data_dir)
         self.feeds = Feeds()
@@ -194,7 +201,8 @@ class AuctionNode:
         self._started_ms = 0
         self._started_mono = 0.0
         self.counters: dict[str, int] = dict.fromkeys(
-            ("opened", "bids", "closed", "auto_closed", "auto_close_failed", "notifications"), 0)
+            ("opened", "bids", "closed", "auto_closed", "auto_close_failed", "notifications",
+             "notify_failed"), 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -334,7 +342,8 @@ class AuctionNode:
             if self.network_enabled:
                 await self._start_network(tg)
             if self.control_enabled:
-                self._control = ControlServer(self.data_dir, self._control_ops(), self._open_watch)
+                self._control = ControlServer(self.data_dir, self._control_ops(), self._open_watch,
+                                              self.control_config)
                 tg.create_task(self._control.run(), name="control")
                 await _wait_event(self._control.started, 10.0, "control socket")
             self._schedule_own_deadlines()
@@ -400,10 +409,15 @@ class AuctionNode:
         if event.kind == Kind.CLOSE:
             self._deadlines.pop(event.auction_id, None)  # the Replica already recorded it as finished
         if not self.feeds.subscribers:
-            return  # a view costs O(bids): build none when nobody listens (a catch-up of many events)
+            return
         self.counters["notifications"] += 1
-        view = self._replica.ledger.auction(event.auction_id)
-        self.feeds.publish(Notification(event=event, auction=view, own=own))
+        try:
+            # O(1) whatever the auction's size: the view's bid list is only built if a reader asks
+            view = self._replica.ledger.auction(event.auction_id)
+            self.feeds.publish(Notification(event=event, auction=view, own=own))
+        except Exception:  # the feeds' failure must not reach the network or the caller's action
+            self.counters["notify_failed"] += 1
+            log.exception("notify_failed", event_id=event.id)
 
     # ------------------------------------------------------------------ actions
 
@@ -416,8 +430,9 @@ class AuctionNode:
         increment = _money(min_increment, "minimum increment")
         now = self._clock()
         if duration is not None:
-            if not duration > 0:
-                raise errors.UsageError(f"duration must be a positive number of seconds, not {duration}")
+            if isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration <= MAX_DURATION_S:
+                raise errors.UsageError(
+                    f"duration must be a positive number of seconds up to {MAX_DURATION_S:g}, not {duration!r}")
             ends_at = now + max(1, int(duration * 1000))
         event = self._author.open(self._replica.ledger, item=item, start_price=price, currency=currency,
                                   min_increment=increment, ends_at=ends_at, wall_ms=now)
@@ -449,7 +464,13 @@ class AuctionNode:
 
     def _close_result(self, event: Any) -> CloseResult:
         view = self._replica.ledger.auction(event.auction_id)
-        bid = next((b for b in view.bids if b.id == event.body.winner), None)
+        winner = event.body.winner
+        if winner is None:
+            bid = None
+        elif view.winner is not None and view.winner.id == winner:
+            bid = view.winner      # the usual case, without building the bid list
+        else:
+            bid = next((b for b in view.bids if b.id == winner), None)
         return CloseResult(auction_id=view.id, item=view.item, currency=view.currency, close_id=event.id,
                            winner_key=bid.bidder if bid else None, winner_name=bid.name if bid else None,
                            price=bid.amount if bid else None, bid_id=bid.id if bid else None)
@@ -504,7 +525,7 @@ class AuctionNode:
         out: dict[str, Any] = {
             "name": self.name, "public_key": self.public_key, "net": self.net, "listen": self.address,
             "pid": os.getpid(), "data_dir": str(self.data_dir), "digest": ledger.digest_hex,
-            "events": len(ledger), "auctions": _count_by_status(ledger.auctions(None)),
+            "events": len(ledger), "auctions": ledger.status_counts(),
             "ledger": _jsonable(ledger.counters), "node": dict(self.counters),
             "subscribers": self.feeds.subscribers, "network": self._core is not None,
             "uptime_s": round(time.monotonic() - self._started_mono, 3) if self._started_mono else 0.0,
@@ -665,13 +686,6 @@ def _start_error(runner: asyncio.Task[None], listen: str) -> errors.P2PAuctionEr
     if isinstance(exc, OSError):
         return errors.UsageError(f"cannot listen on {listen}: {exc.strerror or exc}")
     return errors.P2PAuctionError(f"the node failed to start: {exc!r}")
-
-
-def _count_by_status(views: Iterable[Any]) -> dict[str, int]:
-    counts = {"open": 0, "closed": 0, "disputed": 0}
-    for view in views:
-        counts[str(view.status)] = counts.get(str(view.status), 0) + 1
-    return counts
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,6 +14,8 @@ acceptance apart from one validity verdict per distinct event):
 - ``acknowledged_lost``: a restarted node lacks an event it had acknowledged (authored and
   accepted, or delivered to its user as an ``Accepted`` action) before it crashed.
 - ``core_exception``: a core raised on an input (nothing a remote sends may crash a node).
+- ``view_render`` (at the end): a view of some node cannot be rendered by the CLI (human or
+  JSON), the control socket or the API (``simulations/views_check.py``).
 
 Liveness: once the faults heal and the workload is over, all live honest nodes must reach one
 state digest within ``bound`` seconds of virtual time (stated in the report).
@@ -275,6 +277,10 @@ class Checker:
     def final(self, nodes: list[SimNode], now: float, *, compare_views: int = 50) -> dict[str, Any]:
         """Checks on the final state: nothing acknowledged lost; equal views on a sample of nodes."""
         live = [n for n in nodes if n.alive and n.role == "node" and not n.hostile]
+        from simulations.views_check import check_nodes
+
+        for problem in check_nodes(live):     # every view of every node renders (CLI, JSON, API)
+            self.violation("view_render", now, problem)
         for n in live:
             ids = self.acked.get(n.idx, [])
             has = n.replica.ledger.has

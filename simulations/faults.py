@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from simulations.engine import SimNode, World
 
 PARTITION_KINDS = ("symmetric", "asymmetric", "bridge")
-HOSTILE_ACTS = ("forged_sig", "non_owner_close", "low_bid", "late_bid", "double_close", "garbage")
+HOSTILE_ACTS = ("forged_sig", "non_owner_close", "low_bid", "late_bid", "double_close", "garbage",
+                "extreme_values")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,17 @@ accepts one is a violation even if the oracle were wrong. The acts:
 - ``late_bid``: a bid whose causal past holds the close (or whose ts is after ``ends_at``);
 - ``double_close``: the hostile's own auction closed twice concurrently (valid events: every node
   must end up saying DISPUTED);
-- ``garbage``: random bytes, then a well-framed body that is not JSON.
+- ``garbage``: random bytes, then a well-framed body that is not JSON;
+- ``extreme_values``: *valid* events at the edges of what the rules accept, from a generator
+  (:func:`extreme_auction`): an open stamped ``2^63-2`` ending at ``2^63-1`` with a 200-char item
+  and a 32-char name (control characters, multi-byte and astral characters), 32 concurrent bids
+  by sybil keys at extreme amounts and times (0 and ``2^63-1``), one bid depending on all 32
+  (the largest legal event: the rules cap items, names and deps, so it is about 2.8 KB, far
+  from the 8 KiB frame cap) at the largest amount, and its close (a sale at the largest amount,
+  closed at ``2^63-1``); plus a sybil bid at the largest amount on an honest open auction. Honest
+  nodes must accept all of it and the checker renders every view of every node
+  (``simulations/views_check.py``). Lamports are exact (1 + max of the deps), so their legal
+  extreme is a long chain, not a large number.
 """
 
 from __future__ import annotations
@@ -177,9 +187,82 @@ class Hostile:
         sim.world.publish(node, second)
         return True
 
+    def _extreme_values(self, node: SimNode, rng: random.Random) -> bool:
+        from p2pauction.state.identity import Identity
+
+        sim = self.sim
+        sybils = [Identity.generate(rng.randbytes(32)) for _ in range(33)]
+        events = extreme_auction(node.identity, sybils, sim.factory.net, rng)
+        for ev in events:
+            sim.world.publish(node, ev)
+        sim.opened.append(events[0].id)
+        target = self._target(node, rng, closed=False)
+        if target is not None and target.can_be_outbid:
+            top = extreme_bid_on(node, sybils[0], sim.factory.net, target)
+            if top is not None:
+                sim.world.publish(node, top)
+        return True
+
     def _garbage(self, node: SimNode, rng: random.Random) -> bool:
         junk = rng.randbytes(rng.randint(1, 64))
         if rng.random() < 0.5:
             body = b"{not json" + rng.randbytes(8)
             junk = len(body).to_bytes(4, "big") + body
         return self.sim.world.inject(node, junk) > 0
+
+
+# --- hostile-but-legal values ---------------------------------------------------------------------
+
+MAX_TS = 2**63 - 1
+# characters that stress renderers: control, combining, right-to-left, CJK, astral, quote, backslash
+_ODD_CHARS = "\x00\x01\x1b\x7f\u0301\u202e\u4e2d\U0001f4a5\"\\ a"
+
+
+def odd_text(rng: random.Random, length: int) -> str:
+    """``length`` characters drawn from renderer-hostile ones (never a surrogate: not canonical)."""
+    return "".join(rng.choice(_ODD_CHARS) for _ in range(length))
+
+
+def extreme_amount(rng: random.Random) -> Decimal:
+    """An amount below the largest legal one, from the edges of the grammar."""
+    from p2pauction.state.money import MAX_AMOUNT
+
+    return rng.choice((Decimal("0.00000001"), Decimal("1"), Decimal("99999999.99999999"),
+                       MAX_AMOUNT - Decimal("0.00000001"), MAX_AMOUNT - rng.randint(1, 10**6)))
+
+
+def extreme_auction(seller: Any, sybils: list[Any], net: str, rng: random.Random) -> list[Any]:
+    """Valid events at the edges of the rules, in a causal order: an open, 32 concurrent bids,
+    one bid on all 32 at the largest amount (the largest legal event), and the close."""
+    from p2pauction.state.events import (MAX_DEPS, MAX_ITEM_CHARS, MAX_NAME_CHARS, BidBody, CloseBody, Kind,
+                                         OpenBody, sign_event)
+    from p2pauction.state.money import MAX_AMOUNT
+
+    opened = sign_event(seller, net=net, kind=Kind.OPEN,
+                        body=OpenBody(odd_text(rng, MAX_ITEM_CHARS), "USDt", Decimal("0.00000001"), Decimal(0),
+                                      MAX_TS, odd_text(rng, MAX_NAME_CHARS)),
+                        deps=(), lamport=1, ts=MAX_TS - 1)
+    bids = [sign_event(sybils[i], net=net, kind=Kind.BID,
+                       body=BidBody(opened.id, extreme_amount(rng), odd_text(rng, MAX_NAME_CHARS)),
+                       deps=(opened.id,), lamport=2, ts=rng.choice((0, MAX_TS)))
+            for i in range(MAX_DEPS)]
+    top = sign_event(sybils[MAX_DEPS], net=net, kind=Kind.BID,
+                     body=BidBody(opened.id, MAX_AMOUNT, odd_text(rng, MAX_NAME_CHARS)),
+                     deps=tuple(sorted(b.id for b in bids)), lamport=3, ts=MAX_TS)
+    close = sign_event(seller, net=net, kind=Kind.CLOSE, body=CloseBody(opened.id, top.id),
+                       deps=(top.id,), lamport=4, ts=MAX_TS)
+    return [opened, *bids, top, close]
+
+
+def extreme_bid_on(node: SimNode, sybil: Any, net: str, view: Any) -> Any:
+    """A sybil's bid at the largest amount on an open auction, stamped at its end (or 2^63-1)."""
+    from p2pauction.state.events import BidBody, Kind, sign_event
+    from p2pauction.state.money import MAX_AMOUNT
+
+    ledger = node.replica.ledger
+    heads = tuple(ledger.heads(view.id))
+    if view.min_next_bid > MAX_AMOUNT:
+        return None
+    return sign_event(sybil, net=net, kind=Kind.BID, body=BidBody(view.id, MAX_AMOUNT, None), deps=heads,
+                      lamport=ledger.next_lamport(heads), ts=view.ends_at if view.ends_at is not None else MAX_TS)
+

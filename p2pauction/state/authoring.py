@@ -13,7 +13,7 @@ from p2pauction.state.events import (MAX_DEPS, MAX_ITEM_CHARS, MAX_NAME_CHARS, B
                                      Event, Kind, OpenBody, sign_event)
 from p2pauction.state.identity import Identity
 from p2pauction.state.ledger import TICK, AuctionView, Ledger, Status
-from p2pauction.state.money import format_money, is_currency
+from p2pauction.state.money import MAX_AMOUNT, format_money, is_currency
 from p2pauction.state.validation import RejectReason
 
 
@@ -64,6 +64,11 @@ class Author:
     @staticmethod
     def _check_amount(view: AuctionView, amount: Decimal) -> None:
         lead = view.leading
+        if lead is not None and not view.can_be_outbid:
+            raise RuleViolation(
+                f"no higher bid is possible: the leading bid {_amount(lead.amount, view.currency)} "
+                f"is at (or within the increment of) the largest legal amount {format_money(MAX_AMOUNT)}",
+                RejectReason.NOT_ABOVE_BEST if amount <= lead.amount else RejectReason.BELOW_INCREMENT)
         if lead is None:
             if amount < view.start_price:
                 raise RuleViolation(f"bid too low: the minimum is {_amount(view.start_price, view.currency)}",

@@ -26,7 +26,7 @@ from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
                                      decode_event, event_id_of, unsigned_from_raw)
 from p2pauction.state.identity import SignatureVerifier
-from p2pauction.state.money import format_money
+from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.validation import CONTENT_REASONS, RejectReason
 
 _MOD = 1 << 256
@@ -89,8 +89,33 @@ class BidView:
                 "late": self.late}
 
 
-@dataclass(frozen=True, slots=True)
+class _LazyBids:
+    """The bid list of one view, built on first use from a snapshot (the auction's append-only
+    record list cut at the view's length, and the close past at that time), then kept."""
+
+    __slots__ = ("_build", "_bids")
+
+    def __init__(self, build: Callable[[], tuple[BidView, ...]]) -> None:
+        self._build: Callable[[], tuple[BidView, ...]] | None = build
+        self._bids: tuple[BidView, ...] | None = None
+
+    def get(self) -> tuple[BidView, ...]:
+        if self._bids is None:
+            assert self._build is not None
+            self._bids = self._build()
+            self._build = None      # drop the snapshot's references once built
+        return self._bids
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class AuctionView:
+    """An auction as it stands after some event: immutable.
+
+    The summary fields cost O(1) to build whatever the auction's size (the ledger keeps them up
+    to date as events are applied); ``bids`` is built only when first asked for (O(n log n)),
+    then kept with the view. Views compare equal when their JSON forms are equal.
+    """
+
     id: str
     seller: str
     seller_name: str | None
@@ -101,39 +126,67 @@ class AuctionView:
     ends_at: int | None
     opened_ts: int
     status: Status
-    bids: tuple[BidView, ...]        # deterministic order: (lamport, id) — a causal order
+    bid_count: int
     leading: BidView | None          # OPEN/DISPUTED: best of all bids; CLOSED: the winner
     closes: tuple[str, ...]          # close event ids, sorted (two or more: DISPUTED, the proof)
     winner: BidView | None           # CLOSED only
     price: Decimal | None            # CLOSED with a winner
     closed_ts: int | None            # ts of the (earliest) close
+    _close_past: frozenset[str] | None = field(default=None, repr=False)
+    _bids: _LazyBids = field(default_factory=lambda: _LazyBids(tuple), repr=False)
+
+    @property
+    def bids(self) -> tuple[BidView, ...]:
+        """Every bid, in (lamport, id) order — a causal order, the same on every node."""
+        return self._bids.get()
 
     @property
     def late_bids(self) -> tuple[BidView, ...]:
         return tuple(b for b in self.bids if b.late)
 
+    def is_late(self, bid_id: str) -> bool:
+        """Whether a bid of this auction is late (not in the causal past of any close), in O(1)."""
+        return self._close_past is not None and bid_id not in self._close_past
+
     @property
     def min_next_bid(self) -> Decimal:
         """The lowest amount a bid that has seen every known bid may offer: the start price,
-        else the leading amount plus the increment (or plus one tick, 0.00000001, without one)."""
+        else the leading amount plus the increment (or plus one tick, 0.00000001, without one).
+        It may exceed MAX_AMOUNT: then no legal bid can beat the leading one."""
         if self.leading is None:
             return self.start_price
         return self.leading.amount + (self.min_increment if self.min_increment > 0 else TICK)
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def can_be_outbid(self) -> bool:
+        """OPEN, and some legal amount is at least :attr:`min_next_bid`."""
+        return self.status is Status.OPEN and self.min_next_bid <= MAX_AMOUNT
+
+    def summary_json(self) -> dict[str, Any]:
+        """Everything but the bid list (O(1)): what notifications carry."""
         return {
             "id": self.id, "seller": self.seller, "seller_name": self.seller_name, "item": self.item,
             "currency": self.currency, "start_price": format_money(self.start_price),
             "min_increment": format_money(self.min_increment), "ends_at": self.ends_at,
-            "opened_ts": self.opened_ts, "status": self.status.value,
-            "bids": [b.to_json() for b in self.bids],
+            "opened_ts": self.opened_ts, "status": self.status.value, "bid_count": self.bid_count,
             "leading": self.leading.to_json() if self.leading else None,
             "closes": list(self.closes),
             "winner": self.winner.to_json() if self.winner else None,
             "price": format_money(self.price) if self.price is not None else None,
             "closed_ts": self.closed_ts,
-            "min_next_bid": format_money(self.min_next_bid) if self.status is Status.OPEN else None,
+            # null unless OPEN and a legal bid can still beat the leading one
+            "min_next_bid": format_money(self.min_next_bid) if self.can_be_outbid else None,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.summary_json(), "bids": [b.to_json() for b in self.bids]}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AuctionView):
+            return NotImplemented
+        return self is other or self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class _Rec:
@@ -186,7 +239,9 @@ class _Auction:
         self.bids: list[_Rec] = []
         self.leading: _Rec | None = None
         self.closes: list[_Rec] = []
-        self.in_close_past: set[str] | None = None   # ids of bids in some close's causal past
+        # ids of bids in some close's causal past; replaced (never mutated) at each close, so a
+        # view can keep the one of its time
+        self.in_close_past: frozenset[str] | None = None
         self.heads: dict[str, None] = {rec.id: None}
 
     @property
@@ -310,40 +365,18 @@ class Ledger:
             raise NotFound(f"unknown auction {auction_id!r}")
         return a
 
-    def _bid_view(self, a: _Auction, rec: _Rec) -> BidView:
-        late = a.in_close_past is not None and rec.id not in a.in_close_past
-        assert rec.amount is not None
-        return BidView(rec.id, rec.author, rec.name, rec.amount, rec.lamport, rec.ts, late)
-
     def _cached_view(self, a: _Auction) -> AuctionView:
         """Views are immutable: keep the last few until their auction changes (a node asks for
         the same view several times per event: feeds, notifications, records)."""
         aid = a.rec.id
         view = self._views.get(aid)
         if view is None:
-            view = self._views[aid] = self._view(a)
+            view = self._views[aid] = _view(a)
             if len(self._views) > _VIEW_CACHE:
                 self._views.popitem(last=False)
         else:
             self._views.move_to_end(aid)
         return view
-
-    def _view(self, a: _Auction) -> AuctionView:
-        status = a.status
-        bids = sorted(a.bids, key=lambda r: (r.lamport, r.id))
-        views = {r.id: self._bid_view(a, r) for r in bids}
-        winner = None
-        if status is Status.CLOSED and a.closes[0].best is not None:
-            winner = views[a.closes[0].best.id]
-        leading = winner if status is Status.CLOSED else (views[a.leading.id] if a.leading else None)
-        closes = sorted(a.closes, key=lambda r: r.id)
-        return AuctionView(
-            id=a.rec.id, seller=a.seller, seller_name=a.seller_name, item=a.item,
-            currency=a.currency, start_price=a.start_price, min_increment=a.min_increment,
-            ends_at=a.ends_at, opened_ts=a.rec.ts, status=status, bids=tuple(views.values()),
-            leading=leading, closes=tuple(r.id for r in closes), winner=winner,
-            price=winner.amount if winner else None,
-            closed_ts=min(r.ts for r in a.closes) if a.closes else None)
 
     # ---------------------------------------------------------------- input
 
@@ -501,7 +534,7 @@ class Ledger:
 
     def _mark_close_past(self, a: _Auction, close: _Rec) -> None:
         """Bids in the close's causal past (BFS once per close; no recursion)."""
-        past = a.in_close_past if a.in_close_past is not None else set()
+        past = set(a.in_close_past or ())
         seen: set[str] = set()
         queue = deque(close.deps)
         while queue:
@@ -512,7 +545,7 @@ class Ledger:
             if r.kind is Kind.BID:
                 past.add(r.id)
             queue.extend(r.deps)
-        a.in_close_past = past
+        a.in_close_past = frozenset(past)
 
     # ---------------------------------------------------------------- pending
 
@@ -602,6 +635,41 @@ class Ledger:
     def _reject_undecodable(self, reason: RejectReason) -> Outcome:
         self._count_reject(reason)
         return Outcome(OutcomeKind.REJECTED, None, (), reason)
+
+
+def _view(a: _Auction) -> AuctionView:
+    """The auction's view in O(closes), whatever its bid count: the summary comes from the
+    aggregates _apply keeps; the bid list is a lazy snapshot (records are append-only and the
+    close past is replaced, never mutated, so the cut at this length stays exact)."""
+    status = a.status
+    past = a.in_close_past
+    winner = None
+    if status is Status.CLOSED and a.closes[0].best is not None:
+        winner = _bid_view(a.closes[0].best, past)
+    if status is Status.CLOSED:
+        leading = winner
+    else:
+        leading = _bid_view(a.leading, past) if a.leading is not None else None
+    records, count = a.bids, len(a.bids)
+
+    def build_bids() -> tuple[BidView, ...]:
+        ordered = sorted(records[:count], key=lambda r: (r.lamport, r.id))
+        return tuple(_bid_view(r, past) for r in ordered)
+
+    return AuctionView(
+        id=a.rec.id, seller=a.seller, seller_name=a.seller_name, item=a.item,
+        currency=a.currency, start_price=a.start_price, min_increment=a.min_increment,
+        ends_at=a.ends_at, opened_ts=a.rec.ts, status=status, bid_count=count,
+        leading=leading, closes=tuple(sorted(r.id for r in a.closes)), winner=winner,
+        price=winner.amount if winner else None,
+        closed_ts=min(r.ts for r in a.closes) if a.closes else None,
+        _close_past=past, _bids=_LazyBids(build_bids))
+
+
+def _bid_view(rec: _Rec, close_past: frozenset[str] | None) -> BidView:
+    assert rec.amount is not None
+    late = close_past is not None and rec.id not in close_past
+    return BidView(rec.id, rec.author, rec.name, rec.amount, rec.lamport, rec.ts, late)
 
 
 def _quick_id(raw: bytes) -> str | None:

@@ -8,13 +8,19 @@ must be canonical byte for byte).
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable
+from decimal import Context, Decimal, InvalidOperation, localcontext
+
 
 from p2pauction.errors import MoneyError
 
 MONEY_RE: re.Pattern[str] = re.compile(r"(0|[1-9][0-9]{0,17})(\.[0-9]{0,7}[1-9])?", re.ASCII)
 CURRENCY_RE: re.Pattern[str] = re.compile(r"[A-Za-z]{1,10}", re.ASCII)
 MAX_FRACTION_DIGITS = 8
+MAX_AMOUNT = Decimal("999999999999999999.99999999")   # the largest amount the grammar allows
+# Totals of amounts (volumes, averages) may exceed 18 integer digits and the default 28-digit
+# context: they are computed exactly in this context (enough for 10^30 maximal amounts).
+TOTALS_CONTEXT = Context(prec=64, traps=[InvalidOperation])
 
 
 def is_money(text: object) -> bool:
@@ -62,3 +68,21 @@ def format_money(value: Decimal) -> str:
 
 def is_currency(text: object) -> bool:
     return isinstance(text, str) and CURRENCY_RE.fullmatch(text) is not None
+
+
+def sum_money(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of amounts, however many and however large (never rounded)."""
+    with localcontext(TOTALS_CONTEXT):
+        return sum(values, Decimal(0))
+
+
+def format_total(value: Decimal) -> str:
+    """A total of amounts (a sum, an average, a next minimum) as plain digits: like
+    :func:`format_money` but without the 18-integer-digit limit, since a total of legal amounts
+    need not be a legal amount itself."""
+    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        raise MoneyError(f"not a non-negative finite total: {value!r}")
+    if value.is_zero():
+        return "0"
+    with localcontext(TOTALS_CONTEXT):
+        return format(value.normalize(), "f")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from p2pauction.errors import StoreError
 from p2pauction.state.events import Event
 from p2pauction.state.ledger import AuctionView, Status
-from p2pauction.state.money import format_money
+from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
 TOP_N = 10
 
@@ -64,12 +64,21 @@ def _in_window(ts: int | None, since_ms: int | None, until_ms: int | None) -> bo
 
 def _avg(total: Decimal, count: int) -> str:
     # exact sum; the average is rounded half-even to the money grammar's 8 decimals
-    return format_money((total / count).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN))
+    with localcontext(TOTALS_CONTEXT):
+        return format_total((total / count).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN))
 
 
 def compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]],
                   since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-    """Analytics over finished-auction rows (already filtered to the window)."""
+    """Analytics over finished-auction rows (already filtered to the window). Volumes are exact
+    however large (TOTALS_CONTEXT) and shown with format_total: a sum of legal amounts may
+    exceed the largest legal amount."""
+    with localcontext(TOTALS_CONTEXT):
+        return _compute_stats(rows, bids, since_ms, until_ms)
+
+
+def _compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]],
+                   since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
     rows = list(rows)
     per_cur: dict[str, dict[str, Any]] = {}
     sellers: dict[str, dict[str, Any]] = {}
@@ -104,14 +113,14 @@ def compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]]
             w["name"] = b["name"]
 
     def money_map(m: dict[str, Decimal]) -> dict[str, str]:
-        return {k: format_money(v) for k, v in sorted(m.items())}
+        return {k: format_total(v) for k, v in sorted(m.items())}
 
     def by_volume(table: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for cur in sorted(per_cur):
             ranked = sorted((e for e in table.values() if cur in e["volume"]),
                             key=lambda e: (-e["volume"][cur], e["key"]))[:TOP_N]
-            out[cur] = [{"key": e["key"], "name": e["name"], "volume": format_money(e["volume"][cur])}
+            out[cur] = [{"key": e["key"], "name": e["name"], "volume": format_total(e["volume"][cur])}
                         for e in ranked]
         return out
 
@@ -119,7 +128,7 @@ def compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]]
     top_bidders = sorted(bidders.values(), key=lambda e: (-e["wins"], -e["bids"], e["key"]))[:TOP_N]
     return {
         "since": since_ms, "until": until_ms, "finished": len(rows), **status_count,
-        "currencies": {cur: {"count": c["count"], "volume": format_money(c["volume"]),
+        "currencies": {cur: {"count": c["count"], "volume": format_total(c["volume"]),
                              "average": _avg(c["volume"], c["count"]), "max": format_money(c["max"])}
                        for cur, c in sorted(per_cur.items())},
         "top_sellers": [{**e, "volume": money_map(e["volume"])} for e in top_sellers],
