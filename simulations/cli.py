@@ -216,21 +216,26 @@ def main(argv: list[str] | None = None) -> int:
     command = replay.command(cfg.seed, replay_path)
     cfg.replay = command.removeprefix("python -m simulations ")
     sim = Simulation(cfg)
-    sim.build()
-    replay_spec = replay.spec_of(cfg, sim.plan, spec["hooks"])
-    replay.write(run_dir, replay_spec)
     monitor = RunMonitor(sim, Display(args.progress, every=args.progress_every))
-    monitor.attach()
+    saved = False
     try:
+        sim.build()
+        replay_spec = replay.spec_of(cfg, sim.plan, spec["hooks"])
+        replay.write(run_dir, replay_spec)
+        saved = True
+        monitor.attach()
         _, s = run_once(sim, args.profile)
+        monitor.finish()
+        return _finish(args, sim, s, monitor, run_dir, replay_spec, command)
     except KeyboardInterrupt:
         monitor.finish()
+        if not saved:
+            print("interrupted: while building the network; nothing saved", file=sys.stderr, flush=True)
+            return 130
         kept = _write_partial(sim, monitor, run_dir)
         print(f"interrupted: at virtual time {sim.world.now:.1f}s ({monitor.phase()}); "
               f"partial results kept in {kept}; {command}", file=sys.stderr, flush=True)
         return 130
-    monitor.finish()
-    return _finish(args, sim, s, monitor, run_dir, replay_spec, command)
 
 
 def _write_partial(sim: Simulation, monitor: RunMonitor, run_dir: Path) -> Path:

@@ -65,6 +65,13 @@ class Display:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def clear(self) -> None:
+        """Wipe the live line (before other output goes to the same terminal)."""
+        if self.mode == "tty" and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
     def close(self) -> None:
         """End the live line so what follows starts on a fresh line."""
         if self.mode == "tty" and self._drawn:

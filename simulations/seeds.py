@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks))
              for s in range(args.start, args.start + args.count)]
     display = Display(args.progress, every=args.progress_every)
+    sweep: Sweep | None = None
     try:
         with executor_for(args) as (make_executor, window), args.out.open("w") as out:
             sweep = Sweep(specs, make_executor, out=out, replay_dir=replays, window=window, retries=args.retries,
@@ -121,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             tally = sweep.run()
     except KeyboardInterrupt:
         display.close()
-        t = sweep.tally
-        print(f"interrupted: {t.done}/{t.total} seeds done ({len(t.failed)} failed); "
-              f"partial results kept in {args.out}", file=sys.stderr, flush=True)
+        done = f"{sweep.tally.done}/{sweep.tally.total} seeds done ({len(sweep.tally.failed)} failed)" \
+            if sweep is not None else f"0/{args.count} seeds done"
+        print(f"interrupted: {done}; partial results kept in {args.out}", file=sys.stderr, flush=True)
         return 130
     print(f"seeds {args.start}..{args.start + args.count - 1} of the acceptance mix, {args.nodes} nodes "
           f"(bound {args.bound:g}s), results in {args.out}:")

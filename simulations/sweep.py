@@ -230,6 +230,8 @@ class Sweep:
         self.out.write(json.dumps(row, sort_keys=True) + "\n")
         self.out.flush()
         self.tally.add(row)
+        if self.display is not None and row["status"] != "ok":
+            self.display.clear()
         if row["status"] == "failed":
             what = ", ".join(f"{k}={v}" for k, v in row["violations"].items())
             self.report(f"seed {row['seed']} FAILED ({what}) {row['first_violation']}")
