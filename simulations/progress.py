@@ -50,14 +50,17 @@ class Display:
         self._last = clock()
         self._drawn = False
 
-    def update(self, text: str, *, force: bool = False) -> None:
+    def due(self) -> bool:
+        """Whether an update now would be shown (so callers compute costly text only then)."""
         if self.mode == "off":
-            return
-        now = self.clock()
+            return False
         gap = TTY_REFRESH if self.mode == "tty" else self.every
-        if not force and now - self._last < gap:
+        return self.clock() - self._last >= gap
+
+    def update(self, text: str, *, force: bool = False) -> None:
+        if self.mode == "off" or not (force or self.due()):
             return
-        self._last = now
+        self._last = self.clock()
         if self.mode == "tty":
             self.stream.write("\r\x1b[K" + text)
             self._drawn = True
@@ -129,8 +132,8 @@ class RunMonitor:
     def _sample(self) -> None:
         w = self.sim.world
         self.timeline.append((w.now, w.sched.pending(), w.net.open_links()))
-        if self.display.mode != "off":
-            self.display.update(self.status())
+        if self.display.due():  # status() walks every node: only when it will be shown
+            self.display.update(self.status(), force=True)
         w.sched.at(w.now + SAMPLE_EVERY, self._sample)
 
     def finish(self) -> None:

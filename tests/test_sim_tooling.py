@@ -4,6 +4,7 @@ progress, Ctrl-C, and the report's plot."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import shlex
@@ -19,6 +20,7 @@ import pytest
 from simulations import replay
 from simulations.cli import main as cli_main
 from simulations.nodes import Hooks
+from simulations.progress import Display, eta_text
 from simulations.report import nodes_down, plot_title
 from simulations.seeds import acceptance_spec
 from simulations.sweep import percentile, run_spec
@@ -185,6 +187,42 @@ def test_percentile_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 90), percentile(values, 99)) == (50.0, 90.0, 99.0)
     assert percentile([3.0], 99) == 3.0
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_redraws_one_line_on_a_terminal_and_prints_plain_lines_otherwise() -> None:
+    now = [0.0]
+    tty_out, plain_out, off_out = _Stream(True), _Stream(False), _Stream(True)
+    tty = Display("auto", stream=tty_out, clock=lambda: now[0])
+    plain = Display("auto", stream=plain_out, every=10.0, clock=lambda: now[0])
+    assert (tty.mode, plain.mode) == ("tty", "lines")
+    for step in range(1, 41):          # 20 s of updates, one every half second
+        now[0] = step * 0.5
+        tty.update(f"a{step}")
+        plain.update(f"b{step}")
+    tty.close()
+    shown = tty_out.getvalue()
+    assert shown.count("\r\x1b[K") == 40 and shown.endswith("a40\n") and "\n" not in shown[:-1]
+    assert plain_out.getvalue() == "b20\nb40\n"
+    off = Display("off", stream=off_out)
+    off.update("x", force=True)
+    assert off_out.getvalue() == ""
+
+
+def test_eta_text() -> None:
+    assert eta_text(0, 10, 5.0) == "?"
+    assert eta_text(5, 10, 30.0) == "0:30"
+    assert eta_text(1, 61, 60.0) == "1:00:00"
 
 
 # --- Ctrl-C --------------------------------------------------------------------------------------
