@@ -10,6 +10,7 @@ report's second panel plots.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -62,7 +63,9 @@ class Display:
             return
         self._last = self.clock()
         if self.mode == "tty":
-            self.stream.write("\r\x1b[K" + text)
+            # one screen line: a wrapped line could not be redrawn in place
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r\x1b[K" + text[:width])
             self._drawn = True
         else:
             self.stream.write(text + "\n")
