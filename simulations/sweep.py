@@ -219,8 +219,9 @@ class Sweep:
             self.tally.retried += 1
             self.queue.appendleft(task)
             return
+        # its spec replays it too (the fault plan is drawn from the seed): to see what kills workers
         self._record({"seed": task.seed, "status": "error", "ok": False, "error": why,
-                      "attempts": task.attempts})
+                      "attempts": task.attempts, "run": task.spec})
 
     def _record(self, row: dict[str, Any]) -> None:
         spec = row.pop("run", None)
@@ -238,6 +239,7 @@ class Sweep:
             self.report(f"  replay: {row['replay']}")
         elif row["status"] == "error":
             self.report(f"seed {row['seed']} ERROR after {row['attempts']} attempts: {row['error']}")
+            self.report(f"  replay: {row['replay']}")
         self._show(force=True)
 
     def _show(self, force: bool = False) -> None:

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from simulations.nodes import Hooks
 from simulations.progress import Display, eta_text
 from simulations.report import nodes_down, plot_title
 from simulations.seeds import acceptance_spec
-from simulations.sweep import percentile, run_spec
+from simulations.sweep import Sweep, percentile
 from tests.test_sim_acceptance import SkipsIncrementReplica
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +183,40 @@ def test_local_pool_survives_a_killed_worker(tmp_path: Path) -> None:
     assert proc.returncode == 0, stdout + stderr
     seeds = sorted(r["seed"] for r in _jsonl(out))
     assert seeds == list(range(1, 41)), seeds
+
+
+class _LosesFirstAttempts(Executor):
+    """Runs tasks in this thread, except that the first ``lose`` submissions fail as if their worker died."""
+
+    def __init__(self, lose: int) -> None:
+        self.lose = lose
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        if self.lose > 0:
+            self.lose -= 1
+            fut.set_exception(RuntimeError("worker lost"))
+        else:
+            fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_a_lost_seed_is_retried_then_recorded_as_an_error_with_a_replay(tmp_path: Path) -> None:
+    spec = acceptance_spec(1, 4, 6, 120.0)
+    out = io.StringIO()
+    flaky = _LosesFirstAttempts(lose=2)
+    tally = Sweep([(1, spec)], lambda: flaky, out=out, replay_dir=tmp_path, window=2, retries=2,
+                  report=lambda line: None).run()
+    assert (tally.ok, tally.errors, tally.retried) == (1, 0, 2)
+    out = io.StringIO()
+    lines: list[str] = []
+    never = _LosesFirstAttempts(lose=10)
+    tally = Sweep([(1, spec)], lambda: never, out=out, replay_dir=tmp_path, window=2, retries=2,
+                  report=lines.append).run()
+    row = json.loads(out.getvalue())
+    assert (tally.errors, tally.retried, row["status"], row["attempts"]) == (1, 2, "error", 3)
+    assert never.lose == 7 and lines[-1] == f"  replay: {row['replay']}"
+    assert json.loads((tmp_path / "1" / "replay.json").read_text()) == json.loads(json.dumps(spec))
 
 
 def test_percentile_nearest_rank() -> None:
