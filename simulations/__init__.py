@@ -3,8 +3,8 @@
 ``python -m simulations run --nodes 200 --seed 7 --loss 0.1 --partition symmetric:6-16 --crash 0.05
 --hostile 2 --report out/`` runs many nodes in one process over an in-memory network and prints a
 one-line verdict (and ``out/report.json`` + ``out/coverage.png``). ``--check-determinism`` runs it
-twice and compares the trace hashes. ``python -m simulations.seeds --count 1000`` runs the
-acceptance mix over many seeds.
+twice and compares the trace hashes; every run saves ``replay.json`` and prints the command that
+replays it. ``python -m simulations.seeds --count 1000`` runs the acceptance mix over many seeds.
 
 What runs: each simulated node is the project's own ``GossipCore`` over a ``Replica`` on a
 ``MemoryStore``; the bootstrap is the project's ``DiscoveryCore`` (:mod:`simulations.nodes`).
@@ -21,7 +21,10 @@ Modules: :mod:`~simulations.engine` (virtual clock, event queue, driving cores),
 acts), :mod:`~simulations.hostile` (the hostile authors), :mod:`~simulations.workloads`
 (reference, random auctions, hot auction), :mod:`~simulations.checker` (safety each step,
 liveness after heal), :mod:`~simulations.report`, :mod:`~simulations.cli`,
-:mod:`~simulations.seeds`; :mod:`~simulations.standin` is a trivial node used only by the
+:mod:`~simulations.seeds` (the acceptance mix over many seeds), :mod:`~simulations.sweep` (seeds on
+any ``concurrent.futures`` executor: a local pool or Dask), :mod:`~simulations.replay` (``replay.json``:
+a run's parameters and concrete fault plan), :mod:`~simulations.progress` (stderr progress, the
+report's timeline); :mod:`~simulations.standin` is a trivial node used only by the
 engine's own unit tests.
 
 Determinism: every random choice comes from a ``random.Random`` seeded with a string derived from

@@ -1,22 +1,31 @@
 """``python -m simulations run ...``: one simulated network, its verdict and its report.
 
+Every run saves ``replay.json`` (all its parameters and its concrete fault plan) in ``--report
+DIR``, or in ``sim-runs/SEED-TIMESTAMP/`` without it, and ends with the one line that replays it:
+``replay: python -m simulations run --seed S --plan DIR/replay.json`` (same trace hash).
+
 Exit status: 0 when every safety check held and the network converged within the bound, 1 when
-the checker found a violation (the summary names it and the arguments that replay it), 2 on bad
-arguments.
+the checker found a violation or the run did not converge (the summary names it), 2 on bad
+arguments, 130 when interrupted (Ctrl-C; replay.json and a partial report.json are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from p2pauction.errors import UsageError
+from simulations import replay
 from simulations.faults import PARTITION_KINDS, FaultOptions, FaultPlan
 from simulations.network import NetParams
+from simulations.progress import MODES, Display, RunMonitor
 from simulations.runner import SimConfig, Simulation, quiet_logs
+
+DEFAULT_RUNS_DIR = "sim-runs"
 
 
 def _range(text: str, scale: float = 1.0) -> tuple[float, float]:
@@ -49,6 +58,11 @@ def _kv(text: str) -> tuple[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and its ``run`` subparser."""
     p = argparse.ArgumentParser(prog="python -m simulations", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -79,60 +93,100 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--loss-mode", choices=("message", "tcp"), default="message",
                    help="message: lost frames vanish; tcp: they arrive late (retransmission)")
     r.add_argument("--set", type=_kv, action="append", default=[], help="GossipConfig KEY=VALUE")
-    r.add_argument("--plan", type=Path, help="replay an exact fault plan (JSON from a report)")
-    r.add_argument("--report", type=Path, help="write report.json (+ coverage.png) here")
+    r.add_argument("--hooks", default=None, metavar="MODULE:NAME",
+                   help="planted bugs: a simulations.nodes.Hooks (or a function returning one) by import path")
+    r.add_argument("--plan", type=Path,
+                   help="replay.json or report.json: replay that run exactly (no other run flags allowed); "
+                        "or a bare fault plan JSON, applied with the other flags")
+    r.add_argument("--report", type=Path,
+                   help="write replay.json, report.json (+ coverage.png) here "
+                        f"(default: replay.json only, in {DEFAULT_RUNS_DIR}/SEED-TIMESTAMP/)")
     r.add_argument("--check-determinism", action="store_true", help="run twice, compare trace hashes")
     r.add_argument("--compare-flood", action="store_true",
                    help="also run the same seed with plain flooding and compare copies per event")
-    r.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    r.add_argument("--progress", choices=MODES, default="auto",
+                   help="on stderr: auto (a live line on a terminal, else plain lines), tty, lines, off")
+    r.add_argument("--progress-every", type=float, default=10.0, help="seconds between plain progress lines")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("--profile", type=Path, help="write cProfile stats here")
     r.add_argument("--log-level", default="error", choices=("debug", "info", "warning", "error"),
                    help="log level of the simulated nodes (default error)")
-    return p
+    return p, r
 
 
-def config_from(args: argparse.Namespace) -> SimConfig:
+# flags that change how a run is shown or saved, not what it does: allowed next to --plan replay.json
+_NOT_RUN_PARAMETERS = frozenset(("cmd", "seed", "plan", "report", "check_determinism", "compare_flood",
+                                 "progress", "progress_every", "json", "profile", "log_level"))
+
+
+def config_from(args: argparse.Namespace, plan: FaultPlan | None = None) -> SimConfig:
+    """The run the flags describe; ``plan`` (a bare fault plan from ``--plan``) replaces the fault flags."""
     joins, _, leaves = args.churn.partition(":")
     hn, _, hacts = args.hostile.partition(":")
     faults: FaultOptions | FaultPlan
-    if args.plan is not None:
-        data = json.loads(args.plan.read_text())
-        faults = FaultPlan.from_json(data.get("faults", data))
+    if plan is not None:
+        faults = plan
     else:
         faults = FaultOptions(partitions=list(args.partition), crash_fraction=args.crash, crash_down=args.down,
                               churn_joins=int(joins or 0), churn_leaves=int(leaves or 0),
                               hostile_nodes=int(hn or 0), hostile_acts=int(hacts or (6 if int(hn or 0) else 0)),
                               skew_ms=args.skew)
-    seed: int | str = int(args.seed) if args.seed.isdigit() else args.seed
     return SimConfig(
-        seed=seed, nodes=args.nodes, scenario=args.scenario, events=args.events, duration=args.duration,
+        seed=_seed(args.seed), nodes=args.nodes, scenario=args.scenario, events=args.events, duration=args.duration,
         net=NetParams(latency=args.latency, jitter=args.jitter / 1000.0, loss=args.loss, dup=args.dup,
                       reorder=args.reorder, loss_mode=args.loss_mode),
         decode_cache=0 if args.no_decode_cache else 1 << 17,
         faults=faults, bound=args.bound, dissemination=args.dissemination,
         join_spread=args.join_spread, warmup=args.warmup,
-        core_overrides=dict(args.set), progress=args.progress)
+        core_overrides=dict(args.set))
 
 
-def replay_line(argv: list[str]) -> str:
-    keep: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
+def _seed(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The ``run`` options spelled out on the command line (not left at their defaults)."""
+    p, r = _parsers()
+    unset = object()  # not a string, so argparse does not run it through the options' types
+    r.set_defaults(**{dest: unset for dest in vars(p.parse_args(argv))})
+    return {k for k, v in vars(p.parse_args(argv)).items() if v is not unset}
+
+
+def spec_from(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """The run spec: from the flags, or exactly the one ``--plan`` names (refusing conflicting flags)."""
+    if args.plan is None:
+        return replay.spec_of(config_from(args), hooks=args.hooks)
+    found = replay.read_plan_file(args.plan)
+    if isinstance(found, FaultPlan):
+        return replay.spec_of(config_from(args, found), hooks=args.hooks)
+    given = given_flags(argv)
+    extra = sorted(given - _NOT_RUN_PARAMETERS)
+    if extra:
+        flags = ", ".join("--" + d.replace("_", "-") for d in extra)
+        raise UsageError(f"--plan {args.plan} fixes every parameter of the run; drop {flags} "
+                         "(or drop --plan and give all the flags)")
+    if "seed" in given and _seed(args.seed) != found.get("seed"):
+        raise UsageError(f"--seed {args.seed} but {args.plan} is the run of seed {found.get('seed')!r}: "
+                         "a plan replays only its own seed")
+    return found
+
+
+def default_run_dir(seed: int | str, root: Path = Path(DEFAULT_RUNS_DIR)) -> Path:
+    """``sim-runs/SEED-YYYYmmddTHHMMSSZ[-N]/``, a new directory for each run."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = f"{seed}-{stamp}"
+    for n in range(1000):
+        d = root / (base if n == 0 else f"{base}-{n}")
+        try:
+            d.mkdir(parents=True)
+            return d
+        except FileExistsError:
             continue
-        if a in ("--report", "--profile", "--log-level"):
-            skip = True
-            continue
-        if a in ("--check-determinism", "--progress", "--json"):
-            continue
-        keep.append(a)
-    return " ".join(shlex.quote(a) for a in keep)
+    raise UsageError(f"{root} already holds 1000 runs of seed {seed} made this second")
 
 
-def run_once(cfg: SimConfig, profile: Path | None = None) -> tuple[Simulation, dict[str, Any]]:
-    sim = Simulation(cfg)
+def run_once(sim: Simulation, profile: Path | None = None) -> tuple[Simulation, dict[str, Any]]:
     if profile is None:
         return sim, sim.run()
     import cProfile
@@ -146,23 +200,66 @@ def run_once(cfg: SimConfig, profile: Path | None = None) -> tuple[Simulation, d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations.report import summary_line, write
-
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if from_shell:  # an embedding caller (a test) keeps its own logging configuration
         quiet_logs(args.log_level)
-    cfg = config_from(args)
-    cfg.replay = replay_line(argv)
-    sim, s = run_once(cfg, args.profile)
-    s["replay"] = f"python -m simulations {cfg.replay}"
+    try:
+        spec = spec_from(args, argv)
+        cfg = replay.config_of(spec)
+        run_dir = args.report if args.report is not None else default_run_dir(cfg.seed)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    replay_path = run_dir / replay.FILE_NAME
+    command = replay.command(cfg.seed, replay_path)
+    cfg.replay = command.removeprefix("python -m simulations ")
+    sim = Simulation(cfg)
+    monitor = RunMonitor(sim, Display(args.progress, every=args.progress_every))
+    saved = False
+    try:
+        sim.build()
+        replay_spec = replay.spec_of(cfg, sim.plan, spec["hooks"])
+        replay.write(run_dir, replay_spec)
+        saved = True
+        monitor.attach()
+        _, s = run_once(sim, args.profile)
+        monitor.finish()
+        return _finish(args, sim, s, monitor, run_dir, replay_spec, command)
+    except KeyboardInterrupt:
+        monitor.finish()
+        if not saved:
+            print("interrupted: while building the network; nothing saved", file=sys.stderr, flush=True)
+            return 130
+        kept = _write_partial(sim, monitor, run_dir)
+        print(f"interrupted: at virtual time {sim.world.now:.1f}s ({monitor.phase()}); "
+              f"partial results kept in {kept}; {command}", file=sys.stderr, flush=True)
+        return 130
+
+
+def _write_partial(sim: Simulation, monitor: RunMonitor, run_dir: Path) -> Path:
+    """After Ctrl-C: the report so far (marked interrupted) next to replay.json, if it can be made."""
+    from simulations.report import summarise, write
+
+    try:
+        s = summarise(sim)
+        s["interrupted"] = True
+        write(sim, s, run_dir, monitor.timeline, plot_png=False)
+    except Exception:  # a half-run world may not summarise; replay.json is kept either way
+        return run_dir / replay.FILE_NAME
+    return run_dir / "report.json"
+
+
+def _finish(args: argparse.Namespace, sim: Simulation, s: dict[str, Any], monitor: RunMonitor, run_dir: Path,
+            replay_spec: dict[str, Any], command: str) -> int:
+    from simulations.report import summary_line, write
+
+    s["replay"] = command
+    s["run"] = replay_spec
     status = 0 if s["ok"] else 1
     if args.check_determinism:
-        cfg2 = config_from(args)
-        cfg2.replay = cfg.replay
-        cfg2.progress = False
-        _, s2 = run_once(cfg2)
+        _, s2 = run_once(Simulation(replay.config_of(replay_spec)))
         same = s2["trace_hash"] == s["trace_hash"]
         s["determinism"] = {"same_trace": same, "second_trace_hash": s2["trace_hash"]}
         print(f"determinism: {'same trace hash' if same else 'DIFFERENT trace hashes'} "
@@ -170,10 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         if not same:
             status = 1
     if args.compare_flood:
-        cfg3 = config_from(args)
+        cfg3 = replay.config_of(replay_spec)
         cfg3.dissemination = "flood"
-        cfg3.progress = False
-        _, s3 = run_once(cfg3)
+        _, s3 = run_once(Simulation(cfg3))
         s["flood_comparison"] = {
             "copies_per_delivered_event": s3["copies_per_delivered_event"],
             "frames_sent": s3["frames_sent"], "bytes_delivered": s3["bytes_delivered"],
@@ -183,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(this run {s['copies_per_delivered_event']}), frames {s3['frames_sent']} "
               f"(this run {s['frames_sent']}), hops_max {s3['hops'].get('max_hops_max', '-')}")
     if args.report is not None:
-        written = write(sim, s, args.report)
+        written = write(sim, s, run_dir, monitor.timeline)
         for p in written:
             print(f"wrote {p}")
         if not any(p.suffix == ".png" for p in written):
@@ -194,5 +290,5 @@ def main(argv: list[str] | None = None) -> int:
     if not s["ok"]:
         for v in s["checker"]["violations"][:10]:
             print(f"  violation {v['kind']} at t={v['time']}: {v['detail']}")
-        print(f"  replay: {s['replay']}")
+    print(f"replay: {command}")
     return status

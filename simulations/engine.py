@@ -47,6 +47,10 @@ class Scheduler:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, fn, args))
 
+    def pending(self) -> int:
+        """Callbacks waiting in the queue (for the report's timeline)."""
+        return len(self._heap)
+
     def next_time(self) -> float:
         return self._heap[0][0] if self._heap else INF
 

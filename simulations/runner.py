@@ -77,6 +77,7 @@ class Simulation:
         self.hostile = Hostile(self)
         self.converged_at: float | None = None
         self.heal = 0.0
+        self.warmup = 0.0                  # when the workload starts (set by build)
         self.plan: FaultPlan | None = None
         self.honest: list[SimNode] = []
         self.hostiles: list[SimNode] = []
@@ -116,6 +117,7 @@ class Simulation:
         n = cfg.nodes
         spread = cfg.join_spread if cfg.join_spread is not None else 1.0 + n / 100.0
         warmup = cfg.warmup if cfg.warmup is not None else spread + 8.0
+        self.warmup = warmup
         boot = w.add_node("bootstrap")
         w.start(boot)
         names = ["C1", "C2", "C3"] if cfg.scenario == "reference" else []
@@ -166,7 +168,8 @@ class Simulation:
         w.sched.at(w.now + 5.0, self._progress)
 
     def run(self) -> dict[str, Any]:
-        self.build()
+        if self.plan is None:  # a caller may build first, to save the concrete plan before running
+            self.build()
         w = self.world
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()

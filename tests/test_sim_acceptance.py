@@ -79,14 +79,14 @@ def test_shared_decode_caches_do_not_change_the_run() -> None:
     assert cached["trace_hash"] == plain["trace_hash"]
 
 
-def test_trace_hash_is_independent_of_pythonhashseed() -> None:
+def test_trace_hash_is_independent_of_pythonhashseed(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "simulations", "run", "--nodes", "8", "--events", "30", "--seed", "11",
             "--loss", "0.05", "--reorder", "0.05", "--partition", "symmetric:2-6", "--crash", "0.15",
             "--hostile", "1:3", "--json"]
     out = []
     for hs in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hs)
-        p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(args + ["--report", str(tmp_path / hs)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
         line = next(x for x in p.stdout.splitlines() if x.startswith("{"))
         out.append(json.loads(line)["trace_hash"])
@@ -119,7 +119,7 @@ def test_a_fault_plan_from_a_report_replays_through_the_cli(tmp_path: Path,
     assert s["ok"], s["checker"]
     (tmp_path / "report.json").write_text(json.dumps({"faults": s["faults"]}))
     rc = cli_main(["run", "--seed", "9", "--nodes", "6", "--events", "20", "--duration", "12",
-                   "--plan", str(tmp_path / "report.json"), "--json"])
+                   "--plan", str(tmp_path / "report.json"), "--json", "--report", str(tmp_path / "replayed")])
     out = capsys.readouterr().out
     assert rc == 0
     replayed = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
