@@ -117,12 +117,13 @@ class Peer:
     """A hand-driven remote node on one inbound connection of ``core`` (handshakes by itself)."""
 
     def __init__(self, host: Host, conn: int, ident: Any, *, ip: str = "10.9.9.9", now: float = 0.0,
-                 addr: str | None = None, handshake_now: bool = True) -> None:
+                 addr: str | None = None, handshake_now: bool = True, role: str = "node") -> None:
         self.host, self.conn, self.ident = host, conn, ident
         self.key: str = ident.public_hex
         self.inbox: list[Frame] = []
         self.closed: str | None = None
         self.addr = addr
+        self.role = role
         self._decoder = FrameDecoder()
         host.peers[conn] = self
         host.core.connection_made(conn, outbound=False, remote_addr=f"{ip}:{5000 + conn}", now=now)
@@ -132,7 +133,7 @@ class Peer:
 
     def handshake(self, now: float = 0.0) -> None:
         self.send({"t": "hello", "net": NET, "ver": 1, "key": self.key, "addr": self.addr,
-                   "nonce": "ab" * 32, "role": "node"}, now)
+                   "nonce": "ab" * 32, "role": self.role}, now)
         if self.closed is None:
             hello = next(f for f in self.inbox if f["t"] == "hello")
             self.send({"t": "auth", "sig": handshake.make_auth(self.ident, hello["nonce"], NET).sig}, now)
@@ -412,7 +413,8 @@ def test_pruned_peer_gets_ihave_not_events_and_graft_restores_push() -> None:
     h.run(1.0, 1.5)
     assert [(f["ids"], f.get("hs")) for f in p2.got("ihave")] == [([first.id], [1])]
     p2.send({"t": "graft", "ids": [first.id]}, 1.6)
-    assert event_ids(p2.got("event")) == [first.id]  # the grafted event is served
+    assert event_ids(p2.got("event")) == [first.id]  # the grafted event is served,
+    assert p2.got("event")[0]["h"] == 2  # with the hops of our copy + 1
     p1.send({"t": "event", "e": text(second), "h": 1}, 2.0)
     assert event_ids(p2.got("event")) == [first.id, second.id]  # and pushed to from now on
 
@@ -460,6 +462,17 @@ def test_missing_ihave_id_is_grafted_after_the_timeout_not_before() -> None:
     assert p2.got("graft") == [{"t": "graft", "ids": [missing]}]
     h.run(11.5, 20.0)
     assert len(p1.got("graft")) == 1 and len(p2.got("graft")) == 1
+
+
+def test_graft_skips_an_announcer_that_disconnected() -> None:
+    h = host(1, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    missing = "cd" * 32
+    p1.send({"t": "ihave", "ids": [missing]}, 10.0)
+    p2.send({"t": "ihave", "ids": [missing]}, 10.125)
+    h.core.connection_lost(1, 10.5)
+    h.run(10.0, 11.0, step=0.125)
+    assert p2.got("graft") == [{"t": "graft", "ids": [missing]}]  # at once, not a retry later
 
 
 def test_no_graft_when_the_event_arrives_before_the_timeout() -> None:
@@ -514,6 +527,19 @@ def test_tree_reroots_at_most_once_per_cooldown() -> None:
     p2.send({"t": "event", "e": text(e3), "h": 10}, 6.5)
     p3.send({"t": "ihave", "ids": [e3.id], "hs": [1]}, 6.6)
     assert p3.got("graft") == [{"t": "graft", "ids": []}] and p2.got("prune") == [{"t": "prune"}]
+
+
+@pytest.mark.parametrize(("our_hops", "rerooted"), [(4, True), (3, False)])
+def test_tree_reroots_only_for_a_gain_of_the_threshold(our_hops: int, rerooted: bool) -> None:
+    """Re-root when the announcer's hops + 1 + ``optimize_threshold`` (2) <= our copy's hops."""
+    h = host(1, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    p2.send({"t": "prune"}, 0.0)
+    (event,) = opens(1)
+    p1.send({"t": "event", "e": text(event), "h": our_hops}, 5.0)
+    p2.send({"t": "ihave", "ids": [event.id], "hs": [1]}, 5.1)
+    assert (p2.got("graft") == [{"t": "graft", "ids": []}]) is rerooted
+    assert (p1.got("prune") == [{"t": "prune"}]) is rerooted
 
 
 # --- anti-entropy --------------------------------------------------------------------------------------
@@ -644,6 +670,33 @@ def test_shuffle_is_answered_and_merged_into_the_passive_view() -> None:
 def _forge(event_text: str) -> str:
     at = event_text.index('"sig":"') + 7
     return event_text[:at] + ("0" if event_text[at] != "0" else "1") + event_text[at + 1:]
+
+
+def test_a_node_with_a_small_passive_view_shuffles_with_each_new_peer() -> None:
+    """A joining node learns peers at once (SHUFFLE on handshake), not a shuffle interval later."""
+    h = host(1, **QUIET)
+    p = Peer(h, 5, identity(9))
+    (shuffle,) = p.got("shuffle")
+    assert [h.core.key, "10.0.0.1:7000"] in shuffle["peers"]
+
+
+def test_peers_met_are_redialed_after_a_restart() -> None:
+    """Every peer that handshakes is remembered in the store; a restarted node dials them."""
+    store = MemoryStore()
+    cfg = GossipConfig(net=NET, listen_addr="10.0.0.1:7000", exempt_ips=(), **QUIET)
+    first = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 0.0))
+    Peer(first, 5, identity(9), addr="192.0.2.9:7000")
+    again = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 100.0))
+    again.run(100.0, 102.0)
+    assert again.dials == ["192.0.2.9:7000"]
+
+
+def test_an_inbound_discovery_node_is_refused() -> None:
+    """A node talks to a discovery node only on a link it dialed to a bootstrap address."""
+    h = host(1, **QUIET)
+    p = Peer(h, 5, identity(9), role="bootstrap")
+    assert p.closed is not None and "unexpected discovery-node connection" in p.closed
+    assert h.core.active_keys() == []
 
 
 def test_a_shuffle_goes_out_every_shuffle_interval() -> None:
