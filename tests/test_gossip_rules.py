@@ -114,10 +114,12 @@ class Wires:
 
 
 class Peer:
-    """A hand-driven remote node on one inbound connection of ``core`` (handshakes by itself)."""
+    """A hand-driven remote node on one connection of ``core`` (inbound, unless ``dialed_as``
+    names the address the core dialed); it handshakes by itself."""
 
     def __init__(self, host: Host, conn: int, ident: Any, *, ip: str = "10.9.9.9", now: float = 0.0,
-                 addr: str | None = None, handshake_now: bool = True, role: str = "node") -> None:
+                 addr: str | None = None, handshake_now: bool = True, role: str = "node",
+                 dialed_as: str | None = None) -> None:
         self.host, self.conn, self.ident = host, conn, ident
         self.key: str = ident.public_hex
         self.inbox: list[Frame] = []
@@ -126,7 +128,10 @@ class Peer:
         self.role = role
         self._decoder = FrameDecoder()
         host.peers[conn] = self
-        host.core.connection_made(conn, outbound=False, remote_addr=f"{ip}:{5000 + conn}", now=now)
+        if dialed_as is None:
+            host.core.connection_made(conn, outbound=False, remote_addr=f"{ip}:{5000 + conn}", now=now)
+        else:
+            host.core.connection_made(conn, outbound=True, remote_addr=dialed_as, now=now)
         host.drain()
         if handshake_now:
             self.handshake(now)
@@ -611,6 +616,7 @@ def test_small_repair_is_pushed_on_and_a_catch_up_only_announced() -> None:
     small, big = opens(2, who=60), opens(20, who=61)
     p1.send({"t": "events", "es": [text(e) for e in small]}, 1.0)
     assert event_ids(p2.got("event")) == [e.id for e in small]
+    assert [a.hops for a in h.accepted] == [-1, -1]  # repaired: hop count unknown
     p1.send({"t": "events", "es": [text(e) for e in big]}, 2.0)
     h.run(2.0, 3.0)
     assert event_ids(p2.got("event")) == [e.id for e in small]
@@ -725,6 +731,31 @@ def test_links_past_max_degree_are_closed_tree_links_last(seed: int) -> None:
     assert len(h.core.active_keys()) == 3
 
 
+def test_refresh_dials_a_new_peer_then_drops_a_lazy_link() -> None:
+    """Every ``refresh_interval`` (30 s +-20%) a node at its target degree dials one passive
+    peer and, once that link is up, closes one link the tree does not use."""
+    h = Host(make_core(1, target_degree=2, min_degree=1, max_degree=4, anti_entropy=False,
+                       shuffle_interval=1e9))
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    (event,) = opens(1)
+    p2.send({"t": "event", "e": text(event), "h": 1}, 0.5)
+    p1.send({"t": "event", "e": text(event), "h": 1}, 0.6)  # duplicate: p1 pruned, lazy both ways
+    newcomer = "192.0.2.40:7000"
+    p2.send({"t": "shuffle", "peers": [[identity(40).public_hex, newcomer]]}, 0.7)
+    now = 0.7
+    while not h.dials:
+        assert now < 40.0, "no refresh dial within 30 s + 20%"
+        now = h.run(now, now + 0.25)
+        p1.send({"t": "ping", "n": 1}, now)
+        p2.send({"t": "ping", "n": 1}, now)
+    assert h.dials == [newcomer] and now >= 24.0
+    assert p1.closed is None and p2.closed is None
+    p3 = Peer(h, 3, identity(40), dialed_as=newcomer, now=now)
+    assert p3.closed is None
+    assert p1.closed is not None and "refresh" in p1.closed
+    assert p2.closed is None and sorted(h.core.active_keys()) == sorted([p2.key, p3.key])
+
+
 def test_below_target_a_node_dials_its_passive_peers() -> None:
     h = host(1, **QUIET)
     p = Peer(h, 5, identity(9))
@@ -739,9 +770,9 @@ def test_address_failing_four_times_is_forgotten() -> None:
     p = Peer(h, 5, identity(9))
     dead = "192.0.2.66:7000"
     p.send({"t": "shuffle", "peers": [[identity(66).public_hex, dead]]}, 0.5)
-    now, failures = 0.5, 0
-    while failures < 4:
-        assert now < 200, f"redial {failures + 1} never came"
+    now, failed_at = 0.5, list[float]()
+    while len(failed_at) < 4:
+        assert now < 200, f"redial {len(failed_at) + 1} never came"
         now = h.run(now, now + 0.25)
         p.send({"t": "ping", "n": 1}, now)
         if h.dials:
@@ -749,7 +780,11 @@ def test_address_failing_four_times_is_forgotten() -> None:
             h.dials.clear()
             h.core.dial_failed(dead, now)
             h.drain()
-            failures += 1
+            failed_at.append(now)
+    # Exponential backoff between the redials (1 s, 2 s, 4 s; jitter only adds)...
+    gaps = [b - a for a, b in zip(failed_at, failed_at[1:])]
+    assert all(gap >= 2.0 ** i for i, gap in enumerate(gaps)), gaps
+    # ...and after the fourth failure in a row the address is forgotten.
     now = h.run(now, now + 200.0, step=1.0)
     assert h.dials == []
 
@@ -766,5 +801,7 @@ def test_node_heartbeats_its_bootstrap_every_interval() -> None:
     w.run(0.0, 60.0)
     beats = len(w.frames(node, 1, "heartbeat"))
     assert 10 <= beats <= 13
+    # Below its target degree it also asks for a SAMPLE, at most every ``sample_interval`` (5 s).
+    assert 10 <= len(w.frames(node, 1, "sample")) <= 14
     assert w.frames(disc, 2, "heartbeat") == []
     assert disc.stats()["registered"] == 1
