@@ -765,6 +765,15 @@ def test_below_target_a_node_dials_its_passive_peers() -> None:
     assert set(h.dials) == {addr for _, addr in offered}
 
 
+def test_a_peer_that_disconnects_is_kept_as_passive_and_redialed() -> None:
+    """The listen address of a peer that goes away feeds the passive view (unless banned)."""
+    h = host(1, **QUIET)
+    p = Peer(h, 5, identity(9), addr="192.0.2.9:7000")
+    h.core.connection_lost(5, 1.0)
+    h.run(1.0, 3.0)
+    assert h.dials == ["192.0.2.9:7000"]
+
+
 def test_address_failing_four_times_is_forgotten() -> None:
     h = host(1, **QUIET)
     p = Peer(h, 5, identity(9))
