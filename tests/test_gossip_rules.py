@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from p2pauction.gossip import handshake
-from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
+from p2pauction.gossip.actions import Accepted, Action, CloseConn, Dial, Send
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import GossipCore
 from p2pauction.gossip.discovery import DiscoveryCore
 from p2pauction.gossip.framing import FrameDecoder, encode_frame
 from p2pauction.state.authoring import Author
+from p2pauction.state.events import decode_event
 from p2pauction.state.identity import Identity
 from p2pauction.state.ledger import Ledger
 from p2pauction.state.replica import Replica
@@ -36,24 +37,34 @@ QUIET: dict[str, Any] = {"anti_entropy": False, "shuffle_interval": 1e9, "refres
 
 # --- a hand driver: cores on numbered connections, every frame recorded ------------------------------
 
+class Driven(Protocol):
+    """The driver-facing inputs and outputs of a sans-IO core (node or discovery)."""
+
+    def connection_made(self, conn: int, *, outbound: bool, remote_addr: str, now: float) -> None: ...
+    def data_received(self, conn: int, data: bytes, now: float) -> None: ...
+    def connection_lost(self, conn: int, now: float) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def take_actions(self) -> list[Action]: ...
+
+
 class Wires:
     """Cores joined by hand-made connections. ``pump`` delivers every Send to the other end of its
     connection until nothing moves; every frame and close is recorded per (core, conn)."""
 
     def __init__(self) -> None:
-        self._other: dict[tuple[int, int], tuple[Any, int]] = {}
+        self._other: dict[tuple[int, int], tuple[Driven, int]] = {}
         self._decoders: dict[tuple[int, int], FrameDecoder] = {}
-        self.cores: list[Any] = []
+        self.cores: list[Driven] = []
         self.sent: dict[tuple[int, int], list[Frame]] = {}
         self.closed: dict[tuple[int, int], str] = {}
-        self.dials: list[tuple[Any, str]] = []
+        self.dials: list[tuple[Driven, str]] = []
         self.accepted: dict[int, list[str]] = {}  # id(core) -> accepted event ids
 
-    def _add(self, core: Any) -> None:
+    def _add(self, core: Driven) -> None:
         if all(c is not core for c in self.cores):
             self.cores.append(core)
 
-    def connect(self, dialer: Any, d_conn: int, acceptor: Any, a_conn: int, now: float, *,
+    def connect(self, dialer: Driven, d_conn: int, acceptor: Driven, a_conn: int, now: float, *,
                 dialer_ip: str = "10.0.0.99", acceptor_addr: str = "10.0.0.98:7000") -> None:
         """``dialer`` dials ``acceptor``: both learn of the connection (no pumping)."""
         self._add(dialer)
@@ -63,7 +74,7 @@ class Wires:
         dialer.connection_made(d_conn, outbound=True, remote_addr=acceptor_addr, now=now)
         acceptor.connection_made(a_conn, outbound=False, remote_addr=f"{dialer_ip}:{40000 + d_conn}", now=now)
 
-    def frames(self, core: Any, conn: int, t: str | None = None) -> list[Frame]:
+    def frames(self, core: Driven, conn: int, t: str | None = None) -> list[Frame]:
         """Frames ``core`` sent on ``conn`` (of type ``t``)."""
         return [f for f in self.sent.get((id(core), conn), []) if t is None or f["t"] == t]
 
@@ -78,7 +89,7 @@ class Wires:
                 return
         raise AssertionError("the cores never went quiet")
 
-    def _route(self, core: Any, action: Any, now: float) -> None:
+    def _route(self, core: Driven, action: Action, now: float) -> None:
         if isinstance(action, Dial):
             self.dials.append((core, action.addr))
             return
@@ -148,6 +159,7 @@ class Peer:
             self.inbox.extend(self._decoder.feed(data))
 
     def send(self, frame: Frame, now: float = 0.0) -> None:
+        self.host.now = now
         self.host.core.data_received(self.conn, encode_frame(frame), now)
         self.host.drain()
 
@@ -166,6 +178,7 @@ class Host:
         self.peers: dict[int, Peer] = {}
         self.dials: list[str] = []
         self.accepted: list[Accepted] = []
+        self.now = 0.0  # of the last input: when a close it caused is reported back
 
     def drain(self) -> None:
         for action in self.core.take_actions():
@@ -175,13 +188,14 @@ class Host:
                 peer = self.peers[action.conn]
                 if peer.closed is None:
                     peer.closed = action.reason
-                self.core.connection_lost(action.conn, 0.0)
+                self.core.connection_lost(action.conn, self.now)
             elif isinstance(action, Dial):
                 self.dials.append(action.addr)
             elif isinstance(action, Accepted):
                 self.accepted.append(action)
 
     def tick(self, now: float) -> None:
+        self.now = now
         self.core.tick(now)
         self.drain()
 
@@ -198,7 +212,7 @@ def host(n: int = 1, **overrides: Any) -> Host:
 
 
 def opens(n: int, who: int = 50) -> list[Any]:
-    """``n`` auction openings by one author, valid in this order."""
+    """``n`` auction openings by one author (independent events: any order is valid)."""
     author = Author(identity(who), NET)
     scratch = Ledger(NET)
     events = []
@@ -221,8 +235,6 @@ def text(event: Any) -> str:
 
 def event_ids(frames: list[Frame]) -> list[str]:
     """Ids of the events carried by EVENT / EVENTS frames, in order."""
-    from p2pauction.state.events import decode_event
-
     out = []
     for f in frames:
         texts = [f["e"]] if f["t"] == "event" else f.get("es", []) if f["t"] == "events" else []
