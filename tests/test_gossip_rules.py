@@ -526,6 +526,19 @@ def test_pending_event_is_neither_wanted_nor_grafted_again() -> None:
     assert p2.got("want") == []
 
 
+def test_a_pending_event_is_forwarded_only_once_released() -> None:
+    """An event parked for a missing dependency is not passed on; when the dependency arrives
+    both are accepted and both are pushed, dependency first."""
+    h = host(1, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    auction, bid = _bid_waiting_for_its_auction()
+    p1.send({"t": "event", "e": text(bid), "h": 1}, 1.0)
+    assert p2.got("event") == [] and h.accepted == []
+    p1.send({"t": "event", "e": text(auction), "h": 1}, 2.0)
+    assert [a.event.id for a in h.accepted] == [auction.id, bid.id]
+    assert event_ids(p2.got("event")) == [auction.id, bid.id]
+
+
 def test_tree_reroots_at_most_once_per_cooldown() -> None:
     """A lazy peer much closer to the source than our copy: GRAFT it, PRUNE the long path; but at
     most once per ``optimize_cooldown`` (1 s), so concurrent sources cannot make the tree flap."""
@@ -715,6 +728,18 @@ def test_an_inbound_discovery_node_is_refused() -> None:
     p = Peer(h, 5, identity(9), role="bootstrap")
     assert p.closed is not None and "unexpected discovery-node connection" in p.closed
     assert h.core.active_keys() == []
+
+
+def test_a_discovery_node_serves_only_nodes() -> None:
+    """Two discovery nodes do not register with each other: the link closes at the handshake."""
+    cfg = GossipConfig(net=NET, listen_addr="10.0.0.100:7000", exempt_ips=())
+    d1 = DiscoveryCore(cfg, Identity.generate(b"\x64" * 32), random.Random(100), 0.0)
+    d2 = DiscoveryCore(cfg, Identity.generate(b"\x65" * 32), random.Random(101), 0.0)
+    w = Wires()
+    w.connect(d1, 1, d2, 2, 0.0)
+    w.pump(0.0)
+    assert any("only serves nodes" in reason for reason in w.closed.values())
+    assert d1.peers() == [] and d2.peers() == []
 
 
 def test_a_shuffle_goes_out_every_shuffle_interval() -> None:
