@@ -28,6 +28,7 @@ MAX_EVENT_TEXT = 8192   # characters of one event's JSON text (the ledger checks
 MAX_REASON = 200
 MAX_NET = 64
 MAX_HOPS = 1024
+MAX_ANCESTOR_IDS = 64   # starting ids per WANTA (missing deps of pending events)
 
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 # A whole id list joined by commas, checked in one regex call. With the length check in _ids (one
@@ -428,6 +429,21 @@ class Want(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WantAncestors(Message):
+    """Send me these events and their ancestors, walking back breadth-first (catch-up of a chain)."""
+
+    T: ClassVar[str] = "wanta"
+    ids: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "ids": list(self.ids)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> WantAncestors:
+        return cls(ids=_ids(d, cls.T, "ids", MAX_ANCESTOR_IDS))
+
+
+@dataclass(frozen=True, slots=True)
 class WantPrefix(Message):
     T: ClassVar[str] = "wantp"
     prefixes: tuple[str, ...]
@@ -462,7 +478,7 @@ class Events(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     c.T: c for c in (Hello, Auth, Error, Ping, Pong, Shuffle, ShuffleReply, Register, Heartbeat,
                      Sample, Peers, EventMsg, IHave, Graft, Prune, Sync, Tree, Ids, Want,
-                     WantPrefix, Events)
+                     WantAncestors, WantPrefix, Events)
 }
 
 
