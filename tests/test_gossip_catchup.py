@@ -201,3 +201,26 @@ def test_an_exception_in_a_handler_is_reported_and_closes_only_that_link(monkeyp
     assert peer.closed == "internal error" and other.closed is None
     assert len(reports) == 1 and "handling sync: RuntimeError: planted bug" in reports[0]
     assert core.stats()["links"]["internal_errors"] == 1
+
+
+def test_wanta_walk_stops_at_the_events_the_asker_holds() -> None:
+    from p2pauction.gossip.antientropy import HeldFilter
+
+    core = make_core(1)
+    events = _chain(core, 60)
+    held = HeldFilter.of([events[30].id], 64)
+    assert events[30].id in held and sum(e.id in held for e in events) <= 3
+    peer = RawPeer(core, 5, identity(9))
+    peer.handshake()
+    peer.inbox.clear()
+    peer.send({"t": "wanta", "ids": [events[-1].id], "h": held.to_hex()})
+    got = _served(peer)
+    assert got == [e.id for e in events[31:]]  # back to the held event, not beyond
+
+
+def test_a_malformed_wanta_is_a_protocol_violation() -> None:
+    core = make_core(1)
+    peer = RawPeer(core, 5, identity(9))
+    peer.handshake()
+    peer.send({"t": "wanta", "ids": ["ab" * 32], "h": "xyz"})
+    assert peer.closed is not None and "protocol violation" in peer.closed

@@ -131,6 +131,49 @@ class PrefixSummary:
         return sorted((i for i in ids if i in seq), key=seq.__getitem__)
 
 
+class HeldFilter:
+    """A Bloom filter of event ids a WANTA asker already holds (its pending events), so the
+    answer's walk back stops at them instead of sending them again. Event ids are uniform hashes:
+    the K bit positions are slices of the id itself, nothing is hashed. A false positive only
+    leaves an event out; the asker then finds it missing and asks for it in a later round."""
+
+    K = 3
+    BITS_PER_ID = 10       # about 1.7 % false positives with K = 3
+
+    def __init__(self, bits: bytes | bytearray) -> None:
+        self._bits = bytearray(bits)
+        self._m = len(bits) * 8
+
+    @classmethod
+    def of(cls, ids: list[str], max_hex: int) -> HeldFilter:
+        if not ids:
+            return cls(b"")
+        m = 64
+        while m < cls.BITS_PER_ID * len(ids) and m < max_hex * 4:
+            m *= 2
+        f = cls(bytes(m // 8))
+        for i in ids:
+            for pos in f._positions(i):
+                f._bits[pos >> 3] |= 1 << (pos & 7)
+        return f
+
+    @classmethod
+    def from_hex(cls, text: str) -> HeldFilter:
+        return cls(bytes.fromhex(text))
+
+    def to_hex(self) -> str:
+        return self._bits.hex()
+
+    def _positions(self, event_id: str) -> list[int]:
+        return [int(event_id[8 * k:8 * k + 8], 16) % self._m for k in range(self.K)]
+
+    def __contains__(self, event_id: str) -> bool:
+        if not self._m:
+            return False
+        bits = self._bits
+        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(event_id))
+
+
 @dataclass
 class Plan:
     """What to do after handling one anti-entropy message."""

@@ -22,14 +22,14 @@ from typing import Any
 from p2pauction.errors import ProtocolError
 from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
-from p2pauction.gossip.antientropy import PrefixSummary
+from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
 from p2pauction.gossip.messages import (
-    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids, IHave, Message,
+    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids, IHave, Message,
     Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
 
@@ -80,6 +80,7 @@ class GossipCore(LinkHost):
         self._refresh_dials: dict[str, None] = {}
         # dependency-aware catch-up (see _fetch_missing)
         self._missing_deps: dict[str, _MissingDep] = {}   # insertion order = age
+        self._pending_ids: dict[str, None] = {}           # events we hold as pending (WANTA's filter)
         self._fetching: dict[str, float] = {}             # dep id -> when it may be asked again
         self._fetch_req: dict[str, tuple[float, tuple[str, ...]]] = {}  # peer -> (deadline, ids asked)
         self._next_fetch = now
@@ -380,16 +381,18 @@ class GossipCore(LinkHost):
 
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
         self.ev["wanta_served"] += 1
-        self._serve(link, self._ancestors(msg.ids, self.cfg.fetch_ancestors), now)
+        held = HeldFilter.from_hex(msg.held)
+        self._serve(link, self._ancestors(msg.ids, self.cfg.fetch_ancestors, held), now)
 
-    def _ancestors(self, ids: Iterable[str], limit: int) -> list[str]:
+    def _ancestors(self, ids: Iterable[str], limit: int, held: HeldFilter) -> list[str]:
         """The accepted events among ``ids`` and their ancestors, breadth-first back, at most
-        ``limit`` (the asker lacks them: they are missing deps of its pending events)."""
+        ``limit`` (the asker lacks them: they are missing deps of its pending events), stopping
+        at the events the asker says it holds."""
         out = dict.fromkeys(i for i in ids if i in self.summary)
         queue = deque(out)
         while queue and len(out) < limit:
             for dep in self._deps_of(queue.popleft()):
-                if dep not in out and dep in self.summary:
+                if dep not in out and dep in self.summary and dep not in held:
                     out[dep] = None
                     queue.append(dep)
         return list(out)[:limit]
@@ -416,6 +419,9 @@ class GossipCore(LinkHost):
             ev = decode_event(raw)
         except DecodeError:
             return
+        self._pending_ids[ev.id] = None
+        if len(self._pending_ids) > self.cfg.fetch_track_max:
+            del self._pending_ids[next(iter(self._pending_ids))]
         missing = self._missing_deps
         for dep in ev.deps:
             if dep not in missing and not self._known(dep):
@@ -447,6 +453,9 @@ class GossipCore(LinkHost):
         if not todo or not idle:
             return
         todo.sort(key=lambda t: (-t[0], t[1]))
+        for pid in [p for p in self._pending_ids if not self._is_pending(p)]:
+            del self._pending_ids[pid]
+        held = HeldFilter.of(list(self._pending_ids), MAX_HELD_HEX).to_hex()
         chunks = [[dep for _, dep in todo[i:i + MAX_ANCESTOR_IDS]]
                   for i in range(0, min(len(todo), MAX_ANCESTOR_IDS * cfg.fetch_peers), MAX_ANCESTOR_IDS)]
         for chunk in chunks:
@@ -461,7 +470,7 @@ class GossipCore(LinkHost):
                 self._fetching[dep] = now + cfg.fetch_timeout
             self.ev["wanta_sent"] += 1
             self.ev["wanta_ids_sent"] += len(ids)
-            self._send(self._active[key], WantAncestors(ids=ids))
+            self._send(self._active[key], WantAncestors(ids=ids, held=held))
 
     def _fetch_idle(self, key: str, now: float) -> bool:
         """Whether a peer may be asked: its last WANTA was answered in full or timed out."""
