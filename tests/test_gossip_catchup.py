@@ -224,3 +224,21 @@ def test_a_malformed_wanta_is_a_protocol_violation() -> None:
     peer.handshake()
     peer.send({"t": "wanta", "ids": ["ab" * 32], "h": "xyz"})
     assert peer.closed is not None and "protocol violation" in peer.closed
+
+
+def test_nothing_is_served_or_pushed_while_the_driver_holds_a_backlog_for_the_peer() -> None:
+    core = make_core(1)
+    events = _chain(core, 30)
+    backlog = {"bytes": 2 * 2**20}
+    core.send_backlog = lambda conn: backlog["bytes"]
+    peer = RawPeer(core, 5, identity(9))
+    peer.handshake()
+    peer.inbox.clear()
+    peer.send({"t": "wanta", "ids": [events[-1].id]})
+    core.tick(0.1)
+    peer.collect()
+    assert _served(peer) == []            # the peer has not read what it was sent yet
+    backlog["bytes"] = 0
+    core.tick(0.2)
+    peer.collect()
+    assert _served(peer) == [e.id for e in events]

@@ -79,6 +79,7 @@ class GossipConfig:
     serve_pace_burst: float = 1 * 2**20
     serve_queue_max: int = 8192              # ids waiting to be served per peer; more are dropped
     serve_tick: float = 0.05                 # how often the serve queues are drained
+    serve_backlog_max: int = 1 * 2**20      # a peer with more queued unsent (driver's count) waits
     push_rate_bytes: float = 1 * 2**20
     push_burst_bytes: float = 2 * 2**20
 

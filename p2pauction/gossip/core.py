@@ -290,7 +290,7 @@ class GossipCore(LinkHost):
                 bucket = link.extra.get("push")
                 if bucket is None:
                     bucket = link.extra["push"] = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
-                if not bucket.take(len(msg.e), now):
+                if self._backlogged(link) or not bucket.take(len(msg.e), now):
                     self.ev["push_deferred"] += 1
                     self.plumtree.defer(key, event_id, hops, now)
                     continue
@@ -483,6 +483,11 @@ class GossipCore(LinkHost):
             return True
         return False
 
+    def _backlogged(self, link: Link) -> bool:
+        """The driver still holds much unsent for this peer: wait rather than overflow it."""
+        backlog = self.send_backlog
+        return backlog is not None and backlog(link.conn) > self.cfg.serve_backlog_max
+
     def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
         for reply in plan.replies:
             self._send(link, reply)
@@ -513,7 +518,7 @@ class GossipCore(LinkHost):
             bucket = link.extra["pace"] = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
         batch: list[str] = []
         size = 0
-        while queue and not link.closed:
+        while queue and not link.closed and not self._backlogged(link):
             event_id = next(iter(queue))
             raw = self.replica.get_raw(event_id)
             if raw is not None and not bucket.take(len(raw), now):

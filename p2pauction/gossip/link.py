@@ -116,6 +116,9 @@ class LinkHost:
         # Called with a one-line description (and traceback) when a handler raised unexpectedly:
         # the node only logs it, the simulator reports it as a violation with its seed.
         self.on_internal_error: Callable[[str], None] | None = None
+        # Set by a driver that queues sends (the asyncio transport): bytes queued to a connection
+        # and not yet written. The core serves and pushes less while a peer reads slowly.
+        self.send_backlog: Callable[[int], int] | None = None
 
     # --- driver inputs ----------------------------------------------------------------------------
 
