@@ -12,9 +12,10 @@ bids were placed, then restarted):
    instant) and the ``chain`` scenario (bids placed one by one over half the window), with a node
    joining and a node returning in the middle of it.
 2. Real processes (``python -m p2pauction node`` on 127.0.0.1, port 0): a source node and one
-   always-up peer; the chain, signed here, is handed to the source at once (EVENTS frames from a
-   hand-driven peer); then the returning node restarts and a fresh node starts, both knowing only
-   the source's address. Times are wall-clock seconds on this machine.
+   always-up peer; the chain, signed here, is handed to the source by a hand-driven peer; then the returning node restarts and a fresh node starts, both knowing only
+   the source's address. The chain reaches the source as pushed EVENT frames (pushed on by it to
+   its peer, over its push budget announced instead). Times are wall-clock seconds on this
+   machine.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def sign_chain(net: str, bids: int) -> list[Any]:
 
 
 async def hand_over(addr: str, net: str, events: list[Any]) -> None:
-    """Give the whole chain to the node at ``addr`` at once, as EVENTS frames of 128."""
+    """Push the whole chain to the node at ``addr`` as EVENT frames, as fast as it takes them
+    (a ping after each 1,000 keeps within its 2,000 frames/s, burst 10,000, per-peer limit)."""
     from p2pauction.state.identity import Identity
     from tests.net_helpers import RawPeer
 
@@ -113,10 +115,12 @@ async def hand_over(addr: str, net: str, events: list[Any]) -> None:
     try:
         if not await peer.handshake():
             raise SystemExit(f"handshake with the source failed: {peer.last_error}")
-        for i in range(0, len(events), 128):
-            peer.send({"t": "events", "es": [e.raw.decode() for e in events[i:i + 128]]})
-        await peer.drain()
-        await peer.ping(timeout=120.0)  # the source handled every frame before this answer
+        for i in range(0, len(events), 1000):
+            for e in events[i:i + 1000]:
+                peer.send({"t": "event", "e": e.raw.decode(), "h": 0})
+            await peer.drain()
+            if not await peer.ping(n=i, timeout=120.0):  # it handled every frame before answering
+                raise SystemExit(f"the source stopped answering: {peer.last_error}")
     finally:
         await peer.close()
 
