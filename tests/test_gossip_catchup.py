@@ -127,7 +127,7 @@ def test_before_the_handshake_only_handshake_sized_frames_are_read() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
     peer.send_bytes((100_000).to_bytes(4, "big") + b"{" * 1000)   # legal size after the handshake
-    assert peer.closed is not None and "over the 16384-byte limit" in peer.closed
+    assert peer.closed is not None and "over the 65536-byte limit" in peer.closed
     assert core._links.get(5) is None or core._links[5].decoder.buffered == 0
 
 

@@ -39,9 +39,10 @@ class GossipConfig:
     dead_after: float = 30.0                 # silent seconds before the link is dropped
     max_frame_bytes: int = MAX_FRAME_BYTES
     # Before the handshake completes only handshake-sized frames are accepted (HELLO is ~400
-    # bytes; the cap leaves room for one event pushed right behind the peer's AUTH), checked
-    # from the length prefix, so an unauthenticated connection parks at most this much.
-    handshake_frame_bytes: int = 16 * 1024
+    # bytes; the cap leaves room for the peer's first messages, which may arrive in the same read
+    # as its AUTH: an IHAVE of 256 ids is ~19 KB), checked from the length prefix, so an
+    # unauthenticated connection parks at most this much (64 of them: 4 MiB).
+    handshake_frame_bytes: int = 64 * 1024
     # Once its first byte arrived a frame must be complete within this (slowloris guard).
     frame_timeout: float = 20.0
 
