@@ -360,7 +360,10 @@ class GossipCore(LinkHost):
         # A few repaired events are most likely in flight (this node's subtree lacks them too):
         # push them on like new ones. A big batch is a catch-up whose events the other peers
         # already hold: only announce those.
-        via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max else "ae"
+        # While this node is itself catching up (fetching missing ancestors), small answers are
+        # pieces of a paced catch-up, not events in flight: do not push them on either.
+        catching_up = bool(self._missing_deps) or link.key in self._fetch_req
+        via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max and not catching_up else "ae"
         raws = [self._raw(text) for text in msg.es]
         receive_many = getattr(self.replica, "receive_many", None)
         new = False
