@@ -12,10 +12,10 @@ bids were placed, then restarted):
    instant) and the ``chain`` scenario (bids placed one by one over half the window), with a node
    joining and a node returning in the middle of it.
 2. Real processes (``python -m p2pauction node`` on 127.0.0.1, port 0): a source node and one
-   always-up peer; the chain, signed here, is handed to the source by a hand-driven peer; then the returning node restarts and a fresh node starts, both knowing only
-   the source's address. The chain reaches the source as pushed EVENT frames (pushed on by it to
-   its peer, over its push budget announced instead). Times are wall-clock seconds on this
-   machine.
+   always-up peer; the chain, signed here, is pushed to the source by a hand-driven peer as EVENT
+   frames (the source pushes them on to its peer, announcing instead over its push budget); then
+   the returning node restarts and a fresh node starts, both knowing only the source's address.
+   Times are wall-clock seconds on this machine; each node's catch-up counters are printed too.
 """
 
 from __future__ import annotations
@@ -179,6 +179,10 @@ def real(bids: int) -> bool:
                     b, d = _per_event(gossip, gossip["events"]["accepted"])
                     label = "peer (up)" if who == "peer" else who
                     _line("real processes", label, secs, b, d, held, want)
+                    ev = gossip["events"]
+                    print("    " + ", ".join(f"{k}={ev[k]}" for k in (
+                        "copies_received", "ae_events_received", "duplicates", "wanta_sent", "wanta_ids_sent",
+                        "ae_rounds")) + f", grafts sent={gossip['plumtree']['graft_sent']}", flush=True)
                 else:
                     ok = False
                     _line("real processes", who, None, 0.0, 0.0, 0, want)

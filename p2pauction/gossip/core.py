@@ -29,8 +29,9 @@ from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
 from p2pauction.gossip.messages import (
-    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids, IHave, Message,
-    Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
+    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
+    IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
+    WantPrefix,
 )
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
