@@ -242,3 +242,14 @@ def test_nothing_is_served_or_pushed_while_the_driver_holds_a_backlog_for_the_pe
     core.tick(0.2)
     peer.collect()
     assert _served(peer) == [e.id for e in events]
+    # a peer that reads nothing for the whole patience is not reading: sending resumes (the
+    # transport then drops it when its queue overflows)
+    backlog["bytes"] = 2 * 2**20
+    peer.inbox.clear()
+    peer.send({"t": "wanta", "ids": [events[-1].id]}, now=1.0)
+    core.tick(5.0)
+    peer.collect()
+    assert _served(peer) == []
+    core.tick(11.5)
+    peer.collect()
+    assert _served(peer) == [e.id for e in events]

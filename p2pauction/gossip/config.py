@@ -81,6 +81,9 @@ class GossipConfig:
     serve_queue_max: int = 8192              # ids waiting to be served per peer; more are dropped
     serve_tick: float = 0.05                 # how often the serve queues are drained
     serve_backlog_max: int = 1 * 2**20      # a peer with more queued unsent (driver's count) waits
+    # ... for at most this long; a peer that has read nothing meanwhile is not reading: sending
+    # resumes and the transport drops it when its send queue overflows (slow_peer_dropped).
+    serve_backlog_patience: float = 10.0
     push_rate_bytes: float = 1 * 2**20
     push_burst_bytes: float = 2 * 2**20
 

@@ -291,7 +291,7 @@ class GossipCore(LinkHost):
                 bucket = link.extra.get("push")
                 if bucket is None:
                     bucket = link.extra["push"] = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
-                if self._backlogged(link) or not bucket.take(len(msg.e), now):
+                if self._backlogged(link, now) or not bucket.take(len(msg.e), now):
                     self.ev["push_deferred"] += 1
                     self.plumtree.defer(key, event_id, hops, now)
                     continue
@@ -487,10 +487,16 @@ class GossipCore(LinkHost):
             return True
         return False
 
-    def _backlogged(self, link: Link) -> bool:
-        """The driver still holds much unsent for this peer: wait rather than overflow it."""
+    def _backlogged(self, link: Link, now: float) -> bool:
+        """The driver still holds much unsent for this peer: wait rather than overflow it, for
+        ``serve_backlog_patience`` at most (then the transport's slow-peer rule decides)."""
         backlog = self.send_backlog
-        return backlog is not None and backlog(link.conn) > self.cfg.serve_backlog_max
+        if backlog is None or backlog(link.conn) <= self.cfg.serve_backlog_max:
+            link.backlogged_since = None
+            return False
+        if link.backlogged_since is None:
+            link.backlogged_since = now
+        return now - link.backlogged_since < self.cfg.serve_backlog_patience
 
     def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
         for reply in plan.replies:
@@ -522,7 +528,7 @@ class GossipCore(LinkHost):
             bucket = link.extra["pace"] = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
         batch: list[str] = []
         size = 0
-        while queue and not link.closed and not self._backlogged(link):
+        while queue and not link.closed and not self._backlogged(link, now):
             event_id = next(iter(queue))
             raw = self.replica.get_raw(event_id)
             if raw is not None and not bucket.take(len(raw), now):

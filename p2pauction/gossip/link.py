@@ -63,6 +63,7 @@ class Link:
     listen: str | None = None             # where the peer can be dialed
     ping_out: bool = False
     frame_started: float | None = None    # when the frame being received began (slowloris guard)
+    backlogged_since: float | None = None # since when the driver holds much unsent for this peer
     closed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
