@@ -186,9 +186,11 @@ def real(bids: int) -> bool:
                 else:
                     ok = False
                     _line("real processes", who, None, 0.0, 0.0, 0, want)
-            dropped = [p.name for p in (source, peer) if p.status()["gossip"]["active"] == 0]
-            if dropped:
-                print(f"    nodes left without peers: {dropped}", flush=True)
+            slow = {p.name: p.status()["transport"]["slow_peer_dropped"] for p in (source, peer)}
+            alone = [p.name for p in (source, peer) if p.status()["gossip"]["active"] == 0]
+            print(f"    peers dropped as slow (send queue full): {slow}; nodes left without peers: {alone or 'none'}",
+                  flush=True)
+            ok = ok and not alone and not any(slow.values())
         finally:
             for p in procs:
                 p.stop()
