@@ -69,7 +69,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     r = sub.add_parser("run", help="run one simulation")
     r.add_argument("--nodes", type=int, default=30, help="honest nodes (plus one bootstrap and any hostiles)")
     r.add_argument("--seed", default="1", help="one seed, one run")
-    r.add_argument("--scenario", choices=("reference", "random", "hot"), default="random")
+    r.add_argument("--scenario", choices=("reference", "random", "hot", "chain", "chain-burst"), default="random")
     r.add_argument("--events", type=int, default=200, help="authored actions (random, hot)")
     r.add_argument("--duration", type=float, default=None, help="workload window in virtual seconds")
     r.add_argument("--loss", type=float, default=0.0, help="share of protocol frames lost")

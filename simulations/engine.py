@@ -198,6 +198,9 @@ class World:
         if node.role != "bootstrap":
             node.replica = self.factory.new_replica(node)
         node.core = self.factory.new_core(node, self.now)
+        if hasattr(node.core, "on_internal_error"):
+            # the core survives its own bugs by closing one link; the simulator reports them
+            node.core.on_internal_error = lambda detail, node=node: self._internal_error(node, detail)
         if self.checker is not None and node.role != "bootstrap":
             self.checker.node_started(node, self.now)
         self._drain(node)
@@ -259,6 +262,11 @@ class World:
         if self.checker is not None:
             self.checker.violation("core_exception", self.now,
                                    f"{node.name}.{method} raised {type(exc).__name__}: {exc}")
+
+    def _internal_error(self, node: SimNode, detail: str) -> None:
+        self.counters.core_errors += 1
+        if self.checker is not None:
+            self.checker.violation("core_exception", self.now, f"{node.name}: a handler raised ({detail})")
 
     def _drain(self, node: SimNode) -> None:
         core = node.core

@@ -10,6 +10,10 @@ auction yet, or its bid became too low): that is counted, as a real user would s
 - ``random``: auctions opened by random sellers, many concurrent bidders, closes by the sellers
   (some auctions with ``ends_at``, closed at that time by their seller's node).
 - ``hot``: one auction that thousands of bids hit within about a second, then its close.
+- ``chain`` / ``chain-burst``: one auction whose bids form a single chain (each bid depends on
+  the previous one), placed one by one over the window or all at once; in the middle of it a
+  brand-new node joins and a node that was down since the start returns. Both must catch up the
+  whole chain (dependency-aware catch-up, docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -202,6 +206,82 @@ class HotAuction(Workload):
             sim.act(seller, lambda a, l, w: a.close(l, aid, wall_ms=w))
 
 
+@dataclass
+class ChainAuction(Workload):
+    """One auction, ``events`` bids in one chain by one bidder, gradually or all at once.
+
+    Node 2 (when there are three or more) is down from the start and returns at ``returns_at``
+    of the window; a brand-new node joins at ``joins_at``. The bids are all placed by node 1, so
+    each depends on the previous one (the author's only head)."""
+
+    name: str = "chain"
+    duration: float = 30.0
+    events: int = 2000
+    burst: bool = False                     # all bids in one instant instead of over the window
+    spread: float = 0.5                     # share of the window the gradual bids take
+    joins_at: float = 0.3
+    returns_at: float = 0.4
+
+    def schedule(self, sim: Simulation, t0: float) -> None:
+        honest = sim.honest
+        seller, bidder = honest[0], honest[1 % len(honest)]
+        self.aid: str | None = None
+        self.placed = 0
+        w = sim.world
+        w.sched.at(t0, self._open, sim, seller)
+        start = t0 + 1.0
+        if self.burst:
+            w.sched.at(start, self._bids, sim, bidder, self.events)
+        else:
+            gap = self.duration * self.spread / max(1, self.events)
+            for i in range(self.events):
+                w.sched.at(start + i * gap, self._bids, sim, bidder, 1)
+        if len(honest) >= 3:
+            returning = honest[2]
+            w.sched.at(t0, w.crash, returning)
+            w.sched.at(t0 + self.duration * self.returns_at, w.start, returning)
+        w.sched.at(t0 + self.duration * self.joins_at, self._join, sim)
+
+    def _open(self, sim: Simulation, seller: SimNode) -> None:
+        ev = sim.act(seller, lambda a, l, w: a.open(l, item="chain", start_price=Decimal(1),
+                                                    min_increment=Decimal("0.01"), wall_ms=w))
+        if ev is not None:
+            self.aid = ev.id
+            sim.opened.append(ev.id)
+
+    def _bids(self, sim: Simulation, bidder: SimNode, n: int) -> None:
+        aid = self.aid
+        if aid is None:
+            return
+        for _ in range(n):
+            amount = Decimal(2) + Decimal("0.01") * self.placed
+            if sim.act(bidder, lambda a, l, w: self._chained_bid(a, l, aid, amount, w)) is not None:
+                self.placed += 1
+
+    @staticmethod
+    def _chained_bid(author: Any, ledger: Any, aid: str, amount: Decimal, wall_ms: int) -> Any:
+        """What ``Author.bid`` signs (deps = the auction's heads, the lamport that follows),
+        without its local checks: those read the auction's view, rebuilt from all its bids on
+        every change (issue 11, item 9), which made authoring a 10,000-bid chain quadratic. The
+        amounts rise by the increment, so every node's ledger accepts each bid anyway."""
+        from p2pauction.state.events import BidBody, Kind, sign_event
+
+        deps = ledger.heads(aid)
+        return sign_event(author.identity, net=author.net, kind=Kind.BID, body=BidBody(aid, amount, author.name),
+                          deps=deps, lamport=ledger.next_lamport(deps), ts=wall_ms)
+
+    @staticmethod
+    def _join(sim: Simulation) -> None:
+        w = sim.world
+        w.counters.joins += 1
+        w.start(w.add_node())
+
+    def final_check(self, sim: Simulation) -> None:
+        if self.placed < self.events:
+            sim.checker.violation("chain_incomplete", sim.world.now,
+                                  f"only {self.placed} of {self.events} chain bids were placed")
+
+
 def make(name: str, events: int, duration: float | None = None) -> Workload:
     if name == "reference":
         return Reference()
@@ -209,4 +289,6 @@ def make(name: str, events: int, duration: float | None = None) -> Workload:
         return RandomAuctions(events=events, duration=duration or 30.0)
     if name == "hot":
         return HotAuction(events=events, duration=duration or 20.0)
-    raise ValueError(f"unknown scenario {name!r}: use reference, random or hot")
+    if name in ("chain", "chain-burst"):
+        return ChainAuction(name=name, events=events, duration=duration or 30.0, burst=name == "chain-burst")
+    raise ValueError(f"unknown scenario {name!r}: use reference, random, hot, chain or chain-burst")

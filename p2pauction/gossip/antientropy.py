@@ -131,6 +131,49 @@ class PrefixSummary:
         return sorted((i for i in ids if i in seq), key=seq.__getitem__)
 
 
+class HeldFilter:
+    """A Bloom filter of event ids a WANTA asker already holds (its pending events), so the
+    answer's walk back stops at them instead of sending them again. Event ids are uniform hashes:
+    the K bit positions are slices of the id itself, nothing is hashed. A false positive only
+    leaves an event out; the asker then finds it missing and asks for it in a later round."""
+
+    K = 3
+    BITS_PER_ID = 10       # about 1.7 % false positives with K = 3
+
+    def __init__(self, bits: bytes | bytearray) -> None:
+        self._bits = bytearray(bits)
+        self._m = len(bits) * 8
+
+    @classmethod
+    def of(cls, ids: list[str], max_hex: int) -> HeldFilter:
+        if not ids:
+            return cls(b"")
+        m = 64
+        while m < cls.BITS_PER_ID * len(ids) and m < max_hex * 4:
+            m *= 2
+        f = cls(bytes(m // 8))
+        for i in ids:
+            for pos in f._positions(i):
+                f._bits[pos >> 3] |= 1 << (pos & 7)
+        return f
+
+    @classmethod
+    def from_hex(cls, text: str) -> HeldFilter:
+        return cls(bytes.fromhex(text))
+
+    def to_hex(self) -> str:
+        return self._bits.hex()
+
+    def _positions(self, event_id: str) -> list[int]:
+        return [int(event_id[8 * k:8 * k + 8], 16) % self._m for k in range(self.K)]
+
+    def __contains__(self, event_id: str) -> bool:
+        if not self._m:
+            return False
+        bits = self._bits
+        return all(bits[p >> 3] >> (p & 7) & 1 for p in self._positions(event_id))
+
+
 @dataclass
 class Plan:
     """What to do after handling one anti-entropy message."""
@@ -167,38 +210,42 @@ def on_sync(summary: PrefixSummary, root: str) -> Plan:
 
 
 def on_tree(summary: PrefixSummary, nodes: Iterable[TreeNode], *, expand_max: int,
-            serve_max: int, ids_max: int = 0) -> Plan:
+            serve_max: int, ids_max: int = 0, start: int = 0) -> Plan:
     """Compare the other side's child summaries with ours; descend only into differing ones.
 
     A differing bucket holding at most ``ids_max`` ids on our side is answered with its id list
     (``IDS``) at once instead of its subtree: up to 8 ids cost the bytes of one or two tree nodes
-    and save the round trips (and the tree nodes) of the levels below."""
-    expand: list[TreeNode] = []
-    leaves: list[tuple[str, tuple[str, ...]]] = []
-    wantp: list[str] = []
-    serve: list[str] = []
-    handled = 0
+    and save the round trips (and the tree nodes) of the levels below.
+
+    Over ``expand_max`` differing buckets, a window of them beginning at ``start`` (modulo their
+    number; the caller draws it at random) is handled: always the lowest prefixes would stall
+    when those differ only by events the asker holds as pending, however many rounds run."""
+    differing: list[tuple[str, int, int]] = []  # (child prefix, their count, our count)
     for node in nodes:
         if len(node.prefix) >= summary.depth:
             continue  # a peer with a deeper tree: ignore rather than trust it
         mine = summary.node(node.prefix)
         for k in range(16):
             a = 16 * k
-            if node.counts[k] == mine.counts[k] and node.fps[a:a + 16] == mine.fps[a:a + 16]:
-                continue
-            handled += 1
-            if handled > expand_max:
-                break
-            child = node.prefix + HEX[k]
-            if mine.counts[k] == 0:
-                wantp.append(child)
-            elif node.counts[k] == 0:
-                if len(serve) < serve_max:
-                    serve.extend(summary.ids_in(child)[:serve_max - len(serve)])
-            elif len(child) < summary.depth and mine.counts[k] > ids_max:
-                expand.append(summary.node(child))
-            else:
-                leaves.append((child, tuple(summary.ids_in(child)[:MAX_LEAF_IDS])))
+            if node.counts[k] != mine.counts[k] or node.fps[a:a + 16] != mine.fps[a:a + 16]:
+                differing.append((node.prefix + HEX[k], node.counts[k], mine.counts[k]))
+    if len(differing) > expand_max:
+        at = start % len(differing)
+        differing = (differing[at:] + differing[:at])[:expand_max]
+    expand: list[TreeNode] = []
+    leaves: list[tuple[str, tuple[str, ...]]] = []
+    wantp: list[str] = []
+    serve: list[str] = []
+    for child, theirs, ours in differing:
+        if ours == 0:
+            wantp.append(child)
+        elif theirs == 0:
+            if len(serve) < serve_max:
+                serve.extend(summary.ids_in(child)[:serve_max - len(serve)])
+        elif len(child) < summary.depth and ours > ids_max:
+            expand.append(summary.node(child))
+        else:
+            leaves.append((child, tuple(summary.ids_in(child)[:MAX_LEAF_IDS])))
     plan = Plan(serve=serve)
     plan.replies.extend(Tree(nodes=tuple(c)) for c in _chunks(expand, MAX_TREE_NODES))
     plan.replies.extend(Ids(leaves=tuple(c)) for c in _leaf_chunks(leaves))

@@ -41,6 +41,13 @@ class GossipConfig:
     ping_after: float = 10.0                 # idle seconds before a PING
     dead_after: float = 30.0                 # silent seconds before the link is dropped
     max_frame_bytes: int = MAX_FRAME_BYTES
+    # Before the handshake completes only handshake-sized frames are accepted (HELLO is ~400
+    # bytes; the cap leaves room for the peer's first messages, which may arrive in the same read
+    # as its AUTH: an IHAVE of 256 ids is ~19 KB), checked from the length prefix, so an
+    # unauthenticated connection parks at most this much (64 of them: 4 MiB).
+    handshake_frame_bytes: int = 64 * 1024
+    # Once its first byte arrived a frame must be complete within this (slowloris guard).
+    frame_timeout: float = 20.0
 
     # discovery (client side and server side)
     heartbeat_interval: float = 5.0
@@ -61,6 +68,27 @@ class GossipConfig:
     optimize_cooldown: float = 1.0           # at most one re-rooting per this many seconds (damping)
     optimize_threshold: int = 2              # re-route the tree when a lazy peer is this many hops
                                              # shorter (Plumtree's optimisation); 0 disables
+
+    # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)
+    fetch_interval: float = 0.25             # how often missing deps are looked at
+    fetch_timeout: float = 3.0               # an unanswered request is sent again (to another peer)
+    fetch_ancestors: int = 512               # events one WANTA answer walks back, at most
+    fetch_peers: int = 2                     # peers asked at once, for disjoint ids
+    fetch_track_max: int = 10_000            # missing dep ids remembered (oldest forgotten first)
+    # pacing: events served (GRAFT, anti-entropy and WANTA answers) leave at most this many bytes
+    # per second per peer, the rest waits in a bounded per-peer queue for the next ticks; pushes
+    # of new events over their own budget are announced (IHAVE) instead. A large catch-up or a
+    # burst of thousands of events therefore never floods a peer's send queue.
+    serve_pace_bytes: float = 1 * 2**20
+    serve_pace_burst: float = 1 * 2**20
+    serve_queue_max: int = 8192              # ids waiting to be served per peer; more are dropped
+    serve_tick: float = 0.05                 # how often the serve queues are drained
+    serve_backlog_max: int = 1 * 2**20      # a peer with more queued unsent (driver's count) waits
+    # ... for at most this long; a peer that has read nothing meanwhile is not reading: sending
+    # resumes and the transport drops it when its send queue overflows (slow_peer_dropped).
+    serve_backlog_patience: float = 10.0
+    push_rate_bytes: float = 1 * 2**20
+    push_burst_bytes: float = 2 * 2**20
 
     # anti-entropy
     anti_entropy: bool = True
@@ -91,8 +119,10 @@ class GossipConfig:
     # the link is closed and the peer penalised when they do).
     rate_frames: float = 2000.0              # frames per second per connection
     rate_frames_burst: float = 10_000.0
-    rate_bytes: float = 16 * 2**20           # bytes per second per connection
-    rate_bytes_burst: float = 64 * 2**20
+    # Received bytes per authenticated peer: an honest peer's paced answers and pushes stay far
+    # below (about 2 MiB/s at most), so large valid frames cannot monopolise the node.
+    rate_bytes: float = 4 * 2**20            # bytes per second per connection
+    rate_bytes_burst: float = 8 * 2**20
     score_threshold: float = 100.0
     ban_seconds: float = 600.0
     score_recovery: float = 0.1              # points per second back towards 0

@@ -13,22 +13,25 @@ so the anti-entropy summary stays in step with the ledger.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from p2pauction.errors import ProtocolError
 from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
-from p2pauction.gossip.antientropy import PrefixSummary
+from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
 from p2pauction.gossip.messages import (
-    MAX_EVENTS, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids, IHave, Message, Peers, Prune,
-    Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantPrefix,
+    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
+    IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
+    WantPrefix,
 )
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
@@ -36,7 +39,18 @@ __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig",
 _EVENT_COUNTERS = ("copies_received", "duplicates", "accepted", "own", "pending", "rejected",
                    "ae_rounds", "ae_events_received", "ae_events_served", "ae_accepted",
                    "graft_served", "serve_throttled", "bootstrap_dials", "dials", "dial_failures", "samples_asked",
-                   "shuffles")
+                   "shuffles", "wanta_sent", "wanta_ids_sent", "wanta_served", "serve_queued", "serve_dropped",
+                   "push_deferred")
+_DEPS_MEMO = 16_384   # event id -> deps, for walking ancestors without decoding each time
+
+
+@dataclass(slots=True)
+class _MissingDep:
+    """A dep some pending event waits for: which event, how high in its chain, who sent it."""
+
+    waiter: str
+    lamport: int
+    sender: str | None
 
 
 class GossipCore(LinkHost):
@@ -65,6 +79,16 @@ class GossipCore(LinkHost):
         self._next_ae = now + self._jittered(config.ae_interval)
         self._next_refresh = now + self._jittered(config.refresh_interval)
         self._refresh_dials: dict[str, None] = {}
+        # dependency-aware catch-up (see _fetch_missing)
+        self._missing_deps: dict[str, _MissingDep] = {}   # insertion order = age
+        self._pending_ids: dict[str, None] = {}           # events we hold as pending (WANTA's filter)
+        self._fetching: dict[str, float] = {}             # dep id -> when it may be asked again
+        self._fetch_req: dict[str, tuple[float, tuple[str, ...]]] = {}  # peer -> (deadline, ids asked)
+        self._next_fetch = now
+        self._deps_memo: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # links with events waiting to be served (paced, see _drain_serve)
+        self._serving: dict[int, Link] = {}
+        self._next_serve = float("inf")
         self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
         self._store_batch: Callable[[], AbstractContextManager[None]] = getattr(replica, "batch", nullcontext)
         self._load_history()
@@ -176,8 +200,10 @@ class GossipCore(LinkHost):
             self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
         if link.extra.get("boot") and not link.established:
             self._boot_index += 1
+        self._serving.pop(link.conn, None)
         if link.key is not None and self._active.get(link.key) is link:
             del self._active[link.key]
+            self._fetch_req.pop(link.key, None)
             self.plumtree.remove_peer(link.key)
             if link.listen is not None and not self.scores.is_banned("key:" + link.key, now):
                 self.passive.add(link.key, link.listen, self.rng)
@@ -209,9 +235,10 @@ class GossipCore(LinkHost):
 
     def _receive_text(self, link: Link, text: str, hops: int, via: str, now: float) -> bool:
         """Feed one event from a peer into the replica; True when it was new."""
-        return self._outcome(link, self.replica.receive_raw(self._raw(text)), hops, via, now)
+        raw = self._raw(text)
+        return self._outcome(link, self.replica.receive_raw(raw), hops, via, now, raw)
 
-    def _outcome(self, link: Link, outcome: Any, hops: int, via: str, now: float) -> bool:
+    def _outcome(self, link: Link, outcome: Any, hops: int, via: str, now: float, raw: bytes) -> bool:
         """Act on the ledger's verdict on an event from ``link``; True when it was new."""
         kind = outcome.kind  # OutcomeKind is a StrEnum: compare with its values
         assert link.key is not None
@@ -225,6 +252,7 @@ class GossipCore(LinkHost):
                 self._send_to(self.plumtree.on_duplicate(link.key))
         elif kind == "pending":
             self.ev["pending"] += 1
+            self._note_pending(raw, link.key)
         else:
             self.ev["rejected"] += 1
             reason = str(getattr(outcome.reason, "value", outcome.reason))
@@ -250,7 +278,24 @@ class GossipCore(LinkHost):
                 self.plumtree.announce(ev.id, sender, now)
             return
         self.plumtree.on_new_event(ev.id, sender if via == "push" else None)
-        self._send_to(self.plumtree.broadcast(ev.id, ev.raw.decode("utf-8"), hops, sender, now))
+        self._push(ev.id, hops, self.plumtree.broadcast(ev.id, ev.raw.decode("utf-8"), hops, sender, now), now)
+
+    def _push(self, event_id: str, hops: int, out: list[tuple[str, Message]], now: float) -> None:
+        """Send a new event's pushes; a peer over its push budget gets an IHAVE instead, so a
+        burst of thousands of new events never floods its send queue (it GRAFTs, paced)."""
+        for key, msg in out:
+            link = self._active.get(key)
+            if link is None:
+                continue
+            if isinstance(msg, EventMsg):
+                bucket = link.extra.get("push")
+                if bucket is None:
+                    bucket = link.extra["push"] = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
+                if self._backlogged(link, now) or not bucket.take(len(msg.e), now):
+                    self.ev["push_deferred"] += 1
+                    self.plumtree.defer(key, event_id, hops, now)
+                    continue
+            self._send(link, msg)
 
     def _on_ihave(self, link: Link, msg: IHave, now: float) -> None:
         assert link.key is not None
@@ -270,6 +315,9 @@ class GossipCore(LinkHost):
     def _on_graft(self, link: Link, msg: Graft, now: float) -> None:
         assert link.key is not None
         ids = list(dict.fromkeys(self.plumtree.on_graft(link.key, msg.ids)))
+        if len(ids) > self.cfg.ae_push_max:
+            self._serve(link, ids, now)  # a big repair (e.g. after deferred pushes): paced
+            return
         for event_id in ids[:self._serve_allowance(link, len(ids), now)]:
             raw = self.replica.get_raw(event_id)
             if raw is not None:
@@ -295,7 +343,8 @@ class GossipCore(LinkHost):
     def _on_tree(self, link: Link, msg: Tree, now: float) -> None:
         self._run_plan(link, antientropy.on_tree(self.summary, msg.nodes, expand_max=self.cfg.ae_expand_max,
                                                  serve_max=self.cfg.ae_serve_max,
-                                                 ids_max=self.cfg.ae_ids_max), now)
+                                                 ids_max=self.cfg.ae_ids_max,
+                                                 start=self.rng.randrange(1 << 30)), now)
 
     def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
         self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,
@@ -312,7 +361,10 @@ class GossipCore(LinkHost):
         # A few repaired events are most likely in flight (this node's subtree lacks them too):
         # push them on like new ones. A big batch is a catch-up whose events the other peers
         # already hold: only announce those.
-        via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max else "ae"
+        # While this node is itself catching up (fetching missing ancestors), small answers are
+        # pieces of a paced catch-up, not events in flight: do not push them on either.
+        catching_up = bool(self._missing_deps) or link.key in self._fetch_req
+        via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max and not catching_up else "ae"
         raws = [self._raw(text) for text in msg.es]
         receive_many = getattr(self.replica, "receive_many", None)
         new = False
@@ -323,13 +375,128 @@ class GossipCore(LinkHost):
                 break
             batch = raws[i:i + 16]
             outcomes = receive_many(batch) if callable(receive_many) else [self.replica.receive_raw(r) for r in batch]
-            for outcome in outcomes:
+            for raw, outcome in zip(batch, outcomes):
                 # Every accepted event is recorded even if the link closed meanwhile: the
                 # anti-entropy summary must stay in step with the ledger.
-                new = self._outcome(link, outcome, MAX_HOPS, via, now) or new
+                new = self._outcome(link, outcome, MAX_HOPS, via, now, raw) or new
         if new and self.cfg.anti_entropy:
             # Something was missing: reconcile again soon instead of waiting a whole interval.
             self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
+
+    def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
+        self.ev["wanta_served"] += 1
+        held = HeldFilter.from_hex(msg.held)
+        self._serve(link, self._ancestors(msg.ids, self.cfg.fetch_ancestors, held), now)
+
+    def _ancestors(self, ids: Iterable[str], limit: int, held: HeldFilter) -> list[str]:
+        """The accepted events among ``ids`` and their ancestors, breadth-first back, at most
+        ``limit`` (the asker lacks them: they are missing deps of its pending events), stopping
+        at the events the asker says it holds."""
+        out = dict.fromkeys(i for i in ids if i in self.summary)
+        queue = deque(out)
+        while queue and len(out) < limit:
+            for dep in self._deps_of(queue.popleft()):
+                if dep not in out and dep in self.summary and dep not in held:
+                    out[dep] = None
+                    queue.append(dep)
+        return list(out)[:limit]
+
+    def _deps_of(self, event_id: str) -> tuple[str, ...]:
+        from p2pauction.state.events import decode_event
+
+        memo = self._deps_memo
+        deps = memo.get(event_id)
+        if deps is None:
+            raw = self.replica.get_raw(event_id)
+            deps = decode_event(raw).deps if raw is not None else ()
+            memo[event_id] = deps
+            if len(memo) > _DEPS_MEMO:
+                memo.popitem(last=False)
+        return deps
+
+    def _note_pending(self, raw: bytes, sender: str | None) -> None:
+        """An event parked for unknown deps: remember which deps to ask for, and from whom."""
+        from p2pauction.errors import DecodeError
+        from p2pauction.state.events import decode_event
+
+        try:
+            ev = decode_event(raw)
+        except DecodeError:
+            return
+        self._pending_ids[ev.id] = None
+        if len(self._pending_ids) > self.cfg.fetch_track_max:
+            del self._pending_ids[next(iter(self._pending_ids))]
+        missing = self._missing_deps
+        for dep in ev.deps:
+            if dep not in missing and not self._known(dep):
+                missing[dep] = _MissingDep(ev.id, ev.lamport, sender)
+        while len(missing) > self.cfg.fetch_track_max:
+            self._fetching.pop(next(iter(missing)), None)
+            del missing[next(iter(missing))]
+
+    def _fetch_missing(self, now: float) -> None:
+        """Ask for exactly the missing deps of pending events (WANTA: they and their ancestors).
+
+        Each id is asked of one peer at a time (no duplicate storm), first of the peer that sent
+        the waiting event (it accepted that event, so it holds every ancestor), again of another
+        after ``fetch_timeout``. The ids nearest the tip go first: each answer walks a chain back
+        ``fetch_ancestors`` events, so a chain of any length is fetched in bounded batches and
+        every round makes progress whatever the history's shape."""
+        cfg = self.cfg
+        self._next_fetch = now + cfg.fetch_interval
+        if not self._missing_deps or not self._active:
+            return
+        todo: list[tuple[int, str]] = []
+        for dep, m in list(self._missing_deps.items()):
+            if self._known(dep) or not self._is_pending(m.waiter):
+                del self._missing_deps[dep]   # arrived, or its waiter was evicted or rejected
+                self._fetching.pop(dep, None)
+            elif self._fetching.get(dep, -1.0) <= now:
+                todo.append((m.lamport, dep))
+        idle = [key for key in self._active if self._fetch_idle(key, now)]
+        if not todo or not idle:
+            return
+        todo.sort(key=lambda t: (-t[0], t[1]))
+        for pid in [p for p in self._pending_ids if not self._is_pending(p)]:
+            del self._pending_ids[pid]
+        held = HeldFilter.of(list(self._pending_ids), MAX_HELD_HEX).to_hex()
+        chunks = [[dep for _, dep in todo[i:i + MAX_ANCESTOR_IDS]]
+                  for i in range(0, min(len(todo), MAX_ANCESTOR_IDS * cfg.fetch_peers), MAX_ANCESTOR_IDS)]
+        for chunk in chunks:
+            if not idle:
+                break
+            first = self._missing_deps[chunk[0]]
+            key = first.sender if first.sender in idle and chunk[0] not in self._fetching else self.rng.choice(idle)
+            idle.remove(key)
+            ids = tuple(chunk)
+            self._fetch_req[key] = (now + cfg.fetch_timeout, ids)
+            for dep in ids:
+                self._fetching[dep] = now + cfg.fetch_timeout
+            self.ev["wanta_sent"] += 1
+            self.ev["wanta_ids_sent"] += len(ids)
+            self._send(self._active[key], WantAncestors(ids=ids, held=held))
+
+    def _fetch_idle(self, key: str, now: float) -> bool:
+        """Whether a peer may be asked: its last WANTA was answered in full or timed out."""
+        req = self._fetch_req.get(key)
+        if req is None:
+            return True
+        deadline, ids = req
+        if now >= deadline or all(self._known(i) for i in ids):
+            del self._fetch_req[key]
+            return True
+        return False
+
+    def _backlogged(self, link: Link, now: float) -> bool:
+        """The driver still holds much unsent for this peer: wait rather than overflow it, for
+        ``serve_backlog_patience`` at most (then the transport's slow-peer rule decides)."""
+        backlog = self.send_backlog
+        if backlog is None or backlog(link.conn) <= self.cfg.serve_backlog_max:
+            link.backlogged_since = None
+            return False
+        if link.backlogged_since is None:
+            link.backlogged_since = now
+        return now - link.backlogged_since < self.cfg.serve_backlog_patience
 
     def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
         for reply in plan.replies:
@@ -338,28 +505,55 @@ class GossipCore(LinkHost):
             self._serve(link, plan.serve, now)
 
     def _serve(self, link: Link, ids: list[str], now: float) -> None:
-        """Send events in store (causal) order, in frames bounded by count and bytes."""
+        """Queue events for ``link`` in store (causal) order; they leave paced (_drain_serve)."""
+        ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]
+        queue: dict[str, None] | None = link.extra.get("serve_q")
+        if queue is None:
+            queue = link.extra["serve_q"] = {}
+        room = self.cfg.serve_queue_max - len(queue)
+        allowed = ordered[:self._serve_allowance(link, len(ordered), now)]
+        if len(allowed) > room:
+            self.ev["serve_dropped"] += len(allowed) - room  # the asker asks again later
+        for event_id in allowed[:max(0, room)]:
+            queue[event_id] = None
+        self.ev["serve_queued"] += min(len(allowed), max(0, room))
+        self._drain_serve(link, now)
+
+    def _drain_serve(self, link: Link, now: float) -> None:
+        """Send what the byte pace allows of the link's queue, in frames bounded by count and
+        bytes; the rest waits for the next serve tick."""
+        queue: dict[str, None] = link.extra.get("serve_q") or {}
+        bucket = link.extra.get("pace")
+        if bucket is None:
+            bucket = link.extra["pace"] = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
         batch: list[str] = []
         size = 0
-        ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]
-        for event_id in ordered[:self._serve_allowance(link, len(ordered), now)]:
+        while queue and not link.closed and not self._backlogged(link, now):
+            event_id = next(iter(queue))
             raw = self.replica.get_raw(event_id)
+            if raw is not None and not bucket.take(len(raw), now):
+                break
+            del queue[event_id]
             if raw is None:
                 continue
-            text = raw.decode("utf-8")
             if batch and (len(batch) >= MAX_EVENTS or size + len(raw) > self.cfg.events_chunk_bytes):
                 self._send(link, Events(es=tuple(batch)))
                 batch, size = [], 0
-            batch.append(text)
+            batch.append(raw.decode("utf-8"))
             size += len(raw) + len(raw) // 4  # JSON escaping of quotes inflates the text a little
             self.ev["ae_events_served"] += 1
         if batch:
             self._send(link, Events(es=tuple(batch)))
+        if queue and not link.closed:
+            self._serving[link.conn] = link
+            self._next_serve = min(self._next_serve, now + self.cfg.serve_tick)
+        else:
+            self._serving.pop(link.conn, None)
 
     _HANDLERS: dict[type, Any] = {
         EventMsg: _on_event, IHave: _on_ihave, Graft: _on_graft, Prune: _on_prune,
         Shuffle: _on_shuffle, ShuffleReply: _on_shuffle_reply, Sync: _on_sync, Tree: _on_tree,
-        Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events,
+        Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events, WantAncestors: _on_wanta,
     }
 
     # --- membership -----------------------------------------------------------------------------
@@ -503,10 +697,17 @@ class GossipCore(LinkHost):
             self._next_housekeeping = now + self.cfg.housekeeping_interval
             self._check_links(now)
             self._maintain(now)
+        if now >= self._next_serve:
+            self._next_serve = float("inf")
+            for link in list(self._serving.values()):
+                self._drain_serve(link, now)
+        if now >= self._next_fetch:
+            self._fetch_missing(now)
         self._send_to(self.plumtree.tick(now, self._known))
 
     def next_deadline(self) -> float:
-        return min(self._next_housekeeping, self.plumtree.next_deadline())
+        fetch = self._next_fetch if self._missing_deps else float("inf")
+        return min(self._next_housekeeping, self.plumtree.next_deadline(), self._next_serve, fetch)
 
     def _send_to(self, out: list[tuple[str, Message]]) -> None:
         for key, msg in out:

@@ -114,6 +114,10 @@ class Plumtree:
             if k != exclude:
                 self._enqueue(k, event_id, UNKNOWN_HOPS, now)
 
+    def defer(self, key: str, event_id: str, hops: int, now: float) -> None:
+        """Announce instead of push (the peer is over its push budget); it GRAFTs what it lacks."""
+        self._enqueue(key, event_id, hops, now)
+
     def _enqueue(self, key: str, event_id: str, hops: int, now: float) -> None:
         q = self._queues.setdefault(key, [])
         if len(q) >= self.cfg.ihave_queue_max:

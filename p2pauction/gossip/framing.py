@@ -79,6 +79,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def partial(self) -> bool:
+        """True while a frame has begun (header or body bytes) but is not complete."""
+        return self._need >= 0 or bool(self._buf)
+
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Consume ``data``; return the frames it completes, decoded, in order."""
         return [decode_body(body) for body in self.split(data)]

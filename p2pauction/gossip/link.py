@@ -4,12 +4,20 @@
 enforces rate limits and inbound caps, keeps scores and bans, pings idle links, and hands every
 authenticated message to the subclass (``_on_message``). Nothing a peer sends raises out of
 ``data_received``: a ProtocolError closes that connection only (after an ERROR frame with the
-reason), and an unexpected exception is logged, counted and also closes only that connection.
+reason), and an unexpected exception (a bug of ours) is logged with its traceback, counted,
+reported to ``on_internal_error`` (the simulator turns it into a violation) and also closes only
+that connection.
+
+Frames are bounded by the handshake state: before it completes only ``handshake_frame_bytes``
+per frame (checked from the length prefix), after it ``max_frame_bytes``; received bytes are
+budgeted per connection (token bucket); a frame begun must complete within ``frame_timeout``.
 """
 
 from __future__ import annotations
 
 import random
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +62,8 @@ class Link:
     established_at: float | None = None
     listen: str | None = None             # where the peer can be dialed
     ping_out: bool = False
+    frame_started: float | None = None    # when the frame being received began (slowloris guard)
+    backlogged_since: float | None = None # since when the driver holds much unsent for this peer
     closed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +80,7 @@ def _counter_names() -> list[str]:
     return ["frames_in", "frames_out", "bytes_in", "bytes_out", "conns_in", "conns_out",
             "handshakes_ok", "handshake_failed", "handshake_timeouts", "malformed", "violations",
             "rate_limited", "inbound_rejected", "banned_rejected", "bans", "peer_errors",
-            "internal_errors", "dead_links", "duplicate_links", "handshake_evicted"]
+            "internal_errors", "dead_links", "duplicate_links", "handshake_evicted", "frame_timeouts"]
 
 
 class LinkHost:
@@ -104,6 +114,12 @@ class LinkHost:
         # The last message encoded and its frame: a broadcast sends one message object to several
         # peers, and it is encoded once. Messages are frozen, so identity means same bytes.
         self._last_encoded: tuple[Message | None, bytes] = (None, b"")
+        # Called with a one-line description (and traceback) when a handler raised unexpectedly:
+        # the node only logs it, the simulator reports it as a violation with its seed.
+        self.on_internal_error: Callable[[str], None] | None = None
+        # Set by a driver that queues sends (the asyncio transport): bytes queued to a connection
+        # and not yet written. The core serves and pushes less while a peer reads slowly.
+        self.send_backlog: Callable[[int], int] | None = None
 
     # --- driver inputs ----------------------------------------------------------------------------
 
@@ -112,7 +128,7 @@ class LinkHost:
             raise UsageError(f"connection id {conn} is already in use; the driver must not reuse ids")
         ip = ip_of(remote_addr)
         link = Link(conn=conn, outbound=outbound, remote_addr=remote_addr, ip=ip, created=now,
-                    decoder=FrameDecoder(self.cfg.max_frame_bytes),
+                    decoder=FrameDecoder(self.cfg.handshake_frame_bytes),
                     frames=TokenBucket(self.cfg.rate_frames, self.cfg.rate_frames_burst, now),
                     bytes=TokenBucket(self.cfg.rate_bytes, self.cfg.rate_bytes_burst, now),
                     nonce=handshake.new_nonce(self.rng), last_recv=now)
@@ -174,6 +190,11 @@ class LinkHost:
         except FrameError as exc:
             self._malformed(link, exc, now)
             return
+        if link.decoder.partial:
+            if link.frame_started is None or bodies:
+                link.frame_started = now
+        else:
+            link.frame_started = None
         cache = self.message_cache
         for body in bodies:
             if link.closed:
@@ -219,10 +240,8 @@ class LinkHost:
             self.counters["violations"] += 1
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
             return None
-        except Exception:  # a bug of ours must not take the node down: drop this link only
-            self.counters["internal_errors"] += 1
-            log.exception("gossip.internal_error", conn=link.conn, type=str(frame.get("t"))[:20])
-            self._close(link, "internal error", now)
+        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
+            self._internal_error(link, f"parsing {str(frame.get('t'))[:20]}", exc, now)
             return None
 
     def _handle_message(self, link: Link, msg: Message, now: float) -> None:
@@ -234,10 +253,18 @@ class LinkHost:
         except ProtocolError as exc:
             self.counters["violations"] += 1
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
-        except Exception:  # a bug of ours must not take the node down: drop this link only
-            self.counters["internal_errors"] += 1
-            log.exception("gossip.internal_error", conn=link.conn, type=msg.T)
-            self._close(link, "internal error", now)
+        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
+            self._internal_error(link, f"handling {msg.T}", exc, now)
+
+    def _internal_error(self, link: Link, what: str, exc: Exception, now: float) -> None:
+        """A handler raised: log it with the traceback, report it, close only this link."""
+        self.counters["internal_errors"] += 1
+        log.error("gossip.internal_error", conn=link.conn, what=what, exc_info=exc)
+        if self.on_internal_error is not None:
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+            self.on_internal_error(f"{what}: {type(exc).__name__}: {exc}{where}")
+        self._close(link, "internal error", now)
 
     def connection_lost(self, conn: int, now: float) -> None:
         link = self._links.pop(conn, None)
@@ -299,6 +326,7 @@ class LinkHost:
             self._close(existing, "duplicate connection (replaced)", now)
         link.key = key
         link.established_at = now
+        link.decoder.max_size = self.cfg.max_frame_bytes  # authenticated: full-size frames from now on
         self._n_handshaking -= 1
         self._by_key[key] = link
         self.counters["handshakes_ok"] += 1
@@ -384,6 +412,11 @@ class LinkHost:
                 if now - link.created >= self.cfg.handshake_timeout:
                     self.counters["handshake_timeouts"] += 1
                     self._close(link, "handshake timeout", now)
+                continue
+            if link.frame_started is not None and now - link.frame_started >= self.cfg.frame_timeout:
+                self.counters["frame_timeouts"] += 1
+                self._close(link, f"frame not completed within {self.cfg.frame_timeout:.0f} s", now,
+                            penalty=self.cfg.penalty_violation / 2)
                 continue
             idle = now - link.last_recv
             if idle >= self.cfg.dead_after:

@@ -28,6 +28,8 @@ MAX_EVENT_TEXT = 8192   # characters of one event's JSON text (the ledger checks
 MAX_REASON = 200
 MAX_NET = 64
 MAX_HOPS = 1024
+MAX_ANCESTOR_IDS = 64   # starting ids per WANTA (missing deps of pending events)
+MAX_HELD_HEX = 16384    # hex digits of a WANTA's filter of held ids (8 KiB, 65536 bits)
 
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 # A whole id list joined by commas, checked in one regex call. With the length check in _ids (one
@@ -36,6 +38,7 @@ _HEX64_LIST = re.compile(r"(?:[0-9a-f]{64},)*[0-9a-f]{64}\Z")
 HEX128 = re.compile(r"[0-9a-f]{128}\Z")
 ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.\-]{1,253}):([0-9]{1,5})\Z")
 PREFIX_RE = re.compile(r"[0-9a-f]{0,8}\Z")
+_HEX_ANY = re.compile(r"[0-9a-f]*\Z")
 ROOT_RE = re.compile(r"[0-9a-f]{24}\Z")
 FPS_RE = re.compile(r"[0-9a-f]{256}\Z")
 
@@ -428,6 +431,29 @@ class Want(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WantAncestors(Message):
+    """Send me these events and their ancestors, walking back breadth-first (catch-up of a chain)."""
+
+    T: ClassVar[str] = "wanta"
+    ids: tuple[str, ...]
+    held: str = ""   # hex Bloom filter of ids the asker already holds: the walk stops there
+
+    def __post_init__(self) -> None:
+        if len(self.held) > MAX_HELD_HEX or len(self.held) % 2 or not _HEX_ANY.match(self.held):
+            raise _bad(self.T, "h", f"must be an even number of hex digits, at most {MAX_HELD_HEX}")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.T, "ids": list(self.ids), "h": self.held}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> WantAncestors:
+        held = d.get("h", "")
+        if not isinstance(held, str):
+            raise _bad(cls.T, "h", "must be a hex string")
+        return cls(ids=_ids(d, cls.T, "ids", MAX_ANCESTOR_IDS), held=held)
+
+
+@dataclass(frozen=True, slots=True)
 class WantPrefix(Message):
     T: ClassVar[str] = "wantp"
     prefixes: tuple[str, ...]
@@ -462,7 +488,7 @@ class Events(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     c.T: c for c in (Hello, Auth, Error, Ping, Pong, Shuffle, ShuffleReply, Register, Heartbeat,
                      Sample, Peers, EventMsg, IHave, Graft, Prune, Sync, Tree, Ids, Want,
-                     WantPrefix, Events)
+                     WantAncestors, WantPrefix, Events)
 }
 
 

@@ -111,7 +111,7 @@ class Transport:
 
     def __init__(self, core: CoreLike | None, listen: Address, *, config: TransportConfig | None = None,
                  on_accepted: AcceptedCallback | None = None) -> None:
-        self._core = core
+        self._core: CoreLike | None = None
         self.config = config or TransportConfig()
         self.on_accepted = on_accepted
         self._listen = parse_address(listen)
@@ -131,6 +131,8 @@ class Transport:
             "connections_in", "connections_out", "dials", "dials_failed", "conn_cap_refused",
             "slow_peer_dropped", "read_timeouts", "write_timeouts", "bytes_in", "bytes_out",
             "sends_to_closed", "core_errors", "callback_errors"), 0)
+        if core is not None:
+            self.core = core
 
     @property
     def core(self) -> CoreLike:
@@ -143,6 +145,13 @@ class Transport:
         if self._tg is not None:
             raise UsageError("cannot replace the core of a running transport")
         self._core = core
+        if hasattr(core, "send_backlog"):
+            core.send_backlog = self.send_backlog  # the core paces what it sends by this
+
+    def send_backlog(self, conn_id: int) -> int:
+        """Bytes queued for a connection and not yet written to its socket (0 when unknown)."""
+        conn = self._conns.get(conn_id)
+        return conn.queued if conn is not None else 0
 
     # ----------------------------------------------------------------- public API
 
