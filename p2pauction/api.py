@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from p2pauction.logs import get_logger
 
 if TYPE_CHECKING:
     from p2pauction.node import AuctionNode
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["AuctionNode", "CloseResult", "Listener", "Notification", "Subscription", "display_name",
            "format_amount", "wait_event"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_QUEUE_SIZE = 1024
 

@@ -24,14 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from p2pauction.errors import UsageError
 from p2pauction.gossip.config import DEFAULT_NET, GossipConfig, parse_overrides
 from p2pauction.gossip.discovery import DiscoveryCore
 from p2pauction.gossip.transport import Transport, TransportConfig
+from p2pauction.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 START_TIMEOUT = 10.0
 INFO_FILE = "bootstrap.json"

@@ -223,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return EXIT_ERROR
     except Exception as exc:  # a bug: still one line, details in the debug log
-        import structlog
+        from p2pauction.logs import get_logger
 
-        structlog.get_logger(__name__).debug("unexpected_error", exc_info=True)
+        get_logger(__name__).debug("unexpected_error", exc_info=True)
         _fail(f"internal error: {exc!r} (run with --log-level debug for details)")
         return EXIT_ERROR
 

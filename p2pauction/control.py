@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from p2pauction import errors
+from p2pauction.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 1 << 20

@@ -1,15 +1,22 @@
-"""structlog setup for the command line: readable on a terminal, JSON lines with ``--log-format json``.
+"""Logging: the library logs through stdlib ``logging``; only the command line decides rendering.
 
-Logs go to stderr so that a command's stdout stays clean for its result (and for ``--json``).
-Library code only calls ``structlog.get_logger(__name__)``; an application that embeds
-:class:`p2pauction.AuctionNode` configures structlog itself (or calls :func:`configure`).
+Library code takes its logger from :func:`get_logger` (structlog's API, bound to a stdlib
+``logging.Logger`` of the same name). Nothing reaches stdout or stderr unless the application
+configures logging: the ``p2pauction`` logger carries a :class:`logging.NullHandler`, as a library
+should. Each record's message is a readable ``event key=value ...`` line, so any stdlib handler an
+application installs shows something sensible, and the structured fields ride along on the record
+as ``record.p2pauction_event`` (a dict) for handlers that want them.
+
+:func:`configure` is what the CLI calls: one handler on stderr (so a command's stdout stays clean
+for its result and for ``--json``) that renders those fields readably on a terminal, or as one JSON
+object per line with ``--log-format json``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from io import StringIO
 from typing import Any, TextIO
 
@@ -20,48 +27,110 @@ from p2pauction.display import safe_text
 
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ROOT_LOGGER = "p2pauction"
+EVENT_ATTR = "p2pauction_event"
+
+logging.getLogger(ROOT_LOGGER).addHandler(logging.NullHandler())
+
+
+def _to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """The last processor: a readable message for any handler, the fields for ours."""
+    fields = dict(event_dict)
+    exc_info = fields.get("exc_info")
+    kwargs: dict[str, Any] = {"extra": {EVENT_ATTR: fields}}
+    if exc_info:
+        kwargs["exc_info"] = exc_info
+    return (plain_message(fields),), kwargs
+
+
+_LIBRARY_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,  # cheap early exit when the level is off
+    structlog.contextvars.merge_contextvars,
+    _to_stdlib,
+]
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger (``log.info("event", key=value)``) that emits stdlib records on ``name``.
+
+    Independent of structlog's global configuration, so an application's own structlog set-up
+    neither changes nor is changed by ours.
+    """
+    return structlog.wrap_logger(logging.getLogger(name), processors=_LIBRARY_PROCESSORS,
+                                 wrapper_class=structlog.stdlib.BoundLogger,
+                                 cache_logger_on_first_use=True)
+
+
+def plain_message(fields: Mapping[str, Any]) -> str:
+    """``event key=value ...``: values repr'd unless plain words, and inert (peers are quoted)."""
+    parts = [safe_text(str(fields.get("event", "")))]
+    for key, value in fields.items():
+        if key in ("event", "exc_info"):
+            continue
+        text = value if isinstance(value, str) and value.isprintable() and " " not in value else repr(value)
+        parts.append(f"{safe_text(str(key))}={safe_text(text)}")
+    return " ".join(parts)
+
+
+class StructuredFormatter(logging.Formatter):
+    """Renders a record's structured fields with a structlog renderer (console or JSON)."""
+
+    def __init__(self, fmt: str, stream: TextIO) -> None:
+        super().__init__()
+        self.json = fmt == "json"
+        self.renderer: Any
+        if self.json:
+            self.renderer = structlog.processors.JSONRenderer(sort_keys=True)
+        else:
+            self.renderer = structlog.dev.ConsoleRenderer(colors=fmt == "auto" and _is_tty(stream),
+                                                          exception_formatter=_safe_traceback)
+        self._timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+        self._exc = structlog.processors.format_exc_info
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, EVENT_ATTR, None)
+        event: MutableMapping[str, Any] = (dict(fields) if isinstance(fields, Mapping)
+                                           else {"event": record.getMessage()})
+        event.pop("exc_info", None)
+        if record.exc_info:
+            event["exc_info"] = record.exc_info
+        event["level"] = record.levelname.lower()
+        event["logger"] = record.name
+        event = self._timestamp(None, record.levelname.lower(), event)
+        if self.json:  # JSON escapes everything; values stay exact
+            event = self._exc(None, record.levelname.lower(), event)
+        else:  # a console line quotes peers (names, addresses, errors): make it inert
+            event = escape_console_values(None, record.levelname.lower(), event)
+        return str(self.renderer(None, record.levelname.lower(), event))
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog output to ``stream`` (stderr by default) at ``level``.
+    """Send the ``p2pauction`` and ``simulations`` loggers to ``stream`` (stderr) at ``level``.
 
     ``fmt``: ``json`` gives one JSON object per line (for log collectors); ``console`` a
     human-readable line; ``auto`` is ``console``, with colours only when the stream is a terminal.
+    Calling it again replaces the previous handler (tests and the demo reconfigure).
     """
     out = stream if stream is not None else sys.stderr
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: Any
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=True)
-    else:
-        colors = fmt == "auto" and _is_tty(out)
-        renderer = structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=_safe_traceback)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-    ]
-    if fmt == "json":
-        processors.append(structlog.processors.format_exc_info)  # JSON escapes; values stay exact
-    else:
-        processors.append(escape_console_values)
-    processors.append(renderer)
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
-    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(StructuredFormatter(fmt, out))
+    handler.set_name("p2pauction-cli")
+    for name in (ROOT_LOGGER, "simulations"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if h.get_name() == "p2pauction-cli"]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(numeric)
+        logger.propagate = False
 
 
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+def set_level(level: str) -> None:
+    """Only change the level (the simulator keeps thousands of nodes quiet this way)."""
+    numeric = logging.getLevelName(level.upper())
+    logging.getLogger(ROOT_LOGGER).setLevel(numeric if isinstance(numeric, int) else logging.INFO)
 
 
 def escape_console_values(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -116,3 +185,10 @@ def _messages(exc: BaseException | None, depth: int = 0) -> Iterator[str]:
 
 def _safe_lines(text: str) -> str:
     return "\n".join(safe_text(line) for line in text.split("\n"))
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

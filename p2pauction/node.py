@@ -35,16 +35,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from p2pauction import errors
 from p2pauction.api import (DEFAULT_QUEUE_SIZE, CloseResult, Feeds, Listener, Notification, Subscription,
                             wait_event)
 from p2pauction.control import MAX_DURATION_S, ControlConfig, ControlServer
+from p2pauction.gossip.config import DEFAULT_NET  # re-exported: callers import it from here
+from p2pauction.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
-from p2pauction.gossip.config import DEFAULT_NET  # noqa: E402 (re-exported: callers import it from here)
 DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
 

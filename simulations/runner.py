@@ -228,11 +228,9 @@ def fewer_gc_passes() -> Iterator[None]:
 
 def quiet_logs(level: str = "error") -> None:
     """Thousands of simulated nodes logging every ban would drown the verdict: keep ``level`` and up."""
-    import logging
+    from p2pauction.logs import set_level
 
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())))
+    set_level(level)
 
 
 def peak_rss_mb() -> float:

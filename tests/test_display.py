@@ -7,7 +7,6 @@ import io
 import unicodedata
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -247,11 +246,11 @@ def test_stats_are_tables() -> None:
 
 
 def test_console_logs_escape_peer_text() -> None:
-    from p2pauction.logs import configure
+    from p2pauction.logs import configure, get_logger
 
     out = io.StringIO()
     configure("debug", "console", out)
-    log = structlog.get_logger("test")
+    log = get_logger("p2pauction.test")
     log.info("event_rejected", name=INJECTION, addr=("1.2.3.4", 5), field=["\u202e"])
     try:
         raise ValueError(f"bad name {INJECTION}")
@@ -266,11 +265,11 @@ def test_console_logs_escape_peer_text() -> None:
 def test_json_logs_keep_the_exact_text() -> None:
     import json
 
-    from p2pauction.logs import configure
+    from p2pauction.logs import configure, get_logger
 
     out = io.StringIO()
     configure("debug", "json", out)
-    structlog.get_logger("test").info("event_rejected", name=INJECTION)
+    get_logger("p2pauction.test").info("event_rejected", name=INJECTION)
     assert json.loads(out.getvalue())["name"] == INJECTION
 
 

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
-
 from p2pauction.errors import FrameError, HandshakeError, ProtocolError, UsageError
 from p2pauction.gossip import handshake
 from p2pauction.gossip.actions import Action, CloseConn, Send
@@ -33,8 +31,9 @@ from p2pauction.gossip.membership import ip_of
 from p2pauction.gossip.messages import (
     MESSAGE_TYPES, PROTOCOL_VERSION, Auth, Error, Hello, Message, Ping, Pong, parse_message,
 )
+from p2pauction.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class MessageCache(Protocol):

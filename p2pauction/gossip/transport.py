@@ -27,12 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
-
 from p2pauction.errors import UsageError
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
+from p2pauction.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Address = str
 AcceptedCallback = Callable[[Any, bool], None]

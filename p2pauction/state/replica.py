@@ -5,14 +5,13 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Iterable, Sequence
 
-import structlog
-
+from p2pauction.logs import get_logger
 from p2pauction.state.events import Event, Kind
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status
 from p2pauction.state.store import EventStore
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Replica:
