@@ -59,7 +59,7 @@ def test_open_close_and_queries_offline(tmp_path: Path) -> None:
                 await node.close_auction(auction)
             assert [v.id for v in node.auctions("closed")] == [auction]
             assert node.auctions("open") == []
-            assert auction in {r.get("id", r.get("auction")) for r in node.history()}
+            assert auction in {r["auction_id"] for r in node.history()}
             status = node.status()
             assert status["events"] == 2 and status["name"] == "Solo" and len(status["digest"]) == 64
             with pytest.raises(errors.UsageError):

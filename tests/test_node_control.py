@@ -46,7 +46,7 @@ def test_malformed_requests_get_errors_and_the_connection_survives(tmp_path: Pat
                 money = await ask(reader, writer, b'{"op": "open", "args": {"item": "x", "price": "1e3"}}\n')
                 assert money["error"]["type"] == "MoneyError" and "1e3" in money["error"]["message"]
                 good = await ask(reader, writer, b'{"op": "open", "args": {"item": "x", "price": "3"}}\n')
-                assert good["ok"] is True and len(good["result"]["auction"]) == 64
+                assert good["ok"] is True and len(good["result"]["auction_id"]) == 64
                 missing_auction = await ask(reader, writer, b'{"op": "show", "args": {"auction": "ffff"}}\n')
                 assert missing_auction["error"]["type"] == "NotFound"
             finally:
@@ -100,6 +100,6 @@ def test_deep_data_directory_beyond_the_unix_socket_path_limit(tmp_path: Path) -
     async def scenario() -> None:
         async with AuctionNode(deep, network=False) as node:
             reply = await asyncio.to_thread(ControlClient(deep).call, "open", item="Far", price="2")
-            assert node.auction(reply["auction"]).item == "Far"
+            assert node.auction(reply["auction_id"]).item == "Far"
 
     asyncio.run(scenario())

@@ -32,6 +32,8 @@ from p2pauction.state.validation import CONTENT_REASONS, RejectReason
 _MOD = 1 << 256
 TICK = Decimal("0.00000001")   # the smallest step the money grammar allows
 _VIEW_CACHE = 64             # auction views kept until their auction changes
+MAX_CANDIDATES = 10        # auctions an ambiguous-prefix error lists
+CANDIDATE_ITEM_CHARS = 24  # of each one's item (peer text: the CLI escapes it when shown)
 _REJECTED_MEMORY = 65_536   # content-rejected ids remembered (cheap repeats, dependants fail fast)
 
 
@@ -189,6 +191,10 @@ class AuctionView:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _cut(text: str, limit: int = CANDIDATE_ITEM_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 class _Rec:
     """What the ledger keeps of one accepted event."""
 
@@ -277,6 +283,9 @@ class Ledger:
         self._waiting: dict[str, dict[str, None]] = {}  # missing dep id -> pending ids
         self._rejected: OrderedDict[str, RejectReason] = OrderedDict()
         self._views: OrderedDict[str, AuctionView] = OrderedDict()
+        # author key -> (lamport, event id, name) of its latest event that claims a name: what
+        # `peers` shows beside a key (one entry per named author, bounded by the events held)
+        self._claims: dict[str, tuple[int, str, str]] = {}
 
     # ---------------------------------------------------------------- queries
 
@@ -330,20 +339,34 @@ class Ledger:
         return list(self._auction_ids)
 
     def resolve_prefix(self, prefix: str) -> str:
-        """The unique auction id starting with ``prefix`` (like git); NotFound if none or several."""
+        """The unique auction id starting with ``prefix`` (like git); NotFound if none or several.
+
+        When several match, the message lists them like git (id prefix and item, at most
+        MAX_CANDIDATES, then how many more) so that the user can pick one.
+        """
         p = prefix.strip().lower()
         if not p:
             raise NotFound("empty auction id")
         i = bisect.bisect_left(self._auction_ids, p)
-        matches = []
-        for aid in self._auction_ids[i:i + 2]:
-            if aid.startswith(p):
-                matches.append(aid)
+        j = bisect.bisect_left(self._auction_ids, p + "\U0010ffff", i)   # ids are hex: past every match
+        matches = self._auction_ids[i:j]
         if not matches:
             raise NotFound(f"unknown auction {prefix!r}")
         if len(matches) > 1:
-            raise NotFound(f"ambiguous auction prefix {prefix!r}: give more characters")
+            shown = ", ".join(f"{aid[:12]}... {_cut(self._auctions[aid].item)}" for aid in matches[:MAX_CANDIDATES])
+            more = f", and {len(matches) - MAX_CANDIDATES} more" if len(matches) > MAX_CANDIDATES else ""
+            raise NotFound(f"ambiguous prefix {p}: {shown}{more} (give more characters)")
         return matches[0]
+
+    def claimed_name(self, key: str) -> str | None:
+        """The name ``key`` claimed in its latest (lamport, id) event held here that has one."""
+        claim = self._claims.get(key)
+        return claim[2] if claim else None
+
+    def _claim(self, author: str, lamport: int, event_id: str, name: str) -> None:
+        held = self._claims.get(author)
+        if held is None or (lamport, event_id) > held[:2]:
+            self._claims[author] = (lamport, event_id, name)
 
     def leading_head(self, auction_id: str) -> str | None:
         """A head whose causal past (itself included) holds the leading bid (used by Author.close)."""
@@ -502,6 +525,8 @@ class Ledger:
         deps = tuple(map(self._recs.__getitem__, e.deps))
         body = e.body
         author = sys.intern(e.author)
+        if isinstance(body, OpenBody | BidBody) and body.name is not None:
+            self._claim(author, e.lamport, eid, body.name)
         if isinstance(body, OpenBody):
             rec = _Rec(eid, e.kind, eid, author, e.lamport, e.ts, (), None, False, None, None)
             self._recs[eid] = rec
