@@ -67,5 +67,5 @@ def validate_output(command: str, data: Any) -> None:
     """AssertionError naming the command, the path and the reason unless ``data`` matches."""
     errors = sorted(_validator(definition_for(command)).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
-        details = "; ".join(f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5])
+        details = "; ".join(f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:20])
         raise AssertionError(f"`{command} --json` does not match {SCHEMA_FILE.name}: {details}")

@@ -13,6 +13,7 @@ import pytest
 
 from p2pauction.api import AuctionNode
 from p2pauction.control import _short_path, socket_path
+from tests.cli_schema import validate_output
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,10 +65,12 @@ def test_watch_streams_then_frees_its_subscription(tmp_path: Path) -> None:
             ack = await ask(reader, writer, b'{"op": "watch", "args": {"from_start": true}}\n')
             assert ack == {"ok": True, "result": {"watching": None}}
             replayed = json.loads(await reader.readline())["notification"]
+            validate_output("watch", replayed)
             assert (replayed["auction_id"], replayed["own"]) == (first, True)
             second = await node.open_auction("After", "1")
             async with asyncio.timeout(10):
                 live = json.loads(await reader.readline())["notification"]
+            validate_output("watch", live)
             assert (live["kind"], live["auction_id"]) == ("auction.open", second)
             assert node.status()["subscribers"] == 1
             writer.close()
