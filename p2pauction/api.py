@@ -22,10 +22,10 @@ Everything here is typed (``mypy --strict`` clean): ``auction()`` returns an :cl
 from __future__ import annotations
 
 from p2pauction.feeds import DEFAULT_QUEUE_SIZE, Feeds, Listener, Notification, Subscription, wait_event
-from p2pauction.node import AuctionNode, HistoryRow, NodeStatus, PeerInfo, Stats
+from p2pauction.node import AuctionNode, GossipSetting, HistoryRow, NodeStatus, PeerInfo, Stats
 from p2pauction.results import CloseResult, JSONObject, JSONValue, display_name, format_amount
 from p2pauction.state.ledger import AuctionView, BidView, Status
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "AuctionNode", "AuctionView", "BidView", "CloseResult", "Feeds", "HistoryRow",
+__all__ = ["DEFAULT_QUEUE_SIZE", "AuctionNode", "AuctionView", "BidView", "CloseResult", "Feeds", "GossipSetting", "HistoryRow",
            "JSONObject", "JSONValue", "Listener", "NodeStatus", "Notification", "PeerInfo", "Stats", "Status",
            "Subscription", "display_name", "format_amount", "wait_event"]

@@ -29,7 +29,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +58,8 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
 
 WallClock = Callable[[], int]
+# A value for a field of GossipConfig (``gossip={"ae_interval": 2.0}``)
+GossipSetting = int | float | str | bool | Sequence[str] | None
 
 # What the queries return: the JSON shapes of docs/cli-output.schema.json (``--json``).
 Stats = JSONObject          # history --stats: $defs/stats
@@ -208,7 +210,7 @@ class AuctionNode:
 
     def __init__(self, data_dir: Path | str, *, listen: str = DEFAULT_LISTEN,
                  bootstraps: Iterable[str] = (), net: str | None = None, name: str | None = None,
-                 network: bool = True, control: bool = True, gossip: Mapping[str, Any] | None = None,
+                 network: bool = True, control: bool = True, gossip: Mapping[str, GossipSetting] | None = None,
                  auto_close_grace: float = 0.5, catch_up_delay: float | None = None,
                  queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None,
                  control_config: ControlConfig | None = None) -> None:
@@ -219,7 +221,7 @@ class AuctionNode:
         self._name_arg = name
         self.network_enabled = network
         self.control_enabled = control
-        self.gossip_overrides = dict(gossip or {})
+        self.gossip_overrides: dict[str, GossipSetting] = dict(gossip or {})
         self.auto_close_grace = auto_close_grace
         self._catch_up_arg = catch_up_delay
         self.catch_up_delay = catch_up_delay or 0.0
@@ -420,8 +422,11 @@ class AuctionNode:
 
         transport = Transport(None, self.listen, on_accepted=self._on_accepted)
         self.address = await transport.bind()
+        # the overrides are typed loosely (a value of some GossipConfig field): the dataclass
+        # takes them by name, and parse_overrides already typed the CLI's --set values
+        overrides: dict[str, Any] = dict(self.gossip_overrides)
         config = GossipConfig(net=self.net, listen_addr=self.address, bootstraps=list(self.bootstraps),
-                              **self.gossip_overrides)
+                              **overrides)
         # The node is an adapter: OS randomness is fine here (the core only sees the Random).
         rng = random.Random(int.from_bytes(os.urandom(16), "big"))
         if self._catch_up_arg is None:

@@ -10,13 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from p2pauction.jsontypes import JSONObject, JSONValue
 from p2pauction.state.money import format_money
 
 __all__ = ["CloseResult", "JSONObject", "JSONValue", "display_name", "format_amount"]
-
-# What to_json() methods return: plain JSON types (json.dumps takes it as is).
-JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
-JSONObject = dict[str, JSONValue]
 
 
 def display_name(key: str | None, name: str | None) -> str:

@@ -60,6 +60,9 @@ def test_every_command_prints_json_that_matches_the_schema(tmp_path: Path) -> No
         peers = wait_until(lambda: [p for p in cli(c2.data_dir, "peers").data if p["name"] == "C1"] or None, 30,
                            "C2 to list C1 by name")
         assert peers[0]["since"] > 1_600_000_000_000       # epoch ms, not a monotonic reading
+        table = cli(c2.data_dir, "peers", json_out=False).stdout.splitlines()
+        assert table[0].split()[:3] == ["KEY", "NAME", "ADDRESS"]
+        assert any(row.split()[:2] == [peers[0]["key"][:16], "C1"] for row in table[1:]), table
         notes = watch.wait_for(3)
         assert [n["kind"] for n in notes] == ["auction.open", "bid.place", "auction.close"]
         assert [n["missed"] for n in notes] == [0, 0, 0]

@@ -98,9 +98,56 @@ def test_ambiguous_prefix(solo: Proc) -> None:
     shared = next(c for c, n in sorted(firsts.items()) if n > 1)
     before = digest(d)
     assert_one_line_error(cli(d, "close", shared, check=False), "ambiguous")
-    assert_one_line_error(cli(d, "show", shared, check=False), "ambiguous")
+    line = assert_one_line_error(cli(d, "show", shared, check=False), "ambiguous")
+    # like git: every candidate (at most 10) with its id prefix and item
+    candidates = sorted((a["id"], a["item"]) for a in query(d, "auctions", status="all")
+                        if a["id"].startswith(shared))
+    for auction_id, item in candidates[:10]:
+        assert f"{auction_id[:12]}... {item}" in line
+    if firsts[shared] > 10:
+        assert f"and {firsts[shared] - 10} more" in line
     assert digest(d) == before
     assert cli(d, "show", ids[0]).data["id"] == ids[0]
+
+
+def test_ambiguous_prefix_lists_at_most_ten_candidates(solo: Proc) -> None:
+    d = data_dir(solo)
+    for i in range(40):       # 40+ auctions over 16 first digits: some digit has 3 or more
+        query(d, "open", item=f"Many {i}", price="1")
+    counts: dict[str, int] = {}
+    for view in query(d, "auctions", status="all"):
+        counts[view["id"][0]] = counts.get(view["id"][0], 0) + 1
+    digit, count = max(sorted(counts.items()), key=lambda kv: kv[1])
+    line = assert_one_line_error(cli(d, "show", digit, check=False), f"ambiguous prefix {digit}:")
+    assert line.count("... ") == min(count, 10)
+    assert (f"and {count - 10} more" in line) == (count > 10)
+
+
+def test_status_is_short_and_verbose_has_every_counter(solo: Proc) -> None:
+    d = data_dir(solo)
+    short = cli(d, "status", json_out=False).stdout
+    data = cli(d, "status").data
+    assert "None" not in short and len(short.splitlines()) <= 10
+    for label in ("identity", "name", "address", "net", "peers", "events", "digest", "rejected"):
+        assert any(line.startswith(label) for line in short.splitlines()), label
+    assert data["public_key"] in short and data["digest"] in short
+    verbose = cli(d, "status", "--verbose", json_out=False).stdout
+    assert verbose.startswith(short.rstrip("\n"))
+    for counter in data["ledger"]:
+        assert f"ledger.{counter}:" in verbose, counter
+    assert "node.opened:" in verbose and "None" not in verbose
+
+
+def test_status_without_a_name_omits_it(tmp_path: Path) -> None:
+    from tests.procs import start_node, stop
+
+    node = start_node(tmp_path / "anon", offline=True)
+    try:
+        short = cli(tmp_path / "anon", "status", json_out=False).stdout
+        assert "None" not in short and not any(line.startswith("name") for line in short.splitlines())
+        assert cli(tmp_path / "anon", "status").data["name"] is None
+    finally:
+        stop(node)
 
 
 def test_no_node_running(tmp_path: Path) -> None:

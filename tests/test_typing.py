@@ -43,3 +43,26 @@ def test_package_readme_snippet_and_examples_pass_mypy_strict(tmp_path: Path) ->
                            str(ROOT / "p2pauction"), *files], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=540, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_the_public_api_has_no_any() -> None:
+    """Every public function, method and property of what p2pauction.api exports is typed
+    precisely: no ``Any`` in a parameter or a return (a TypedDict or JSONValue says more)."""
+    import inspect
+    import typing
+
+    from p2pauction import api
+
+    found = []
+    for name in api.__all__:
+        obj = getattr(api, name)
+        members = [(name, obj)] if inspect.isfunction(obj) else []
+        if inspect.isclass(obj):
+            members += [(f"{name}.{attr}", getattr(value, "fget", value)) for attr, value in vars(obj).items()
+                        if (not attr.startswith("_") or attr == "__init__")
+                        and (inspect.isfunction(value) or isinstance(value, property))]
+        for label, func in members:
+            module = sys.modules[func.__module__]
+            hints = typing.get_type_hints(func, vars(module), vars(api))
+            found += [f"{label}: {arg}" for arg, hint in hints.items() if "Any" in repr(hint)]
+    assert not found, found

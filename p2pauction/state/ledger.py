@@ -22,6 +22,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Callable, Iterator
 
+from p2pauction.jsontypes import JSONObject
 from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
                                      decode_event, event_id_of, unsigned_from_raw)
@@ -68,7 +69,7 @@ class LedgerCounters:
     evicted: int = 0            # pending events dropped by the caps
     released: int = 0           # pending events later accepted
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
                 "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
                 "pending": self.pending, "pending_bytes": self.pending_bytes,
@@ -85,7 +86,7 @@ class BidView:
     ts: int
     late: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {"id": self.id, "bidder": self.bidder, "name": self.name,
                 "amount": format_money(self.amount), "lamport": self.lamport, "ts": self.ts,
                 "late": self.late}
@@ -164,7 +165,7 @@ class AuctionView:
         """OPEN, and some legal amount is at least :attr:`min_next_bid`."""
         return self.status is Status.OPEN and self.min_next_bid <= MAX_AMOUNT
 
-    def summary_json(self) -> dict[str, Any]:
+    def summary_json(self) -> JSONObject:
         """Everything but the bid list (O(1)): what notifications carry."""
         return {
             "id": self.id, "seller": self.seller, "seller_name": self.seller_name, "item": self.item,
@@ -180,7 +181,7 @@ class AuctionView:
             "min_next_bid": format_money(self.min_next_bid) if self.can_be_outbid else None,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {**self.summary_json(), "bids": [b.to_json() for b in self.bids]}
 
     def __eq__(self, other: object) -> bool:
