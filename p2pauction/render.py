@@ -252,6 +252,10 @@ def _counter_lines(data: JSONMap, prefix: str = "") -> list[str]:
             lines.extend(_counter_lines(value, path + "."))
         elif isinstance(value, Mapping):
             lines.append(f"{path}: -")
+        elif isinstance(value, int) and str(key).endswith(("_at", "_ts")):
+            lines.append(f"{path}: {_when(value)}")     # a time (epoch ms), shown as one
+        elif value is None:
+            lines.append(f"{path}: -")
         else:
             lines.append(f"{path}: {safe_text(str(value))}")
     return lines

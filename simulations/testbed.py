@@ -384,7 +384,7 @@ class Scenario:
         if closed is None:
             return out
         self._log(f"reference: {closed.get('summary')}")
-        return {"ok": closed.get("bid") == b3 and closed.get("price") == "80", "pic1": pic1,
+        return {"ok": closed.get("bid_id") == b3 and closed.get("price") == "80", "pic1": pic1,
                 "pic2": pic2, "winning_bid": b3, "close": closed.get("summary")}
 
     async def open_pool(self) -> None:
