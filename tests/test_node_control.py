@@ -48,6 +48,7 @@ def test_malformed_requests_get_errors_and_the_connection_survives(tmp_path: Pat
                 assert money["error"]["type"] == "MoneyError" and "1e3" in money["error"]["message"]
                 good = await ask(reader, writer, b'{"op": "open", "args": {"item": "x", "price": "3"}}\n')
                 assert good["ok"] is True and len(good["result"]["auction_id"]) == 64
+                validate_output("open", good["result"])
                 missing_auction = await ask(reader, writer, b'{"op": "show", "args": {"auction": "ffff"}}\n')
                 assert missing_auction["error"]["type"] == "NotFound"
             finally:
@@ -103,6 +104,7 @@ def test_deep_data_directory_beyond_the_unix_socket_path_limit(tmp_path: Path) -
     async def scenario() -> None:
         async with AuctionNode(deep, network=False) as node:
             reply = await asyncio.to_thread(ControlClient(deep).call, "open", item="Far", price="2")
+            validate_output("open", reply)
             assert node.auction(reply["auction_id"]).item == "Far"
 
     asyncio.run(scenario())
