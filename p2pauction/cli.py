@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from p2pauction import errors
-from p2pauction.display import Column, display_width, json_text, render_table, safe_text
+from p2pauction import render
+from p2pauction.display import json_text, safe_text
 
 DEFAULT_DATA_DIR = "./p2pauction-data"
 EXIT_ERROR = 1
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-start", action="store_true", help="first replay the events already held")
 
     add("peers")
-    add("status")
+    p = add("status")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also every counter (ledger, node, gossip, transport), one per line")
 
     p = add("demo")
     p.add_argument("--net", default="p2pauction-demo", metavar="NAME",
@@ -342,35 +345,24 @@ def cmd_open(args: argparse.Namespace) -> int:
     increment = _parse_money(args.increment, "increment")
     result = _client(args).call("open", item=args.item, price=price, currency=args.currency,
                                 increment=increment, duration=args.duration)
-    return _out(args, result, lambda r: r["auction"])
+    return _out(args, result, render.render_open)
 
 
 def cmd_bid(args: argparse.Namespace) -> int:
     amount = _parse_money(args.amount, "amount")
-    result = _client(args).call("bid", auction=args.auction, amount=amount)
-
-    def human(r: dict[str, Any]) -> str:
-        view = r["view"]
-        state = "leading" if r.get("leading") else "not leading"
-        return (f"bid {r['bid']} placed: {amount} {safe_text(view['currency'])} on "
-                f"{safe_text(view['item'], LINE_ITEM_WIDTH)} ({state})")
-
-    return _out(args, result, human)
+    return _out(args, _client(args).call("bid", auction=args.auction, amount=amount), render.render_bid)
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    result = _client(args).call("close", auction=args.auction)
-    return _out(args, result, lambda r: _summary_line(str(r["summary"]), r.get("item")))
+    return _out(args, _client(args).call("close", auction=args.auction), render.render_close)
 
 
 def cmd_auctions(args: argparse.Namespace) -> int:
-    result = _client(args).call("auctions", status=args.status)
-    return _out(args, result, _render_auctions)
+    return _out(args, _client(args).call("auctions", status=args.status), render.render_auctions)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    result = _client(args).call("show", auction=args.auction)
-    return _out(args, result, _render_auction)
+    return _out(args, _client(args).call("show", auction=args.auction), render.render_auction)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -378,16 +370,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     since, until = to_ms(args.since), to_ms(args.until)
     if args.stats:
-        return _out(args, _client(args).call("stats", since=since, until=until), _render_stats)
-    return _out(args, _client(args).call("history", since=since, until=until), _render_history)
+        return _out(args, _client(args).call("stats", since=since, until=until), render.render_stats)
+    return _out(args, _client(args).call("history", since=since, until=until), render.render_history)
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    return _out(args, _client(args).call("peers"), _render_peers)
+    return _out(args, _client(args).call("peers"), render.render_peers)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _out(args, _client(args).call("status"), _render_status)
+    human = render.render_status_verbose if args.verbose else render.render_status
+    return _out(args, _client(args).call("status"), human)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -396,14 +389,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.json:
             print(json_text(note), flush=True)
         else:
-            print(render_notification(note), flush=True)
+            print(render.render_notification(note), flush=True)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from p2pauction.demo import run_demo
 
-    return run_demo(net=args.net, timeout=args.timeout, keep=args.keep)
+    return run_demo(net=args.net, timeout=args.timeout, keep=args.keep, json_lines=args.json)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -411,220 +404,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "auctions": cmd_auctions, "show": cmd_show, "history": cmd_history, "watch": cmd_watch,
     "peers": cmd_peers, "status": cmd_status, "demo": cmd_demo,
 }
-
-
-# --------------------------------------------------------------------------- rendering
-#
-# Item names and display names are written by peers: every human output goes through
-# p2pauction.display (escaped control and bidi characters, cut with "…", tables sized by display
-# width). JSON output (_out with --json) keeps the exact text.
-
-ITEM_WIDTH = 30          # item column of the tables
-NAME_WIDTH = 20          # name columns of the tables (names are at most 32 characters)
-LINE_ITEM_WIDTH = 40     # an item inside a one-line summary (watch, bid, close)
-
-
-def _who(key: str | None, name: str | None) -> str:
-    return name or (key[:8] if key else "-")
-
-
-def _when(ms: int | None) -> str:
-    from p2pauction.timefmt import format_ms
-
-    return format_ms(ms)
-
-
-def _summary_line(summary: str, item: str | None) -> str:
-    """The node's one-line summary, made safe, with a long item cut down.
-
-    The summary embeds the item verbatim; a 200-character item would push the price off the
-    line, so its first occurrence is shortened (names come before it but are shorter than any
-    item that gets cut, except in wide scripts, where the worst case is a cut name).
-    """
-    if item and display_width(item) > LINE_ITEM_WIDTH and item in summary:
-        summary = summary.replace(item, safe_text(item, LINE_ITEM_WIDTH), 1)
-    return safe_text(summary)
-
-
-def render_notification(note: dict[str, Any]) -> str:
-    """One feed line: ``14:02:03 [own ] C1 opens Pic#1 at 75 USDt  (auction 1a2b3c4d)``."""
-    from p2pauction.timefmt import CLOCK, format_ms
-
-    clock = format_ms(note.get("ts", 0), CLOCK)
-    mark = "own " if note.get("own") else "peer"
-    missed = f"  [{note['missed']} earlier events missed: slow reader]" if note.get("missed") else ""
-    auction = note.get("auction")
-    item = auction.get("item") if isinstance(auction, dict) else None
-    summary = _summary_line(str(note.get("summary") or note.get("kind")), item)
-    return f"{clock} [{mark}] {summary}  (auction {safe_text(str(note['auction_id'])[:8])}){missed}"
-
-
-def _leading(view: dict[str, Any]) -> str:
-    bid = view.get("winner") if view.get("status") == "closed" else view.get("leading")
-    if not bid:
-        return "-"
-    return f"{bid['amount']} by {_who(bid.get('bidder'), bid.get('name'))}"
-
-
-def _render_auctions(views: list[dict[str, Any]]) -> str:
-    if not views:
-        return "no auctions"
-    columns = (Column("AUCTION"), Column("STATUS"), Column("ITEM", max_width=ITEM_WIDTH),
-               Column("START", "right"), Column("BEST", max_width=NAME_WIDTH + 16), Column("BIDS", "right"),
-               Column("SELLER", max_width=NAME_WIDTH), Column("ENDS"))
-    rows = [(v["id"][:12], v["status"].upper(), v["item"], f"{v['start_price']} {v['currency']}", _leading(v),
-             str(len(v.get("bids", []))), _who(v.get("seller"), v.get("seller_name")),
-             _when(v.get("ends_at")) if v.get("ends_at") else "-")
-            for v in views]
-    return render_table(columns, rows)
-
-
-def _render_auction(v: dict[str, Any]) -> str:
-    """``show``: the full item and names (escaped, not cut), one bid per line."""
-    currency = safe_text(v["currency"])
-    lines = [
-        f"auction  {v['id']}",
-        f"item     {safe_text(v['item'])}",
-        f"seller   {safe_text(_who(v.get('seller'), v.get('seller_name')))} ({v.get('seller', '')[:16]})",
-        f"status   {v['status'].upper()}",
-        f"start    {v['start_price']} {currency} (min increment {v.get('min_increment', '0')})",
-        f"opened   {_when(v.get('opened_ts'))}",
-    ]
-    if v.get("ends_at"):
-        lines.append(f"ends     {_when(v['ends_at'])}")
-    if v["status"] == "closed":
-        winner = v.get("winner")
-        lines.append("result   " + (f"{safe_text(_who(winner.get('bidder'), winner.get('name')))} wins at "
-                                    f"{winner['amount']} {currency}" if winner else "closed with no bids"))
-    elif v["status"] == "disputed":
-        lines.append(f"result   DISPUTED: the seller signed {len(v.get('closes', []))} different closes: "
-                     + ", ".join(c[:12] for c in v.get("closes", [])))
-    else:
-        lines.append(f"leading  {safe_text(_leading(v))}")
-    bids = v.get("bids", [])
-    lines.append(f"bids     {len(bids)}")
-    if bids:
-        columns = (Column("BID"), Column("AMOUNT", "right"), Column("BIDDER"), Column("PLACED"), Column("NOTE"))
-        rows = [(b["id"][:12], f"{b['amount']} {v['currency']}", _who(b.get("bidder"), b.get("name")),
-                 _when(b.get("ts")), "LATE (concurrent with the close)" if b.get("late") else "")
-                for b in bids]
-        lines.extend("  " + line for line in render_table(columns, rows).splitlines())
-    return "\n".join(lines)
-
-
-def _render_history(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no finished auctions in that window"
-    columns = (Column("AUCTION"), Column("STATUS"), Column("ITEM", max_width=ITEM_WIDTH), Column("PRICE", "right"),
-               Column("WINNER", max_width=NAME_WIDTH), Column("SELLER", max_width=NAME_WIDTH), Column("CLOSED"))
-    table = [(str(r.get("id", r.get("auction", "")))[:12], str(r.get("status", "")).upper(), str(r.get("item", "")),
-              f"{r.get('price')} {r.get('currency', '')}" if r.get("price") is not None else "-",
-              _who(r.get("winner"), r.get("winner_name")) if r.get("winner") else "-",
-              _who(r.get("seller"), r.get("seller_name")), _when(r.get("closed_ts")))
-             for r in rows]
-    return render_table(columns, table)
-
-
-def _render_stats(stats: dict[str, Any]) -> str:
-    """``history --stats``: a summary line, then one table per figure (empty ones left out)."""
-    tables = [render_table(columns, rows) for columns, rows in _stats_tables(stats) if rows]
-    return "\n\n".join([_stats_heading(stats), *tables])
-
-
-_StatsTable = tuple[tuple[Column, ...], list[tuple[str, ...]]]   # columns, rows
-
-
-def _stats_heading(stats: dict[str, Any]) -> str:
-    since = _when(stats["since"]) if stats.get("since") is not None else "the beginning"
-    until = _when(stats["until"]) if stats.get("until") is not None else "now"
-    return (f"finished auctions closed from {since} to {until}: {stats.get('finished', 0)} "
-            f"(closed {stats.get('closed', 0)}, of which {stats.get('unsold', 0)} without bids; "
-            f"disputed {stats.get('disputed', 0)})")
-
-
-def _stats_tables(stats: dict[str, Any]) -> list[_StatsTable]:
-    """(columns, rows) of each stats table: per currency, top sellers and bidders, by volume."""
-    def name(entry: dict[str, Any]) -> str:
-        return str(entry.get("name") or "-")
-
-    def key(entry: dict[str, Any]) -> str:
-        return str(entry.get("key", ""))[:8]
-
-    tables: list[_StatsTable] = [
-        ((Column("CURRENCY"), Column("SOLD", "right"), Column("VOLUME", "right"), Column("AVERAGE", "right"),
-          Column("MAX", "right")),
-         [(cur, str(c.get("count", 0)), str(c.get("volume")), str(c.get("average")), str(c.get("max")))
-          for cur, c in (stats.get("currencies") or {}).items()]),
-        ((Column("TOP SELLERS", max_width=NAME_WIDTH), Column("KEY"), Column("AUCTIONS", "right"),
-          Column("SOLD", "right"), Column("VOLUME")),
-         [(name(e), key(e), str(e.get("count", 0)), str(e.get("sold", 0)), _volumes(e.get("volume")))
-          for e in stats.get("top_sellers") or []]),
-        ((Column("TOP BIDDERS", max_width=NAME_WIDTH), Column("KEY"), Column("BIDS", "right"),
-          Column("WINS", "right"), Column("VOLUME")),
-         [(name(e), key(e), str(e.get("bids", 0)), str(e.get("wins", 0)), _volumes(e.get("volume")))
-          for e in stats.get("top_bidders") or []]),
-    ]
-    for field, title in (("top_sellers_by_volume", "SELLERS BY VOLUME"),
-                         ("top_bidders_by_volume", "BIDDERS BY VOLUME")):
-        tables.append(((Column("CURRENCY"), Column("RANK", "right"), Column(title, max_width=NAME_WIDTH),
-                        Column("KEY"), Column("VOLUME", "right")),
-                       [(cur, str(rank), name(e), key(e), str(e.get("volume")))
-                        for cur, entries in (stats.get(field) or {}).items()
-                        for rank, e in enumerate(entries, start=1)]))
-    return tables
-
-
-def _volumes(volume: Any) -> str:
-    """``{"USDt": "320", "EUR": "5"}`` as ``320 USDt, 5 EUR``."""
-    if not isinstance(volume, dict) or not volume:
-        return "-"
-    return ", ".join(f"{amount} {cur}" for cur, amount in volume.items())
-
-
-def _render_peers(peers: list[dict[str, Any]]) -> str:
-    if not peers:
-        return "no connected peers"
-    columns = (Column("KEY"), Column("ADDRESS", max_width=48), Column("ROLE"), Column("DIRECTION"))
-    rows = [(str(p.get("key") or "?")[:16], str(p.get("addr") or p.get("remote") or "?"), str(p.get("role", "node")),
-             "out" if p.get("outbound") else "in") for p in peers]
-    return render_table(columns, rows)
-
-
-def _render_status(status: dict[str, Any]) -> str:
-    return _render_mapping(status)
-
-
-def _render_mapping(data: Any, indent: int = 0) -> str:
-    pad = "  " * indent
-    if not isinstance(data, dict):
-        return f"{pad}{safe_text(str(data))}"
-    lines = []
-    for key, value in data.items():
-        label = safe_text(str(key))
-        if isinstance(value, dict):
-            if value:
-                lines.append(f"{pad}{label}:")
-                lines.append(_render_mapping(value, indent + 1))
-            else:
-                lines.append(f"{pad}{label}: -")
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            lines.append(f"{pad}{label}:")
-            for item in value:
-                lines.append(f"{pad}  - " + safe_text(", ".join(f"{k}={_short(v)}" for k, v in item.items())))
-        elif isinstance(value, list):
-            lines.append(f"{pad}{label}: " + (safe_text(", ".join(_short(v) for v in value)) or "-"))
-        else:
-            lines.append(f"{pad}{label}: {safe_text(str(value))}")
-    return "\n".join(lines)
-
-
-def _short(value: Any) -> str:
-    """Compact text for a nested value: keys shortened to 16 hex digits, dicts as JSON."""
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        return value[:16]
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return str(value)
 
 
 if __name__ == "__main__":

@@ -130,11 +130,29 @@ class _Demo:
                 feed.append(json.loads(line))
 
 
-def _say(text: str) -> None:
-    """Print one line; what it quotes (items, names, CLI errors) is made inert first."""
-    from p2pauction.display import safe_text
+@dataclass
+class _Output:
+    """Where the demo's lines go: text for people, or JSON lines (``demo --json``,
+    docs/cli-output.schema.json ``$defs/demo_line``)."""
 
-    print(safe_text(text), flush=True)
+    json_lines: bool = False
+
+
+_output = _Output()
+
+
+def _say(text: str, line: str = "info", node: str | None = None, **fields: object) -> None:
+    """Print one line; what it quotes (items, names, CLI errors) is made inert first.
+
+    With ``--json`` the line is ``{"demo": line, "message": text, "node": node, ...fields}``
+    (exact text: JSON escapes what a terminal would interpret).
+    """
+    from p2pauction.display import json_text, safe_text
+
+    if _output.json_lines:
+        print(json_text({"demo": line, "message": text, "node": node, **fields}), flush=True)
+    else:
+        print(safe_text(text), flush=True)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -149,21 +167,22 @@ async def _start(demo: _Demo) -> None:
                             "--data-dir", str(demo.data_dir("bootstrap")), "--log-format", "json",
                             stdout=asyncio.subprocess.PIPE)
     boot_addr = str((await demo.first_line(boot))["listen"])
-    _say(f"bootstrap listening on {boot_addr}")
+    _say(f"bootstrap listening on {boot_addr}", "start", "bootstrap")
     nodes = [await demo.spawn(name, "node", "--data-dir", str(demo.data_dir(name)), "--listen", "127.0.0.1:0",
                               "--bootstrap", boot_addr, "--net", demo.net, "--name", name, "--json",
                               "--log-format", "json", "--set", "ae_interval=2",
                               stdout=asyncio.subprocess.PIPE) for name in NAMES]
     for entry in nodes:
         info = await demo.first_line(entry)
-        _say(f"node {entry.name} listening on {info['listen']} (key {str(info['public_key'])[:12]}...)")
+        _say(f"node {entry.name} listening on {info['listen']} (key {str(info['public_key'])[:12]}...)", "start",
+             entry.name)
 
     async def meshed() -> bool:
         statuses = [await demo.status(n) for n in NAMES]
         return all(s["peers"] >= len(NAMES) - 1 for s in statuses)
 
     await demo.poll("the three nodes to connect to each other", meshed)
-    _say("the three nodes are connected to each other")
+    _say("the three nodes are connected to each other", "start")
 
 
 async def _scenario(demo: _Demo, tg: asyncio.TaskGroup) -> None:
@@ -189,9 +208,9 @@ async def _scenario(demo: _Demo, tg: asyncio.TaskGroup) -> None:
     for number, (who, what, args) in enumerate(steps, start=1):
         result = await demo.cli(who, *(a.format(pic1=pic1) for a in args))
         if number == 1:
-            pic1 = str(result["auction"])
+            pic1 = str(result["auction_id"])
         outcome = f" -> {result['summary']}" if "summary" in result else ""
-        _say(f"step {number}: {who} {what}{outcome}")
+        _say(f"step {number}: {who} {what}{outcome}", "step", who)
         await demo.poll(f"every node to hold step {number}", _agree_on(demo, number))
     await demo.poll("every watch to stream the six events",
                     _feeds_complete(demo))
@@ -214,12 +233,13 @@ def _feeds_complete(demo: _Demo) -> Callable[[], Awaitable[bool]]:
 
 
 def _show_feeds(demo: _Demo) -> None:
-    from p2pauction.cli import render_notification
+    from p2pauction.render import render_notification
 
     for name in NAMES:
-        _say(f"--- {name}'s feed (own events and peers' events) ---")
+        if not _output.json_lines:
+            _say(f"--- {name}'s feed (own events and peers' events) ---")
         for note in demo.feeds.get(name, []):
-            _say(f"  {render_notification(note)}")
+            _say(f"  {render_notification(note)}", "feed", name, notification=note)
 
 
 async def _verdicts(demo: _Demo, pic1: str) -> None:
@@ -230,7 +250,7 @@ async def _verdicts(demo: _Demo, pic1: str) -> None:
         verdict = (f"{winner.get('name') or str(winner.get('bidder', '?'))[:8]} wins {view['item']} at "
                    f"{view.get('price')} {view['currency']}" if view.get("status") == "closed"
                    else f"{view['item']} is {str(view.get('status')).upper()}")
-        _say(f"[{name}] {verdict}")
+        _say(f"[{name}] {verdict}", "verdict", name, agrees=verdict == EXPECTED)
         if verdict != EXPECTED:
             failures.append(f"{name} says {verdict!r}")
     if failures:
@@ -250,7 +270,7 @@ async def _main(net: str, timeout: float, root: Path) -> int:
                 await _scenario(demo, tg)
             finally:
                 await demo.kill_all()  # also ends the feed readers (EOF)
-        _say(f"every node agrees: {EXPECTED}")
+        _say(f"every node agrees: {EXPECTED}", "result", ok=True)
         return 0
     except (DemoFailed, ExceptionGroup) as exc:
         failures = _demo_failures(exc)
@@ -260,6 +280,8 @@ async def _main(net: str, timeout: float, root: Path) -> int:
 
         for failure in failures:
             print(f"demo failed: {safe_text(str(failure))}", file=sys.stderr)
+        if _output.json_lines:
+            _say("demo failed", "result", ok=False)
         return 1
     finally:
         await demo.kill_all()
@@ -281,10 +303,15 @@ def _demo_failures(exc: BaseException) -> list[DemoFailed] | None:
     return None
 
 
-def run_demo(net: str = "p2pauction-demo", timeout: float = 60.0, keep: bool = False) -> int:
-    """Run the demo; returns the exit status. Processes are cleaned up whatever happens."""
+def run_demo(net: str = "p2pauction-demo", timeout: float = 60.0, keep: bool = False,
+             json_lines: bool = False) -> int:
+    """Run the demo; returns the exit status. Processes are cleaned up whatever happens.
+
+    ``json_lines``: every line is a JSON object (``--json``), feed lines carry the notification.
+    """
+    _output.json_lines = json_lines
     root = Path(tempfile.mkdtemp(prefix="p2pauction-demo-"))
-    _say(f"demo: processes and their logs in {root}")
+    _say(f"demo: processes and their logs in {root}", "start", directory=str(root))
     try:
         return asyncio.run(_main(net, timeout, root))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -292,6 +319,6 @@ def run_demo(net: str = "p2pauction-demo", timeout: float = 60.0, keep: bool = F
         return 130
     finally:
         if keep:
-            _say(f"kept {root}")
+            _say(f"kept {root}", "info", directory=str(root))
         else:
             shutil.rmtree(root, ignore_errors=True)

@@ -29,18 +29,27 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from p2pauction import errors
-from p2pauction.api import (DEFAULT_QUEUE_SIZE, CloseResult, Feeds, Listener, Notification, Subscription,
-                            wait_event)
 from p2pauction.control import MAX_DURATION_S, ControlConfig, ControlServer
+from p2pauction.feeds import DEFAULT_QUEUE_SIZE, Feeds, Listener, Notification, Subscription, wait_event
 from p2pauction.gossip.config import DEFAULT_NET  # re-exported: callers import it from here
 from p2pauction.logs import get_logger
+from p2pauction.results import CloseResult, JSONObject, JSONValue
+from p2pauction.state.ledger import AuctionView, Status
+
+if TYPE_CHECKING:
+    from p2pauction.gossip.core import GossipCore
+    from p2pauction.gossip.transport import Transport
+    from p2pauction.state.authoring import Author
+    from p2pauction.state.events import Event
+    from p2pauction.state.identity import Identity
+    from p2pauction.state.replica import Replica
 
 log = get_logger(__name__)
 
@@ -48,6 +57,44 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
 
 WallClock = Callable[[], int]
+# A value for a field of GossipConfig (``gossip={"ae_interval": 2.0}``)
+GossipSetting = int | float | str | bool | Sequence[str] | None
+
+# What the queries return: the JSON shapes of docs/cli-output.schema.json (``--json``).
+Stats = JSONObject          # history --stats: $defs/stats
+NodeStatus = JSONObject     # status: $defs/status
+
+
+class HistoryRow(TypedDict):
+    """A finished auction ($defs/history_row): the buyer is the winning bidder's key."""
+
+    auction_id: str
+    item: str
+    currency: str
+    status: str
+    seller: str
+    seller_name: str | None
+    buyer: str | None
+    buyer_name: str | None
+    bid_id: str | None
+    price: str | None
+    opened_ts: int
+    closed_ts: int | None
+    bid_count: int
+    late_bid_count: int
+
+
+class PeerInfo(TypedDict):
+    """A connected peer ($defs/peer); ``since`` is epoch ms like every time in the output."""
+
+    key: str
+    name: str | None
+    role: str
+    listen: str | None
+    remote: str | None
+    outbound: bool
+    eager: bool
+    since: int | None
 
 
 def wall_clock_ms() -> int:
@@ -162,7 +209,7 @@ class AuctionNode:
 
     def __init__(self, data_dir: Path | str, *, listen: str = DEFAULT_LISTEN,
                  bootstraps: Iterable[str] = (), net: str | None = None, name: str | None = None,
-                 network: bool = True, control: bool = True, gossip: Mapping[str, Any] | None = None,
+                 network: bool = True, control: bool = True, gossip: Mapping[str, GossipSetting] | None = None,
                  auto_close_grace: float = 0.5, catch_up_delay: float | None = None,
                  queue_size: int = DEFAULT_QUEUE_SIZE, clock: WallClock | None = None,
                  control_config: ControlConfig | None = None) -> None:
@@ -173,7 +220,7 @@ class AuctionNode:
         self._name_arg = name
         self.network_enabled = network
         self.control_enabled = control
-        self.gossip_overrides = dict(gossip or {})
+        self.gossip_overrides: dict[str, GossipSetting] = dict(gossip or {})
         self.auto_close_grace = auto_close_grace
         self._catch_up_arg = catch_up_delay
         self.catch_up_delay = catch_up_delay or 0.0
@@ -185,11 +232,11 @@ class AuctionNode:
         self.net: str = net or DEFAULT_NET
         self.name: str | None = name
         self.address: str | None = None
-        self._replica: Any = None
-        self._author: Any = None
-        self._identity: Any = None
-        self._core: Any = None
-        self._transport: Any = None
+        self._replica: Replica | None = None
+        self._author: Author | None = None
+        self._identity: Identity | None = None
+        self._core: GossipCore | None = None
+        self._transport: Transport | None = None
         self._control: ControlServer | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -219,6 +266,18 @@ class AuctionNode:
         return str(self._identity.public_hex)
 
     @property
+    def _rep(self) -> Replica:
+        if self._replica is None:
+            raise errors.UsageError("the node is not running (use `async with AuctionNode(...)`)")
+        return self._replica
+
+    @property
+    def _auth(self) -> Author:
+        if self._author is None:
+            raise errors.UsageError("the node is not running (use `async with AuctionNode(...)`)")
+        return self._author
+
+    @property
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()
 
@@ -236,7 +295,7 @@ class AuctionNode:
             raise
         self._write_info()
         log.info("node_started", name=self.name, addr=self.address, net=self.net,
-                 key=self.public_key[:16], events=len(self._replica.ledger), data_dir=str(self.data_dir))
+                 key=self.public_key[:16], events=len(self._rep.ledger), data_dir=str(self.data_dir))
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop every service, close the store and release the data directory. Idempotent."""
@@ -362,8 +421,11 @@ class AuctionNode:
 
         transport = Transport(None, self.listen, on_accepted=self._on_accepted)
         self.address = await transport.bind()
+        # the overrides are typed loosely (a value of some GossipConfig field): the dataclass
+        # takes them by name, and parse_overrides already typed the CLI's --set values
+        overrides: dict[str, Any] = dict(self.gossip_overrides)
         config = GossipConfig(net=self.net, listen_addr=self.address, bootstraps=list(self.bootstraps),
-                              **self.gossip_overrides)
+                              **overrides)
         # The node is an adapter: OS randomness is fine here (the core only sees the Random).
         rng = random.Random(int.from_bytes(os.urandom(16), "big"))
         if self._catch_up_arg is None:
@@ -384,35 +446,36 @@ class AuctionNode:
             raise errors.P2PAuctionError(f"the node has failed: {_start_error(self._runner, self.listen)}")
         return self
 
-    def _publish(self, event: Any) -> None:
+    def _publish(self, event: Event) -> None:
         """Apply and spread a locally authored event; durable when this returns."""
         from p2pauction.state.ledger import OutcomeKind
 
-        if self._core is not None:
+        if self._core is not None and self._transport is not None:
             outcome = self._core.publish(event, self._transport.now())
             self._transport.pump()
         else:
-            outcome = self._replica.receive(event)
+            outcome = self._rep.receive(event)
             for accepted in outcome.accepted:
                 self._on_accepted(accepted, accepted.author == self.public_key)
         if outcome.kind not in (OutcomeKind.ACCEPTED, OutcomeKind.DUPLICATE):
             reason = str(outcome.reason) if outcome.reason is not None else str(outcome.kind)
             raise errors.RuleViolation(f"the node refused its own event: {reason}", reason)
 
-    def _on_accepted(self, event: Any, own: bool) -> None:
+    def _on_accepted(self, event: Event, own: bool) -> None:
         """Every newly accepted event (own or a peer's): bookkeeping, then the feeds."""
-        from p2pauction.state.events import Kind
+        from p2pauction.state.events import CloseBody, OpenBody
 
-        if event.kind == Kind.OPEN and event.author == self.public_key and event.body.ends_at is not None:
-            self._schedule(event.id, event.body.ends_at)
-        if event.kind == Kind.CLOSE:
+        body = event.body
+        if isinstance(body, OpenBody) and event.author == self.public_key and body.ends_at is not None:
+            self._schedule(event.id, body.ends_at)
+        if isinstance(body, CloseBody):
             self._deadlines.pop(event.auction_id, None)  # the Replica already recorded it as finished
         if not self.feeds.subscribers:
             return
         self.counters["notifications"] += 1
         try:
             # O(1) whatever the auction's size: the view's bid list is only built if a reader asks
-            view = self._replica.ledger.auction(event.auction_id)
+            view = self._rep.ledger.auction(event.auction_id)
             self.feeds.publish(Notification(event=event, auction=view, own=own))
         except Exception:  # the feeds' failure must not reach the network or the caller's action
             self.counters["notify_failed"] += 1
@@ -433,7 +496,7 @@ class AuctionNode:
                 raise errors.UsageError(
                     f"duration must be a positive number of seconds up to {MAX_DURATION_S:g}, not {duration!r}")
             ends_at = now + max(1, int(duration * 1000))
-        event = self._author.open(self._replica.ledger, item=item, start_price=price, currency=currency,
+        event = self._auth.open(self._rep.ledger, item=item, start_price=price, currency=currency,
                                   min_increment=increment, ends_at=ends_at, wall_ms=now)
         self._publish(event)
         self.counters["opened"] += 1
@@ -447,7 +510,7 @@ class AuctionNode:
         self._require()
         auction_id = self.resolve(auction)
         value = _money(amount, "bid amount")
-        event = self._author.bid(self._replica.ledger, auction_id, value, wall_ms=self._clock())
+        event = self._auth.bid(self._rep.ledger, auction_id, value, wall_ms=self._clock())
         self._publish(event)
         self.counters["bids"] += 1
         return str(event.id)
@@ -456,13 +519,16 @@ class AuctionNode:
         """Close one's own auction now; the winner is the best bid this node has."""
         self._require()
         auction_id = self.resolve(auction)
-        event = self._author.close(self._replica.ledger, auction_id, wall_ms=self._clock())
+        event = self._auth.close(self._rep.ledger, auction_id, wall_ms=self._clock())
         self._publish(event)
         self.counters["closed"] += 1
         return self._close_result(event)
 
-    def _close_result(self, event: Any) -> CloseResult:
-        view = self._replica.ledger.auction(event.auction_id)
+    def _close_result(self, event: Event) -> CloseResult:
+        from p2pauction.state.events import CloseBody
+
+        view = self._rep.ledger.auction(event.auction_id)
+        assert isinstance(event.body, CloseBody)
         winner = event.body.winner
         if winner is None:
             bid = None
@@ -482,60 +548,70 @@ class AuctionNode:
         text = (auction or "").strip().lower()
         if not text:
             raise errors.NotFound("no auction id given")
-        return str(self._replica.ledger.resolve_prefix(text))
+        return str(self._rep.ledger.resolve_prefix(text))
 
-    def auction(self, auction: str) -> Any:
+    def auction(self, auction: str) -> AuctionView:
         """The AuctionView of an auction (id or unique prefix)."""
-        return self._replica.ledger.auction(self.resolve(auction))
+        return self._rep.ledger.auction(self.resolve(auction))
 
-    def auctions(self, status: str | None = "open") -> list[Any]:
+    def auctions(self, status: str | None = "open") -> list[AuctionView]:
         """Auctions with ``status`` (open, closed, disputed; ``all`` or None for every one)."""
         self._require()
-        from p2pauction.state.ledger import Status
-
         if status is None or str(status) == "all":
-            return list(self._replica.ledger.auctions(None))
+            return list(self._rep.ledger.auctions(None))
         try:
             wanted = Status(str(status).lower())
         except ValueError:
             raise errors.UsageError(f"status must be one of {', '.join(STATUS_CHOICES)}, not {status!r}") from None
-        return list(self._replica.ledger.auctions(wanted))
+        return list(self._rep.ledger.auctions(wanted))
 
     def history(self, since: datetime | int | str | None = None,
-                until: datetime | int | str | None = None) -> list[dict[str, Any]]:
+                until: datetime | int | str | None = None) -> list[HistoryRow]:
         """Finished (closed or disputed) auctions closed in [since, until]."""
         self._require()
-        return list(self._replica.store.history(to_ms(since), to_ms(until)))
+        return [_history_row(row) for row in self._rep.store.history(to_ms(since), to_ms(until))]
 
     def stats(self, since: datetime | int | str | None = None,
-              until: datetime | int | str | None = None) -> dict[str, Any]:
+              until: datetime | int | str | None = None) -> Stats:
         """Analytics over finished auctions: count, volume, average/max price per currency, tops."""
         self._require()
-        return dict(self._replica.store.stats(to_ms(since), to_ms(until)))
+        return _json_object(self._rep.store.stats(to_ms(since), to_ms(until)))
 
-    def peers(self) -> list[dict[str, Any]]:
+    def peers(self) -> list[PeerInfo]:
+        """Connected peers and the bootstrap, with the name each key last claimed in an event."""
         self._require()
-        return list(self._core.peers()) if self._core is not None else []
+        if self._core is None or self._transport is None:
+            return []
+        # the core's `since` is a monotonic reading: shift it onto the wall clock (epoch ms)
+        offset_ms = self._clock() - self._transport.now() * 1000
+        ledger = self._rep.ledger
+        return [PeerInfo(key=str(p["key"]), name=ledger.claimed_name(str(p["key"])), role=str(p.get("role", "node")),
+                         listen=_opt_str(p.get("addr")), remote=_opt_str(p.get("remote")),
+                         outbound=bool(p.get("outbound")), eager=bool(p.get("eager")),
+                         since=None if p.get("since") is None else round(offset_ms + float(p["since"]) * 1000))
+                for p in self._core.peers()]
 
-    def status(self) -> dict[str, Any]:
-        """Identity, address, digest and counters (ledger, gossip, transport, node)."""
+    def status(self) -> NodeStatus:
+        """Identity, address, digest and rejections, then every counter: ``ledger``, ``node``,
+        and with the network on ``gossip`` and ``transport`` ($defs/status)."""
         self._require()
-        ledger = self._replica.ledger
-        out: dict[str, Any] = {
+        ledger = self._rep.ledger
+        out: NodeStatus = {
             "name": self.name, "public_key": self.public_key, "net": self.net, "listen": self.address,
-            "pid": os.getpid(), "data_dir": str(self.data_dir), "digest": ledger.digest_hex,
-            "events": len(ledger), "auctions": ledger.status_counts(),
-            "ledger": _jsonable(ledger.counters), "node": dict(self.counters),
-            "subscribers": self.feeds.subscribers, "network": self._core is not None,
-            "uptime_s": round(time.monotonic() - self._started_mono, 3) if self._started_mono else 0.0,
+            "network": self._core is not None, "pid": os.getpid(), "data_dir": str(self.data_dir),
+            "started_at": self._started_ms, "digest": ledger.digest_hex, "events": len(ledger),
+            "pending": ledger.counters.pending, "peers": 0,
+            "rejected": sum(ledger.counters.rejected.values()),
+            "rejected_by_reason": dict(sorted(ledger.counters.rejected.items())),
+            "auctions": dict(ledger.status_counts()), "subscribers": self.feeds.subscribers,
             "scheduled_closes": len(self._deadlines),
+            "uptime_s": round(time.monotonic() - self._started_mono, 3) if self._started_mono else 0.0,
+            "ledger": _json_object(ledger.counters.to_json()), "node": dict(self.counters),
         }
-        if self._core is not None:
+        if self._core is not None and self._transport is not None:
             out["peers"] = len([p for p in self._core.peers() if p.get("role") == "node"])
-            out["gossip"] = _jsonable(self._core.stats(self._transport.now()))
-            out["transport"] = self._transport.stats()
-        else:
-            out["peers"] = 0
+            out["gossip"] = _json_object(self._core.stats(self._transport.now()))
+            out["transport"] = _json_object(self._transport.stats())
         return out
 
     # ------------------------------------------------------------------ subscriptions
@@ -564,9 +640,9 @@ class AuctionNode:
     def _backlog(self, auction_id: str | None) -> list[Notification]:
         from p2pauction.state.events import decode_event
 
-        ledger = self._replica.ledger
+        ledger = self._rep.ledger
         out = []
-        for raw in self._replica.store.iter_raw():
+        for raw in self._rep.store.iter_raw():
             event = decode_event(raw)
             if auction_id is None or event.auction_id == auction_id:
                 out.append(Notification(event=event, auction=ledger.auction(event.auction_id),
@@ -579,7 +655,7 @@ class AuctionNode:
         from p2pauction.state.ledger import Status
 
         self._started_mono = time.monotonic()
-        for view in self._replica.ledger.auctions(Status.OPEN):
+        for view in self._rep.ledger.auctions(Status.OPEN):
             if view.seller == self.public_key and view.ends_at is not None:
                 self._schedule(view.id, view.ends_at)
 
@@ -607,7 +683,7 @@ class AuctionNode:
     async def _auto_close(self, auction_id: str) -> None:
         from p2pauction.state.ledger import Status
 
-        view = self._replica.ledger.auction(auction_id)
+        view = self._rep.ledger.auction(auction_id)
         if view.status != Status.OPEN or view.seller != self.public_key:
             return
         try:
@@ -624,44 +700,48 @@ class AuctionNode:
     def _open_watch(self, auction: str | None, from_start: bool) -> Subscription:
         return self.subscribe(auction, from_start=from_start)
 
-    def _control_ops(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        async def ping(a: dict[str, Any]) -> Any:
+    def _control_ops(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[JSONValue]]]:
+        """The control socket's operations; each returns its command's --json output
+        (docs/cli-output.schema.json). Arguments were checked against control.OP_SCHEMAS."""
+        async def ping(a: dict[str, Any]) -> JSONValue:
             return {"pong": True, "pid": os.getpid()}
 
-        async def open_(a: dict[str, Any]) -> Any:
+        async def open_(a: dict[str, Any]) -> JSONValue:
             auction_id = await self.open_auction(
                 str(a["item"]), str(a["price"]), currency=str(a.get("currency") or "USDt"),
                 min_increment=str(a.get("increment") or "0"),
                 duration=None if a.get("duration") is None else float(a["duration"]))
-            return {"auction": auction_id, "view": self.auction(auction_id).to_json()}
+            return {"auction_id": auction_id, "auction": self.auction(auction_id).to_json()}
 
-        async def bid(a: dict[str, Any]) -> Any:
+        async def bid(a: dict[str, Any]) -> JSONValue:
             bid_id = await self.place_bid(str(a["auction"]), str(a["amount"]))
             view = self.auction(str(a["auction"]))
-            return {"bid": bid_id, "leading": bool(view.leading and view.leading.id == bid_id),
-                    "view": view.to_json()}
+            from p2pauction.state.money import format_money
 
-        async def close(a: dict[str, Any]) -> Any:
+            return {"bid_id": bid_id, "auction_id": view.id, "amount": format_money(_money(str(a["amount"]), "amount")),
+                    "is_leading": bool(view.leading and view.leading.id == bid_id), "auction": view.to_json()}
+
+        async def close(a: dict[str, Any]) -> JSONValue:
             result = await self.close_auction(str(a["auction"]))
-            return {**result.to_json(), "view": self.auction(result.auction_id).to_json()}
+            return {**result.to_json(), "auction": self.auction(result.auction_id).to_json()}
 
-        async def auctions(a: dict[str, Any]) -> Any:
+        async def auctions(a: dict[str, Any]) -> JSONValue:
             return [v.to_json() for v in self.auctions(a.get("status") or "open")]
 
-        async def show(a: dict[str, Any]) -> Any:
+        async def show(a: dict[str, Any]) -> JSONValue:
             return self.auction(str(a["auction"])).to_json()
 
-        async def history(a: dict[str, Any]) -> Any:
-            return _jsonable(self.history(a.get("since"), a.get("until")))
+        async def history(a: dict[str, Any]) -> JSONValue:
+            return [_json_object(row) for row in self.history(a.get("since"), a.get("until"))]
 
-        async def stats(a: dict[str, Any]) -> Any:
-            return _jsonable(self.stats(a.get("since"), a.get("until")))
+        async def stats(a: dict[str, Any]) -> JSONValue:
+            return self.stats(a.get("since"), a.get("until"))
 
-        async def status(a: dict[str, Any]) -> Any:
+        async def status(a: dict[str, Any]) -> JSONValue:
             return self.status()
 
-        async def peers(a: dict[str, Any]) -> Any:
-            return _jsonable(self.peers())
+        async def peers(a: dict[str, Any]) -> JSONValue:
+            return [_json_object(p) for p in self.peers()]
 
         return {"ping": ping, "open": open_, "bid": bid, "close": close, "auctions": auctions,
                 "show": show, "history": history, "stats": stats, "status": status, "peers": peers}
@@ -687,7 +767,7 @@ def _start_error(runner: asyncio.Task[None], listen: str) -> errors.P2PAuctionEr
     return errors.P2PAuctionError(f"the node failed to start: {exc!r}")
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any) -> JSONValue:
     """Plain JSON types for the control socket (Decimals as canonical money strings)."""
     if isinstance(value, Decimal):
         from p2pauction.state.money import format_money
@@ -698,10 +778,33 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if hasattr(value, "to_json"):
-        return value.to_json()
+        return _jsonable(value.to_json())
     if hasattr(value, "__dataclass_fields__"):
         return {f: _jsonable(getattr(value, f)) for f in value.__dataclass_fields__}
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
 
+
+
+def _json_object(value: Mapping[str, Any]) -> JSONObject:
+    result = _jsonable(value)
+    assert isinstance(result, dict)
+    return result
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _history_row(row: Mapping[str, Any]) -> HistoryRow:
+    """The store's finished-auction row under the output's names (one name per concept)."""
+    price = row.get("price")
+    return HistoryRow(
+        auction_id=str(row["auction"]), item=str(row["item"]), currency=str(row["currency"]),
+        status=str(row["status"]), seller=str(row["seller"]), seller_name=_opt_str(row.get("seller_name")),
+        buyer=_opt_str(row.get("winner")), buyer_name=_opt_str(row.get("winner_name")),
+        bid_id=_opt_str(row.get("winning_bid")),
+        price=None if price is None else str(_jsonable(price)),
+        opened_ts=int(row["opened_ts"]), closed_ts=None if row.get("closed_ts") is None else int(row["closed_ts"]),
+        bid_count=int(row.get("bids") or 0), late_bid_count=int(row.get("late_bids") or 0))

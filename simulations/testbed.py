@@ -318,7 +318,7 @@ class Scenario:
             self._reject("open", res)
             self._log(f"{node.name} open {item} {price} failed: {res.error[-200:]}")
             return None
-        auction_id = str(res.data["auction"])
+        auction_id = str(res.data["auction_id"])
         self.auctions[auction_id] = {"id": auction_id, "item": item, "start": price,
                                      "seller": node.host.name, "t": self.timeline.now()}
         self.high[auction_id] = Decimal(price)
@@ -332,7 +332,7 @@ class Scenario:
             self._reject("bid", res)
             self.last_error[node.name] = res.error
             return None
-        bid_id = str(res.data["bid"])
+        bid_id = str(res.data["bid_id"])
         self.acked_bids[bid_id] = {"id": bid_id, "auction": auction_id, "amount": fmt_money(amount),
                                    "host": node.host.name, "t": self.timeline.now(), "phase": phase}
         self.high[auction_id] = max(self.high[auction_id], amount)
@@ -347,8 +347,8 @@ class Scenario:
             return None
         data = res.data
         self.acked_closes[auction_id] = {"auction": auction_id, "host": node.host.name,
-                                         "winner_bid": data.get("bid"), "price": data.get("price"),
-                                         "winner_name": data.get("winner_name"),
+                                         "winner_bid": data.get("bid_id"), "price": data.get("price"),
+                                         "winner_name": data.get("buyer_name"),
                                          "t": self.timeline.now()}
         self.last_ack = self.timeline.now()
         return dict(data)
@@ -384,7 +384,7 @@ class Scenario:
         if closed is None:
             return out
         self._log(f"reference: {closed.get('summary')}")
-        return {"ok": closed.get("bid") == b3 and closed.get("price") == "80", "pic1": pic1,
+        return {"ok": closed.get("bid_id") == b3 and closed.get("price") == "80", "pic1": pic1,
                 "pic2": pic2, "winning_bid": b3, "close": closed.get("summary")}
 
     async def open_pool(self) -> None:

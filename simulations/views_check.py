@@ -35,23 +35,26 @@ def _cli_json(result: Any) -> str:
 
 def view_renderings(node: SimNode) -> Iterator[tuple[str, Callable[[], object]]]:
     """(what, render) for every view this node can show; render() raises if it cannot."""
-    from p2pauction import cli
-    from p2pauction.node import _jsonable
+    from p2pauction import render
+    from p2pauction.node import _history_row, _json_object
 
     ledger = node.replica.ledger
     store = node.replica.store
     views = ledger.auctions()
     yield "auctions --json", lambda: _cli_json([v.to_json() for v in views])
-    yield "auctions", lambda: cli._render_auctions([v.to_json() for v in views])
+    yield "auctions", lambda: render.render_auctions([v.to_json() for v in views])
     for view in views:
         short = view.id[:12]
         yield f"show {short} --json", partial(lambda v: _cli_json(v.to_json()), view)
-        yield f"show {short}", partial(lambda v: cli._render_auction(v.to_json()), view)
+        yield f"show {short}", partial(lambda v: render.render_auction(v.to_json()), view)
         yield f"api view {short}", partial(_api_view, view)
-    yield "history --json", lambda: _cli_json(_jsonable(store.history(None, None)))
-    yield "history", lambda: cli._render_history(_jsonable(store.history(None, None)))
-    yield "history --stats --json", lambda: _cli_json(_jsonable(store.stats(None, None)))
-    yield "history --stats", lambda: cli._render_stats(_jsonable(store.stats(None, None)))
+    def history() -> list[dict[str, Any]]:   # what the node's control socket sends (HistoryRow)
+        return [_json_object(_history_row(row)) for row in store.history(None, None)]
+
+    yield "history --json", lambda: _cli_json(history())
+    yield "history", lambda: render.render_history(history())
+    yield "history --stats --json", lambda: _cli_json(_json_object(store.stats(None, None)))
+    yield "history --stats", lambda: render.render_stats(_json_object(store.stats(None, None)))
 
 
 def _api_view(view: AuctionView) -> object:
@@ -61,8 +64,8 @@ def _api_view(view: AuctionView) -> object:
 
 def notification_renderings(node: SimNode) -> Iterator[tuple[str, Callable[[], object]]]:
     """(what, render) for a notification of every event the node holds (own=False)."""
-    from p2pauction import cli
-    from p2pauction.api import Notification
+    from p2pauction.feeds import Notification
+    from p2pauction.render import render_notification
     from p2pauction.state.events import decode_event
 
     ledger = node.replica.ledger
@@ -72,7 +75,7 @@ def notification_renderings(node: SimNode) -> Iterator[tuple[str, Callable[[], o
         def render(e: Any = event) -> object:
             note = Notification(event=e, auction=ledger.auction(e.auction_id), own=False)
             data = json.loads(_cli_json({"notification": note.to_json()}))["notification"]
-            return note.describe(), cli.render_notification(data)
+            return note.describe(), render_notification(data)
 
         yield f"watch {event.id[:12]}", render
 

@@ -299,9 +299,14 @@ class NodeProc(Proc):
         return self
 
     def call(self, op: str, **args: Any) -> Any:
+        """One control request; the reply is validated against the CLI output schema."""
         from p2pauction.control import ControlClient
+        from tests.cli_schema import OP_COMMANDS, validate_output
 
-        return ControlClient(self.data_dir, timeout=30.0).call(op, **args)
+        reply = ControlClient(self.data_dir, timeout=30.0).call(op, **args)
+        if op in OP_COMMANDS:
+            validate_output(OP_COMMANDS[op], reply)
+        return reply
 
     def status(self) -> dict[str, Any]:
         return dict(self.call("status"))

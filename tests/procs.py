@@ -6,7 +6,7 @@ Reusable by every integration test::
         boot = cluster.bootstrap()
         c1 = cluster.node("C1")
         c2 = cluster.node("C2")
-        aid = cli(c1.data_dir, "open", "Pic#1", "75").data["auction"]
+        aid = cli(c1.data_dir, "open", "Pic#1", "75").data["auction_id"]
         wait_until(lambda: query(c2.data_dir, "status")["events"] == 1, 20, "C2 has the open")
 
 Everything a test starts is killed when the Cluster exits (or by :func:`stop`/:func:`kill`).
@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.cli_schema import OP_COMMANDS, command_of, validate_output
 
 T = TypeVar("T")
 
@@ -215,20 +217,42 @@ def cli(data_dir: Path | None, *args: str, json_out: bool = True, check: bool = 
                           env=run_env, stdin=subprocess.DEVNULL)
     result = CliResult(done.returncode, done.stdout, done.stderr)
     if json_out and done.returncode == 0 and done.stdout.strip():
-        try:
-            result.data = json.loads(done.stdout)
-        except ValueError:
-            result.data = None
+        result.data = _parse_json_output(args, done.stdout)
     if check:
         assert result.ok, f"p2pauction {' '.join(full)} failed ({done.returncode}): {done.stderr.strip()}"
     return result
 
 
+def _parse_json_output(args: Sequence[str], stdout: str) -> Any:
+    """The parsed ``--json`` output, validated against docs/cli-output.schema.json.
+
+    Commands that print lines (watch, demo, node, bootstrap) give a list of objects, each
+    validated; the others one JSON document.
+    """
+    command = command_of(args)
+    if command in LINE_COMMANDS:
+        lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        for line in lines:
+            validate_output(command, line)
+        return lines
+    data = json.loads(stdout)
+    if command is not None:
+        validate_output(command, data)
+    return data
+
+
+LINE_COMMANDS = ("watch", "demo", "node", "bootstrap")
+
+
 def query(data_dir: Path, op: str, **args: Any) -> Any:
-    """One control-socket request in-process (fast polling, no interpreter start-up)."""
+    """One control-socket request in-process (fast polling, no interpreter start-up); the reply
+    is validated against the schema of the command that asks for it."""
     from p2pauction.control import ControlClient
 
-    return ControlClient(data_dir, timeout=10.0).call(op, **args)
+    reply = ControlClient(data_dir, timeout=10.0).call(op, **args)
+    if op in OP_COMMANDS:
+        validate_output(OP_COMMANDS[op], reply)
+    return reply
 
 
 def digest(data_dir: Path) -> str:
@@ -268,7 +292,11 @@ class Watch:
         if chunk:
             self._buffer += chunk
             *complete, self._buffer = self._buffer.split(b"\n")
-            self.lines.extend(json.loads(line) for line in complete if line.strip())
+            for line in complete:
+                if line.strip():
+                    note = json.loads(line)
+                    validate_output("watch", note)
+                    self.lines.append(note)
         return self.lines
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:

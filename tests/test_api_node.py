@@ -38,6 +38,24 @@ def offline(path: Path, **kwargs: Any) -> AuctionNode:
     return AuctionNode(path, network=False, control=False, **kwargs)
 
 
+def test_ambiguous_prefix_error_lists_the_candidates(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with offline(tmp_path / "n") as node:
+            ids = {await node.open_auction(f"Item {i}", "1"): f"Item {i}" for i in range(20)}
+            by_digit: dict[str, list[str]] = {}
+            for auction_id in sorted(ids):
+                by_digit.setdefault(auction_id[0], []).append(auction_id)
+            digit, shared = max(by_digit.items(), key=lambda kv: (len(kv[1]), kv[0]))
+            with pytest.raises(errors.NotFound) as caught:
+                node.auction(digit)
+            message = str(caught.value)
+            assert message.startswith(f"ambiguous prefix {digit}: ")
+            for auction_id in shared[:10]:
+                assert f"{auction_id[:12]}... {ids[auction_id]}" in message
+
+    run(scenario())
+
+
 def test_open_close_and_queries_offline(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with offline(tmp_path / "n", name="Solo") as node:
@@ -59,7 +77,7 @@ def test_open_close_and_queries_offline(tmp_path: Path) -> None:
                 await node.close_auction(auction)
             assert [v.id for v in node.auctions("closed")] == [auction]
             assert node.auctions("open") == []
-            assert auction in {r.get("id", r.get("auction")) for r in node.history()}
+            assert auction in {r["auction_id"] for r in node.history()}
             status = node.status()
             assert status["events"] == 2 and status["name"] == "Solo" and len(status["digest"]) == 64
             with pytest.raises(errors.UsageError):

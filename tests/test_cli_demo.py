@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_schema import validate_output
 from tests.procs import p2pauction_cmd, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -29,6 +30,19 @@ def test_demo_every_node_reports_c2_wins() -> None:
     feed_lines = [line for line in lines if "[own ]" in line or "[peer]" in line]
     assert len(feed_lines) == 18
     assert sum("[own ]" in line for line in feed_lines) == 6
+
+
+def test_demo_json_lines_match_the_schema() -> None:
+    done = subprocess.run(p2pauction_cmd("demo", "--timeout", "60", "--json"), capture_output=True, text=True,
+                          timeout=150, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for line in lines:
+        validate_output("demo", line)
+    assert [(x["node"], x["agrees"]) for x in lines if x["demo"] == "verdict"] == [
+        ("C1", True), ("C2", True), ("C3", True)]
+    assert len([x for x in lines if x["demo"] == "feed"]) == 18
+    assert (lines[-1]["demo"], lines[-1]["ok"]) == ("result", True)
 
 
 def _pids(root: Path) -> list[int]:

@@ -74,7 +74,7 @@ def test_peer_text_is_inert_in_every_human_output_and_exact_in_json(cluster: Clu
     wait_until(lambda: query(v, "status")["peers"] >= 1 and query(e, "status")["peers"] >= 1, 30,
                "the two nodes to connect")
 
-    auction = cli(e, "open", INJECTION, "1").data["auction"]
+    auction = cli(e, "open", INJECTION, "1").data["auction_id"]
     for price, item in enumerate(WIDE_ITEMS, start=2):
         cli(e, "open", item, str(price))
     wait_converged([e, v], events=3)
@@ -122,4 +122,4 @@ def test_peer_text_is_inert_in_every_human_output_and_exact_in_json(cluster: Clu
         notes = watch.wait_for(5)
     finally:
         watch.stop()
-    assert [n["name"] for n in notes] == [INJECTION] * 3 + [BIDI_NAME, INJECTION]
+    assert [n["author_name"] for n in notes] == [INJECTION] * 3 + [BIDI_NAME, INJECTION]

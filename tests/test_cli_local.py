@@ -48,7 +48,7 @@ def data_dir(node: Proc) -> Path:
 def test_open_show_auctions_and_close_without_bids(solo: Proc) -> None:
     d = data_dir(solo)
     opened = cli(d, "open", "Lamp", "12.5", "--increment", "0.5")
-    auction = opened.data["auction"]
+    auction = opened.data["auction_id"]
     assert len(auction) == 64
     human = cli(d, "open", "Chair", "3", json_out=False)
     assert len(human.stdout.strip()) == 64  # `open` prints just the id: scripts can capture it
@@ -60,20 +60,20 @@ def test_open_show_auctions_and_close_without_bids(solo: Proc) -> None:
     assert auction in listed and human.stdout.strip() in listed
 
     closed = cli(d, "close", auction[:12]).data
-    assert closed["winner"] is None and closed["price"] is None
+    assert closed["buyer"] is None and closed["price"] is None
     assert "no bids" in cli(d, "close", human.stdout.strip(), json_out=False).stdout
     assert cli(d, "show", auction).data["status"] == "closed"
     assert auction in {v["id"] for v in cli(d, "auctions", "--status", "closed").data}
     assert auction not in {v["id"] for v in cli(d, "auctions").data}
     history = cli(d, "history").data
-    assert auction in {r.get("id", r.get("auction")) for r in history}
+    assert auction in {r["auction_id"] for r in history}
     assert "Lamp" in cli(d, "show", auction, json_out=False).stdout
 
 
 def test_bad_input_is_one_line_and_changes_nothing(solo: Proc) -> None:
     d = data_dir(solo)
-    own = cli(d, "open", "Vase", "10").data["auction"]
-    done = cli(d, "open", "Book", "5").data["auction"]
+    own = cli(d, "open", "Vase", "10").data["auction_id"]
+    done = cli(d, "open", "Book", "5").data["auction_id"]
     cli(d, "close", done)
     before = digest(d)
 
@@ -91,16 +91,63 @@ def test_bad_input_is_one_line_and_changes_nothing(solo: Proc) -> None:
 def test_ambiguous_prefix(solo: Proc) -> None:
     d = data_dir(solo)
     # 17 auctions: by pigeonhole two of them share a first hex digit.
-    ids = [query(d, "open", item=f"Lot {i}", price="1")["auction"] for i in range(17)]
+    ids = [query(d, "open", item=f"Lot {i}", price="1")["auction_id"] for i in range(17)]
     firsts: dict[str, int] = {}
     for auction_id in query(d, "auctions", status="all"):
         firsts[auction_id["id"][0]] = firsts.get(auction_id["id"][0], 0) + 1
     shared = next(c for c, n in sorted(firsts.items()) if n > 1)
     before = digest(d)
     assert_one_line_error(cli(d, "close", shared, check=False), "ambiguous")
-    assert_one_line_error(cli(d, "show", shared, check=False), "ambiguous")
+    line = assert_one_line_error(cli(d, "show", shared, check=False), "ambiguous")
+    # like git: every candidate (at most 10) with its id prefix and item
+    candidates = sorted((a["id"], a["item"]) for a in query(d, "auctions", status="all")
+                        if a["id"].startswith(shared))
+    for auction_id, item in candidates[:10]:
+        assert f"{auction_id[:12]}... {item}" in line
+    if firsts[shared] > 10:
+        assert f"and {firsts[shared] - 10} more" in line
     assert digest(d) == before
     assert cli(d, "show", ids[0]).data["id"] == ids[0]
+
+
+def test_ambiguous_prefix_lists_at_most_ten_candidates(solo: Proc) -> None:
+    d = data_dir(solo)
+    for i in range(40):       # 40+ auctions over 16 first digits: some digit has 3 or more
+        query(d, "open", item=f"Many {i}", price="1")
+    counts: dict[str, int] = {}
+    for view in query(d, "auctions", status="all"):
+        counts[view["id"][0]] = counts.get(view["id"][0], 0) + 1
+    digit, count = max(sorted(counts.items()), key=lambda kv: kv[1])
+    line = assert_one_line_error(cli(d, "show", digit, check=False), f"ambiguous prefix {digit}:")
+    assert line.count("... ") == min(count, 10)
+    assert (f"and {count - 10} more" in line) == (count > 10)
+
+
+def test_status_is_short_and_verbose_has_every_counter(solo: Proc) -> None:
+    d = data_dir(solo)
+    short = cli(d, "status", json_out=False).stdout
+    data = cli(d, "status").data
+    assert "None" not in short and len(short.splitlines()) <= 10
+    for label in ("identity", "name", "address", "net", "peers", "events", "digest", "rejected"):
+        assert any(line.startswith(label) for line in short.splitlines()), label
+    assert data["public_key"] in short and data["digest"] in short
+    verbose = cli(d, "status", "--verbose", json_out=False).stdout
+    assert verbose.startswith(short.rstrip("\n"))
+    for counter in data["ledger"]:
+        assert f"ledger.{counter}:" in verbose, counter
+    assert "node.opened:" in verbose and "None" not in verbose
+
+
+def test_status_without_a_name_omits_it(tmp_path: Path) -> None:
+    from tests.procs import start_node, stop
+
+    node = start_node(tmp_path / "anon", offline=True)
+    try:
+        short = cli(tmp_path / "anon", "status", json_out=False).stdout
+        assert "None" not in short and not any(line.startswith("name") for line in short.splitlines())
+        assert cli(tmp_path / "anon", "status").data["name"] is None
+    finally:
+        stop(node)
 
 
 def test_no_node_running(tmp_path: Path) -> None:
@@ -149,7 +196,7 @@ def test_watch_streams_own_events(solo: Proc) -> None:
     watch = Watch(d)
     try:
         wait_until(lambda: query(d, "status")["subscribers"] >= 1, 20, "the watch to attach")
-        auction = cli(d, "open", "Clock", "7").data["auction"]
+        auction = cli(d, "open", "Clock", "7").data["auction_id"]
         cli(d, "close", auction)
         lines = watch.wait_for(2)
         assert [(n["kind"], n["auction_id"], n["own"]) for n in lines[:2]] == [
@@ -160,9 +207,9 @@ def test_watch_streams_own_events(solo: Proc) -> None:
 
 def test_history_stats_and_time_window(solo: Proc) -> None:
     d = data_dir(solo)
-    auction = cli(d, "open", "Map", "2").data["auction"]
+    auction = cli(d, "open", "Map", "2").data["auction_id"]
     cli(d, "close", auction)
-    assert auction in {r.get("id", r.get("auction")) for r in cli(d, "history", "--since", "2000-01-01").data}
+    assert auction in {r["auction_id"] for r in cli(d, "history", "--since", "2000-01-01").data}
     assert cli(d, "history", "--until", "2000-01-01").data == []
     assert isinstance(cli(d, "history", "--stats").data, dict)
     assert_one_line_error(cli(d, "history", "--since", "yesterday-ish", check=False), "yesterday-ish")

@@ -41,7 +41,7 @@ def test_reference_scenario_through_the_cli(cluster: Cluster) -> None:
     wait_watching(dirs)
 
     c1, c2, c3 = (ddir(nodes[n]) for n in NAMES)
-    pic1 = cli(c1, "open", "Pic#1", "75", "--currency", "USDt").data["auction"]
+    pic1 = cli(c1, "open", "Pic#1", "75", "--currency", "USDt").data["auction_id"]
     wait_converged(dirs, events=1)
     only_pic1 = cluster.watch(nodes["C3"], pic1[:8], "--from-start")   # a per-auction feed
     wait_until(lambda: query(c3, "status")["subscribers"] >= 2, 20, "the per-auction watch to attach")
@@ -55,7 +55,7 @@ def test_reference_scenario_through_the_cli(cluster: Cluster) -> None:
     wait_converged(dirs, events=5)
     closed = cli(c1, "close", pic1[:8])
     assert closed.data["summary"] == "C2 wins Pic#1 at 80 USDt"
-    assert (closed.data["winner_name"], closed.data["price"]) == ("C2", "80")
+    assert (closed.data["buyer_name"], closed.data["price"]) == ("C2", "80")
     assert cli(c1, "close", pic1[:8], check=False).returncode != 0  # closing twice
     wait_converged(dirs, events=6)
 
@@ -69,15 +69,15 @@ def test_reference_scenario_through_the_cli(cluster: Cluster) -> None:
 
     keys = {name: query(d, "status")["public_key"] for name, d in zip(NAMES, dirs)}
     streamed = {name: watch.wait_for(6) for name, watch in watches.items()}
-    reference = [(n["kind"], n["event"]) for n in streamed["C1"]]
+    reference = [(n["kind"], n["event_id"]) for n in streamed["C1"]]
     assert [k for k, _ in reference] == ["auction.open", "auction.open", "bid.place", "bid.place",
                                          "bid.place", "auction.close"]
     for name, lines in streamed.items():
-        assert [(n["kind"], n["event"]) for n in lines] == reference, name
+        assert [(n["kind"], n["event_id"]) for n in lines] == reference, name
         assert [n["own"] for n in lines] == [n["author"] == keys[name] for n in lines], name
     assert [n["own"] for n in streamed["C2"]] == [False, True, True, False, True, False]
     pic1_events = [e for k, e in reference if k != "auction.open"]
-    assert [n["event"] for n in only_pic1.wait_for(5)] == [reference[0][1]] + pic1_events
+    assert [n["event_id"] for n in only_pic1.wait_for(5)] == [reference[0][1]] + pic1_events
     assert {n["auction_id"] for n in only_pic1.poll()} == {pic1}
 
 
@@ -89,7 +89,7 @@ def test_two_party_bad_input(cluster: Cluster) -> None:
     status = cli(s, "status").data
     assert status["listen"] == read_address(s) and not status["listen"].endswith(":0")  # port 0 resolved
     assert [p["key"] for p in cli(s, "peers").data if p.get("role") == "node"] == [cli(b, "status").data["public_key"]]
-    auction = cli(s, "open", "Pic#9", "75", "--increment", "0.5").data["auction"]
+    auction = cli(s, "open", "Pic#9", "75", "--increment", "0.5").data["auction_id"]
     wait_converged([s, b], events=1)
 
     before = digest(b)

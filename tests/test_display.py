@@ -192,23 +192,25 @@ def _view(item: str, name: str) -> dict[str, object]:
     return {"id": "a" * 64, "seller": "c" * 64, "seller_name": name, "item": item, "currency": "USDt",
             "start_price": "75", "min_increment": "0", "ends_at": None, "opened_ts": 1_700_000_000_000,
             "status": "open", "bids": [bid], "leading": bid, "closes": [], "winner": None, "price": None,
-            "closed_ts": None}
+            "closed_ts": None, "bid_count": 1, "min_next_bid": "80.00000001"}
 
 
 def test_cli_renderers_show_peer_text_inert() -> None:
-    from p2pauction import cli
+    from p2pauction import render
 
     view = _view(INJECTION, "\u202eC2\u202c")
     outputs = {
-        "auctions": cli._render_auctions([view]),
-        "show": cli._render_auction(view),
-        "watch": cli.render_notification({"ts": 1_700_000_000_000, "own": False, "auction_id": "a" * 64,
+        "auctions": render.render_auctions([view]),
+        "show": render.render_auction(view),
+        "watch": render.render_notification({"ts": 1_700_000_000_000, "own": False, "auction_id": "a" * 64,
                                           "summary": f"{view['seller_name']} opens {INJECTION} at 75 USDt",
                                           "auction": view}),
-        "history": cli._render_history([{"auction": "a" * 64, "status": "closed", "item": INJECTION, "price": "80",
-                                         "currency": "USDt", "winner": "d" * 64, "winner_name": INJECTION,
-                                         "seller": "c" * 64, "seller_name": "\u202eC1", "closed_ts": 1}]),
-        "peers": cli._render_peers([{"key": "e" * 64, "addr": "1.2.3.4:5\x1b[2J", "role": "node", "outbound": True}]),
+        "history": render.render_history([{"auction_id": "a" * 64, "status": "closed", "item": INJECTION,
+                                           "price": "80", "currency": "USDt", "buyer": "d" * 64,
+                                           "buyer_name": INJECTION, "seller": "c" * 64, "seller_name": "\u202eC1",
+                                           "closed_ts": 1}]),
+        "peers": render.render_peers([{"key": "e" * 64, "name": "\u202eC2\x1b", "listen": "1.2.3.4:5\x1b[2J",
+                                       "role": "node", "outbound": True, "since": 1_700_000_000_000}]),
     }
     for name, text in outputs.items():
         assert_inert(text.replace("\n", ""))
@@ -220,16 +222,16 @@ def test_cli_renderers_show_peer_text_inert() -> None:
 
 
 def test_watch_line_cuts_a_long_item_but_keeps_the_price() -> None:
-    from p2pauction import cli
+    from p2pauction.render import render_notification
 
     item = "X" * 150 + "\x1b"
-    line = cli.render_notification({"ts": 0, "own": True, "auction_id": "a" * 64, "auction": {"item": item},
+    line = render_notification({"ts": 0, "own": True, "auction_id": "a" * 64, "auction": {"item": item},
                                     "summary": f"C1 opens {item} at 75 USDt"})
     assert "at 75 USDt" in line and ELLIPSIS in line and display_width(line) < 100
 
 
 def test_stats_are_tables() -> None:
-    from p2pauction import cli
+    from p2pauction.render import render_stats
 
     stats = {"since": None, "until": None, "finished": 3, "closed": 3, "disputed": 0, "unsold": 1,
              "currencies": {"USDt": {"count": 2, "volume": "155", "average": "77.5", "max": "80"}},
@@ -237,7 +239,7 @@ def test_stats_are_tables() -> None:
              "top_bidders": [{"key": "d" * 64, "name": "日本語", "bids": 4, "wins": 2, "volume": {"USDt": "155"}}],
              "top_sellers_by_volume": {"USDt": [{"key": "c" * 64, "name": "C1", "volume": "155"}]},
              "top_bidders_by_volume": {"USDt": [{"key": "d" * 64, "name": None, "volume": "155"}]}}
-    text = cli._render_stats(stats)
+    text = render_stats(stats)
     assert "None" not in text and "{" not in text
     assert_inert(text.replace("\n", ""))
     headers = [line.split()[0] for line in text.split("\n\n")[1:]]

@@ -209,7 +209,7 @@ def test_a_network_with_a_maximal_leading_bid_survives_watchers(tmp_path: Path) 
         assert all(d is not None for d in dirs)
         c1, c2, c3 = (d for d in dirs if d is not None)
         wait_until(lambda: all(len(query(d, "peers")) >= 2 for d in (c1, c2, c3)), 30, "the mesh")
-        aid = cli(c1, "open", "Pic#1", "75").data["auction"]
+        aid = cli(c1, "open", "Pic#1", "75").data["auction_id"]
         wait_until(lambda: query(c2, "status")["events"] == 1, 30, "C2 to see the open")
         cli(c2, "bid", aid[:10], MAX)
         wait_converged([c1, c2, c3], events=2)

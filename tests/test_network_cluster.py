@@ -70,7 +70,7 @@ class Workload:
     def open(self, node: NodeProc) -> str:
         result = node.call("open", item=f"item-{next(self._ids)}", price="10")
         self.count += 1
-        return str(result["auction"])
+        return str(result["auction_id"])
 
     def bid(self, node: NodeProc, auction: str, amount: int) -> None:
         node.call("bid", auction=auction, amount=str(amount))

@@ -264,7 +264,7 @@ def test_a_peer_flooding_forged_events_is_banned_with_bounded_cpu(target: NodePr
 def test_a_peer_that_never_reads_is_dropped_with_bounded_memory(target: NodeProc) -> None:
     """The peer keeps asking for all 300 events (WANT) and never reads the answers. The node's
     serve throttle paces the answers; its send queue fills, and the transport drops the peer."""
-    ids = [str(target.call("open", item=f"bulk-{k}", price="5")["auction"]) for k in range(300)]
+    ids = [str(target.call("open", item=f"bulk-{k}", price="5")["auction_id"]) for k in range(300)]
 
     async def main() -> None:
         dropped_before = target.status()["transport"]["slow_peer_dropped"]

@@ -13,6 +13,7 @@ import pytest
 
 from p2pauction.api import AuctionNode
 from p2pauction.control import _short_path, socket_path
+from tests.cli_schema import validate_output
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,7 +47,8 @@ def test_malformed_requests_get_errors_and_the_connection_survives(tmp_path: Pat
                 money = await ask(reader, writer, b'{"op": "open", "args": {"item": "x", "price": "1e3"}}\n')
                 assert money["error"]["type"] == "MoneyError" and "1e3" in money["error"]["message"]
                 good = await ask(reader, writer, b'{"op": "open", "args": {"item": "x", "price": "3"}}\n')
-                assert good["ok"] is True and len(good["result"]["auction"]) == 64
+                assert good["ok"] is True and len(good["result"]["auction_id"]) == 64
+                validate_output("open", good["result"])
                 missing_auction = await ask(reader, writer, b'{"op": "show", "args": {"auction": "ffff"}}\n')
                 assert missing_auction["error"]["type"] == "NotFound"
             finally:
@@ -64,10 +66,12 @@ def test_watch_streams_then_frees_its_subscription(tmp_path: Path) -> None:
             ack = await ask(reader, writer, b'{"op": "watch", "args": {"from_start": true}}\n')
             assert ack == {"ok": True, "result": {"watching": None}}
             replayed = json.loads(await reader.readline())["notification"]
+            validate_output("watch", replayed)
             assert (replayed["auction_id"], replayed["own"]) == (first, True)
             second = await node.open_auction("After", "1")
             async with asyncio.timeout(10):
                 live = json.loads(await reader.readline())["notification"]
+            validate_output("watch", live)
             assert (live["kind"], live["auction_id"]) == ("auction.open", second)
             assert node.status()["subscribers"] == 1
             writer.close()
@@ -100,6 +104,7 @@ def test_deep_data_directory_beyond_the_unix_socket_path_limit(tmp_path: Path) -
     async def scenario() -> None:
         async with AuctionNode(deep, network=False) as node:
             reply = await asyncio.to_thread(ControlClient(deep).call, "open", item="Far", price="2")
-            assert node.auction(reply["auction"]).item == "Far"
+            validate_output("open", reply)
+            assert node.auction(reply["auction_id"]).item == "Far"
 
     asyncio.run(scenario())

@@ -22,14 +22,14 @@ def test_sigkill_after_bid_then_restart_keeps_the_bid_and_catches_up(cluster: Cl
     seller, bidder = cluster.node("S"), cluster.node("B")
     s, b = ddir(seller), ddir(bidder)
     wait_until(lambda: query(b, "status")["peers"] >= 1, 30, "B to connect")
-    auction = cli(s, "open", "Pic#1", "75").data["auction"]
+    auction = cli(s, "open", "Pic#1", "75").data["auction_id"]
     wait_converged([s, b], events=1)
 
-    bid = cli(b, "bid", auction[:8], "80").data["bid"]
+    bid = cli(b, "bid", auction[:8], "80").data["bid_id"]
     kill(bidder)                              # right after `bid` returned: no clean shutdown
 
     # While B is down: a new auction and a close it misses.
-    other = cli(s, "open", "Pic#2", "10").data["auction"]
+    other = cli(s, "open", "Pic#2", "10").data["auction_id"]
     # No --bootstrap: the store remembers its peers. No --name: remembered too.
     restarted = start_node(b, bootstraps=[], net=cluster.net)
     cluster.procs.append(restarted)
@@ -43,7 +43,7 @@ def test_sigkill_after_bid_then_restart_keeps_the_bid_and_catches_up(cluster: Cl
     wait_until(lambda: other in {v["id"] for v in query(b, "auctions", status="all")}, 30, "B to catch up")
     wait_converged([s, b], events=3)
     result = cli(s, "close", auction).data
-    assert (result["winner_name"], result["price"], result["bid"]) == ("B", "80", bid)
+    assert (result["buyer_name"], result["price"], result["bid_id"]) == ("B", "80", bid)
     wait_converged([s, b], events=4)
     assert query(b, "show", auction=auction)["winner"]["id"] == bid
 
@@ -53,7 +53,7 @@ def test_duration_auction_is_closed_by_the_sellers_node(cluster: Cluster) -> Non
     nodes = [cluster.node(name) for name in ("S", "B", "C")]
     dirs = [ddir(n) for n in nodes]
     wait_until(lambda: all(query(d, "status")["peers"] >= 2 for d in dirs), 30, "the nodes to connect")
-    auction = cli(dirs[0], "open", "Quick", "5", "--duration", "2").data["auction"]
+    auction = cli(dirs[0], "open", "Quick", "5", "--duration", "2").data["auction_id"]
     wait_until(lambda: all(auction in {v["id"] for v in query(d, "auctions")} for d in dirs), 20,
                "every node to see the auction")
     placed = cli(dirs[1], "bid", auction[:8], "6", check=False)   # may be too late on a slow machine

@@ -22,6 +22,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Callable, Iterator
 
+from p2pauction.jsontypes import JSONObject
 from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
                                      decode_event, event_id_of, unsigned_from_raw)
@@ -32,6 +33,8 @@ from p2pauction.state.validation import CONTENT_REASONS, RejectReason
 _MOD = 1 << 256
 TICK = Decimal("0.00000001")   # the smallest step the money grammar allows
 _VIEW_CACHE = 64             # auction views kept until their auction changes
+MAX_CANDIDATES = 10        # auctions an ambiguous-prefix error lists
+CANDIDATE_ITEM_CHARS = 24  # of each one's item (peer text: the CLI escapes it when shown)
 _REJECTED_MEMORY = 65_536   # content-rejected ids remembered (cheap repeats, dependants fail fast)
 
 
@@ -66,7 +69,7 @@ class LedgerCounters:
     evicted: int = 0            # pending events dropped by the caps
     released: int = 0           # pending events later accepted
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
                 "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
                 "pending": self.pending, "pending_bytes": self.pending_bytes,
@@ -83,7 +86,7 @@ class BidView:
     ts: int
     late: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {"id": self.id, "bidder": self.bidder, "name": self.name,
                 "amount": format_money(self.amount), "lamport": self.lamport, "ts": self.ts,
                 "late": self.late}
@@ -162,7 +165,7 @@ class AuctionView:
         """OPEN, and some legal amount is at least :attr:`min_next_bid`."""
         return self.status is Status.OPEN and self.min_next_bid <= MAX_AMOUNT
 
-    def summary_json(self) -> dict[str, Any]:
+    def summary_json(self) -> JSONObject:
         """Everything but the bid list (O(1)): what notifications carry."""
         return {
             "id": self.id, "seller": self.seller, "seller_name": self.seller_name, "item": self.item,
@@ -178,7 +181,7 @@ class AuctionView:
             "min_next_bid": format_money(self.min_next_bid) if self.can_be_outbid else None,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         return {**self.summary_json(), "bids": [b.to_json() for b in self.bids]}
 
     def __eq__(self, other: object) -> bool:
@@ -187,6 +190,10 @@ class AuctionView:
         return self is other or self.to_json() == other.to_json()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _cut(text: str, limit: int = CANDIDATE_ITEM_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 class _Rec:
@@ -277,6 +284,9 @@ class Ledger:
         self._waiting: dict[str, dict[str, None]] = {}  # missing dep id -> pending ids
         self._rejected: OrderedDict[str, RejectReason] = OrderedDict()
         self._views: OrderedDict[str, AuctionView] = OrderedDict()
+        # author key -> (lamport, event id, name) of its latest event that claims a name: what
+        # `peers` shows beside a key (one entry per named author, bounded by the events held)
+        self._claims: dict[str, tuple[int, str, str]] = {}
 
     # ---------------------------------------------------------------- queries
 
@@ -330,20 +340,34 @@ class Ledger:
         return list(self._auction_ids)
 
     def resolve_prefix(self, prefix: str) -> str:
-        """The unique auction id starting with ``prefix`` (like git); NotFound if none or several."""
+        """The unique auction id starting with ``prefix`` (like git); NotFound if none or several.
+
+        When several match, the message lists them like git (id prefix and item, at most
+        MAX_CANDIDATES, then how many more) so that the user can pick one.
+        """
         p = prefix.strip().lower()
         if not p:
             raise NotFound("empty auction id")
         i = bisect.bisect_left(self._auction_ids, p)
-        matches = []
-        for aid in self._auction_ids[i:i + 2]:
-            if aid.startswith(p):
-                matches.append(aid)
+        j = bisect.bisect_left(self._auction_ids, p + "\U0010ffff", i)   # ids are hex: past every match
+        matches = self._auction_ids[i:j]
         if not matches:
             raise NotFound(f"unknown auction {prefix!r}")
         if len(matches) > 1:
-            raise NotFound(f"ambiguous auction prefix {prefix!r}: give more characters")
+            shown = ", ".join(f"{aid[:12]}... {_cut(self._auctions[aid].item)}" for aid in matches[:MAX_CANDIDATES])
+            more = f", and {len(matches) - MAX_CANDIDATES} more" if len(matches) > MAX_CANDIDATES else ""
+            raise NotFound(f"ambiguous prefix {p}: {shown}{more} (give more characters)")
         return matches[0]
+
+    def claimed_name(self, key: str) -> str | None:
+        """The name ``key`` claimed in its latest (lamport, id) event held here that has one."""
+        claim = self._claims.get(key)
+        return claim[2] if claim else None
+
+    def _claim(self, author: str, lamport: int, event_id: str, name: str) -> None:
+        held = self._claims.get(author)
+        if held is None or (lamport, event_id) > held[:2]:
+            self._claims[author] = (lamport, event_id, name)
 
     def leading_head(self, auction_id: str) -> str | None:
         """A head whose causal past (itself included) holds the leading bid (used by Author.close)."""
@@ -502,6 +526,8 @@ class Ledger:
         deps = tuple(map(self._recs.__getitem__, e.deps))
         body = e.body
         author = sys.intern(e.author)
+        if isinstance(body, OpenBody | BidBody) and body.name is not None:
+            self._claim(author, e.lamport, eid, body.name)
         if isinstance(body, OpenBody):
             rec = _Rec(eid, e.kind, eid, author, e.lamport, e.ts, (), None, False, None, None)
             self._recs[eid] = rec
