@@ -97,12 +97,12 @@ def with_decode_cache(base: type) -> type:
     if cls is None:
         from p2pauction.errors import DecodeError
 
-        def receive_raw(self: Any, raw: bytes) -> Any:
+        def receive_raw(self: Any, raw: bytes, **kw: Any) -> Any:
             try:
                 ev = self._decode_cache.decode(raw)
             except DecodeError:
-                return base.receive_raw(self, raw)  # type: ignore[attr-defined]
-            return self.receive(ev)
+                return base.receive_raw(self, raw, **kw)  # type: ignore[attr-defined]
+            return self.receive(ev, **kw)
 
         cls = type(base.__name__ + "WithDecodeCache", (base,), {"receive_raw": receive_raw})
         _CACHED_CLASSES[base] = cls
