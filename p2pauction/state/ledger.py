@@ -27,6 +27,7 @@ the newest entry (only the eviction order differs).
 from __future__ import annotations
 
 import bisect
+import functools
 import sys
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
@@ -665,7 +666,7 @@ class Ledger:
             dep = queue.popleft()
             waiters = self._waiting.pop(dep, None)
             if waiters:
-                self._journal(lambda: self._rewait(dep, waiters))
+                self._journal(functools.partial(self._rewait, dep, waiters))
                 queue.extend(pid for pid in sorted(waiters) if visit(pid))
 
     def _rewait(self, dep: str, waiters: dict[str, None]) -> None:

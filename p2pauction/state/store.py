@@ -186,7 +186,8 @@ class MemoryStore:
         self._staged = []
         try:
             yield
-            self._check_commit()
+            if self._staged:
+                self._check_commit()
         except BaseException:
             self._staged = None
             self._staged_raw = {}
@@ -305,9 +306,9 @@ class SqliteStore:
             return StoreWriteError(f"store {self.path}: {doing}: {text}; nothing was changed, "
                                    f"{what} and retry (the node recovers by itself)")
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
-            return StoreError(f"store {self.path} is corrupt ({text}): stop the node, then restore the "
-                              "file from a backup, or move it away to start afresh (the node fetches "
-                              "the network's events again from its peers)")
+            return StoreError(f"store {self.path} is corrupt ({text}): with the node stopped, restore "
+                              "the file from a backup, or move it away to start afresh (the node then "
+                              "fetches the network's events again from its peers)")
         return StoreError(f"store {self.path}: {doing}: {text}")
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
