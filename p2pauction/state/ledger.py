@@ -47,13 +47,14 @@ TICK = Decimal("0.00000001")   # the smallest step the money grammar allows
 _VIEW_CACHE = 64             # auction views kept until their auction changes
 _REJECTED_MEMORY = 65_536   # content-rejected ids remembered (cheap repeats, dependants fail fast)
 _UNRESOLVED_MEMORY = 4096   # unresolved pending events kept for take_unresolved() (oldest dropped)
-# Real memory of one pending entry beyond its wire bytes (CPython 3.11, measured with tracemalloc
-# by tests/test_state_storage_faults.py): the decoded Event, its body and fields; each dep id as a
-# str object in the event's deps tuple; each missing dep in the waiting index (a dict entry and a
-# one-entry dict). The estimate errs high so that the byte cap bounds the real memory.
-PENDING_ENTRY_OVERHEAD = 1600
-PENDING_PER_DEP = 130
-PENDING_PER_MISSING = 330
+# Real memory of one pending entry beyond its wire bytes (CPython 3.11, measured with tracemalloc:
+# 1,370 bytes for a 450-byte bid with one missing dep, 11,985 for a 2,527-byte bid with 32): the
+# decoded Event, its body and fields; each dep id as a str in the event's deps tuple; each missing
+# dep in the waiting index (a dict entry and a one-entry dict). The estimate errs a little high, so
+# the byte cap bounds the real memory (tests/test_state_pending_memory.py checks it).
+PENDING_ENTRY_OVERHEAD = 700
+PENDING_PER_DEP = 125
+PENDING_PER_MISSING = 160
 
 
 class Status(StrEnum):
