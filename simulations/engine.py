@@ -130,6 +130,7 @@ class Counters:
     joins: int = 0
     leaves: int = 0
     injected_frames: int = 0
+    storage_faults: int = 0         # store commits made to fail (simulations.faults.StorageFaults)
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -160,6 +161,7 @@ class World:
         self.observers: list[Callable[[SimNode, Any, bool], None]] = []
         self.fault_windows: list[tuple[float, float, str]] = []
         self.retired: dict[str, int] = {}   # event counters of cores dropped by crashes
+        self.storage_faults: Any = None      # simulations.faults.StorageFaults when the plan has them
         factory.setup(self)
 
     # --- clock ------------------------------------------------------------------------------

@@ -152,10 +152,15 @@ class RealFactory:
         return ident
 
     def new_store(self, node: SimNode) -> Any:
-        from p2pauction.state.store import MemoryStore
+        from simulations.storage import FaultyStore
 
-        cls = self._hooked(node, "store_class") or MemoryStore
-        return cls()
+        cls = self._hooked(node, "store_class") or FaultyStore
+        store = cls()
+        if isinstance(store, FaultyStore):
+            world = self.world
+            # the fault plan is applied after the first nodes exist: look it up at each commit
+            store.draw = lambda: world.storage_faults.draw(node) if world and world.storage_faults else None
+        return store
 
     @staticmethod
     def on_crash(node: SimNode) -> None:

@@ -23,30 +23,36 @@ from simulations.runner import SimConfig, Simulation, quiet_logs
 
 
 def acceptance_config(seed: int, nodes: int, events: int, *, loss: float = 0.10, crash: float = 0.05,
-                      hostile: int = 2, bound: float = 120.0) -> SimConfig:
-    """The issue's acceptance mix for one seed (shared with tests/test_sim_acceptance.py)."""
+                      hostile: int = 2, bound: float = 120.0, storage: float = 0.0) -> SimConfig:
+    """The issue's acceptance mix for one seed (shared with tests/test_sim_acceptance.py);
+    ``storage``: share of store commits failing (disk full / I/O error) in the fault window."""
     return SimConfig(
         seed=seed, nodes=nodes, scenario="random", events=events, duration=30.0,
         net=NetParams(latency=(0.010, 0.060), jitter=0.005, loss=loss),
         faults=FaultOptions(partitions=[("symmetric", 6.0, 16.0, 0.5)], crash_fraction=crash,
                             crash_window=(2.0, 24.0), crash_down=(2.0, 10.0),
-                            hostile_nodes=hostile, hostile_acts=6, hostile_window=(8.0, 28.0), skew_ms=2000),
+                            hostile_nodes=hostile, hostile_acts=6, hostile_window=(8.0, 28.0), skew_ms=2000,
+                            storage_faults=storage, storage_window=(2.0, 24.0) if storage else (0.0, 0.0)),
         bound=bound, trace=False,
         replay=f"run --seed {seed} --nodes {nodes} --events {events} --duration 30 --loss {loss} "
                f"--latency 10-60 --partition symmetric:6-16 --crash {crash} --down 2-10 "
-               f"--hostile {hostile}:6 --skew 2000 --bound {bound:g}  (crash/hostile windows: seeds.py)",
+               f"--hostile {hostile}:6 --skew 2000 --bound {bound:g}"
+               + (f" --storage-faults {storage:g} --storage-window 2-24" if storage else "")
+               + "  (crash/hostile windows: seeds.py)",
     )
 
 
-def one(seed: int, nodes: int, events: int, bound: float) -> dict[str, Any]:
+def one(seed: int, nodes: int, events: int, bound: float, storage: float = 0.0) -> dict[str, Any]:
     quiet_logs()
-    sim = Simulation(acceptance_config(seed, nodes, events, bound=bound))
+    sim = Simulation(acceptance_config(seed, nodes, events, bound=bound, storage=storage))
     s = sim.run()
     return {"seed": seed, "ok": s["ok"], "converged_after_heal": s["converged_after_heal"],
             "violations": s["violations"], "frames_delivered": s["frames_delivered"],
             "copies_per_delivered_event": s["copies_per_delivered_event"], "wall": s["wall_seconds"],
             "deliveries_per_wall_second": s["deliveries_per_wall_second"],
-            "first_violation": s["checker"]["violations"][:1]}
+            "first_violation": s["checker"]["violations"][:1],
+            "storage_faults": s["world"].get("storage_faults", 0),
+            "acknowledged": s["checker"].get("acknowledged", 0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("seeds.jsonl"))
     p.add_argument("--budget", type=float, default=0.0, help="stop starting new seeds after this many wall seconds")
+    p.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
+                   help="also fail this share of honest store commits (disk full / I/O error), 2-24 s in")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     seeds = range(a.start, a.start + a.count)
@@ -67,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     worst = 0.0
     with a.out.open("w") as fh:
         if a.jobs <= 1:
-            results = (one(s, a.nodes, a.events, a.bound) for s in seeds
+            results = (one(s, a.nodes, a.events, a.bound, a.storage_faults) for s in seeds
                        if not a.budget or time.perf_counter() - t0 < a.budget)
             for r in results:
                 done += 1
                 worst = _record(fh, r, failed, worst)
         else:
             with ProcessPoolExecutor(a.jobs) as ex:
-                futs = [ex.submit(one, s, a.nodes, a.events, a.bound) for s in seeds]
+                futs = [ex.submit(one, s, a.nodes, a.events, a.bound, a.storage_faults) for s in seeds]
                 for f in futs:
                     done += 1
                     worst = _record(fh, f.result(), failed, worst)
