@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_NET = "p2pauction-main"
 DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
+AUTO_CLOSE_RETRY_MS = 5000   # an auto-close the store failed to commit (full disk) is retried
 
 WallClock = Callable[[], int]
 
@@ -595,6 +596,8 @@ class AuctionNode:
         except errors.P2PAuctionError as exc:
             self.counters["auto_close_failed"] += 1
             log.warning("auto_close_failed", auction=auction_id, error=str(exc))
+            if isinstance(exc, errors.StoreWriteError):  # nothing was applied: try again later
+                self._deadlines[auction_id] = self._clock() + AUTO_CLOSE_RETRY_MS
             return
         self.counters["auto_closed"] += 1
         log.info("auto_closed", auction=auction_id, result=result.describe())
