@@ -324,3 +324,40 @@ def test_core_publish_reports_the_store_error_and_spreads_nothing() -> None:
     assert len(core.summary) == 0 and len(core.replica.ledger) == 0
     assert core.publish(event, 2.0).kind == "accepted"
     assert len(core.summary) == 1 and len(store) == 1
+
+
+# --- the node: an auto-close the store failed to commit is retried --------------------------------
+
+
+def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import p2pauction.node as node_module
+    from p2pauction.api import AuctionNode
+
+    monkeypatch.setattr(node_module, "AUTO_CLOSE_RETRY_MS", 200)
+
+    async def scenario() -> None:
+        async with AuctionNode(tmp_path / "n", network=False, control=False, auto_close_grace=0.0) as node:
+            store = node._replica.store
+            real_append = store.append
+            failures = []
+
+            def append(events: Any, finished: Any = ()) -> None:
+                if any(e.kind == "auction.close" for e in events) and not failures:
+                    failures.append(1)
+                    raise StoreWriteError("store: cannot save events: database or disk is full")
+                real_append(events, finished)
+
+            store.append = append  # type: ignore[method-assign]
+            auction = await node.open_auction("Soon", "1", duration=0.3)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while str(node.auction(auction).status) != "closed":
+                assert loop.time() < deadline, "the auto-close was not retried"
+                await asyncio.sleep(0.05)  # polling interval of a bounded wait
+            counters = node.status()["node"]
+            assert failures and counters["auto_close_failed"] == 1 and counters["auto_closed"] == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
