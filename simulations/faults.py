@@ -159,7 +159,7 @@ def random_plan(rng: random.Random, n_nodes: int, opts: FaultOptions) -> FaultPl
     hostile = tuple(
         HostileSpec(node=h, at=round(rng.uniform(hlo, hhi), 3), act=HOSTILE_ACTS[(h + k) % len(HOSTILE_ACTS)])
         for h in range(opts.hostile_nodes) for k in range(opts.hostile_acts))
-    storage = ()
+    storage: tuple[StorageSpec, ...] = ()
     if opts.storage_faults > 0:
         storage = (StorageSpec(opts.storage_window[0], opts.storage_window[1], opts.storage_faults),)
     return FaultPlan(partitions=parts, crashes=crashes, joins=joins, leaves=leaves,

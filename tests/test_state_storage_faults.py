@@ -342,7 +342,7 @@ def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
         async with AuctionNode(tmp_path / "n", network=False, control=False, auto_close_grace=0.0) as node:
             store = node._replica.store
             real_append = store.append
-            failures = []
+            failures: list[int] = []
 
             def append(events: Any, finished: Any = ()) -> None:
                 if any(e.kind == "auction.close" for e in events) and not failures:
@@ -350,7 +350,7 @@ def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
                     raise StoreWriteError("store: cannot save events: database or disk is full")
                 real_append(events, finished)
 
-            store.append = append  # type: ignore[method-assign]
+            store.append = append
             auction = await node.open_auction("Soon", "1", duration=0.3)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 20

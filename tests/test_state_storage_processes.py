@@ -60,13 +60,15 @@ def test_full_disk_bids_fail_cleanly_then_recover_reach_a_peer_and_survive_resta
     with Cluster(tmp_path) as cluster:
         cluster.bootstrap()
         seller = cluster.node("S")
-        assert cluster.boot is not None and cluster.boot.address is not None and seller.data_dir
+        assert cluster.boot is not None and cluster.boot.address is not None
+        seller_dir = seller.data_dir
+        assert seller_dir is not None
         bidder_dir = small_fs / "B"
         bidder = start_node(bidder_dir, name="B", bootstraps=[cluster.boot.address], net=NET)
         cluster.procs.append(bidder)
         wait_until(lambda: query(bidder_dir, "status")["peers"] >= 1, 30, "B connected")
-        aid = cli(seller.data_dir, "open", "Pic", "10").data["auction"]
-        wait_until(lambda: query(bidder_dir, "status")["digest"] == query(seller.data_dir, "status")["digest"],
+        aid = cli(seller_dir, "open", "Pic", "10").data["auction"]
+        wait_until(lambda: query(bidder_dir, "status")["digest"] == query(seller_dir, "status")["digest"],
                    30, "B has the auction")
         cli(bidder_dir, "bid", aid, "11")
         before = query(bidder_dir, "status")["digest"]
@@ -86,9 +88,9 @@ def test_full_disk_bids_fail_cleanly_then_recover_reach_a_peer_and_survive_resta
         placed = cli(bidder_dir, "bid", aid, "12").data
         digest = query(bidder_dir, "status")["digest"]
         assert digest != before
-        wait_until(lambda: query(seller.data_dir, "status")["digest"] == digest, 30,
+        wait_until(lambda: query(seller_dir, "status")["digest"] == digest, 30,
                    "the seller to receive the bid placed after the disk was full")
-        shown = cli(seller.data_dir, "show", aid).data
+        shown = cli(seller_dir, "show", aid).data
         assert [b["amount"] for b in shown["bids"]] == ["11", "12"], placed
 
         stop(bidder)
