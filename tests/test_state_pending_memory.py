@@ -151,3 +151,10 @@ def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
     assert flooder.closed is not None and "banned" in flooder.closed, flooder.closed
     assert core.scores.is_banned("key:" + identity(2).public_hex, 2.0)
     assert honest.closed is None
+    bans = core.counters["bans"]
+    # the banned flooder's events still in the buffer are evicted later: no second ban, no new
+    # penalty for the peer whose events pushed them out
+    for i in range(20):
+        honest.send({"t": "event", "e": flood_bid(rng, 1000 + i, deps=1).decode(), "h": 1}, now=3.0)
+    assert core.counters["bans"] == bans and honest.closed is None
+    assert core.scores.score("key:" + identity(3).public_hex, 3.0) == 0.0

@@ -60,6 +60,10 @@ class FlakyConnection:
     def total_changes(self) -> int:
         return self.real.total_changes
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
     def __enter__(self) -> Any:
         return self.real.__enter__()
 

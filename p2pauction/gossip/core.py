@@ -125,6 +125,8 @@ class GossipCore(LinkHost):
             if u.origin is None:
                 continue
             self.ev["unresolved"] += 1
+            if self.scores.is_banned("key:" + u.origin, now):
+                continue  # already banned (its other events are being evicted now)
             link = self._active.get(u.origin)
             why = f"pending event never resolved ({u.reason})"
             if link is not None:

@@ -340,6 +340,8 @@ class SqliteStore:
             error = self._error(doing, exc)
             if self._tx_depth and isinstance(error, StoreWriteError):
                 self._failed = error
+            elif not self._tx_depth and self._db.in_transaction:
+                self._abort(self._count)  # a failed commit may leave its transaction open
             raise error from None
 
     def check_net(self, net: str) -> None:
