@@ -158,3 +158,36 @@ def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
         honest.send({"t": "event", "e": flood_bid(rng, 1000 + i, deps=1).decode(), "h": 1}, now=3.0)
     assert core.counters["bans"] == bans and honest.closed is None
     assert core.scores.score("key:" + identity(3).public_hex, 3.0) == 0.0
+
+
+def test_pending_events_never_resolved_expire_after_ten_sweeps_and_are_reported() -> None:
+    rng = random.Random(9)
+    ledger = Ledger(NET)
+    old = [flood_bid(rng, i, deps=2) for i in range(2)]
+    for raw in old:
+        ledger.receive_raw(raw, origin="slow-drip")
+    for _ in range(9):
+        assert ledger.sweep_pending() == 0
+    young = flood_bid(rng, 9, deps=2)
+    ledger.receive_raw(young, origin="other")
+    assert ledger.sweep_pending() == 2
+    assert [(u.origin, u.reason) for u in ledger.take_unresolved()] == [("slow-drip", "expired")] * 2
+    assert ledger.counters.pending == 1 and ledger.counters.expired == 2
+    (left,) = ledger._pending.values()
+    assert set(ledger._waiting) == set(left.missing)      # the expired ones left no index entries
+
+
+def test_core_sweeps_pending_events_and_penalises_their_sender() -> None:
+    core = make_core(1, net=NET, pending_sweep_interval=1.0)
+    peer = RawPeer(core, 5, identity(2), net=NET, remote="10.9.9.1:5000")
+    peer.handshake()
+    peer.send({"t": "event", "e": flood_bid(random.Random(10), 0, deps=1).decode(), "h": 1}, now=0.5)
+    assert core.replica.ledger.counters.pending == 1
+    now = 0.5
+    while core.ev["unresolved"] == 0 and now < 30.0:
+        now += 0.5
+        core.tick(now)
+        peer.collect()
+    assert core.replica.ledger.counters.expired == 1 and core.ev["unresolved"] == 1
+    assert 9.0 <= now <= 12.0                 # ten sweeps of one second each
+    assert core.scores.score("key:" + identity(2).public_hex, now) < 0

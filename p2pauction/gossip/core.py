@@ -73,6 +73,8 @@ class GossipCore(LinkHost):
         self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
         self._store_batch: Callable[[], AbstractContextManager[None]] = getattr(replica, "batch", nullcontext)
         self._take_unresolved: Callable[[], list[Any]] = getattr(replica, "take_unresolved", list)
+        self._sweep: Callable[[], object] = getattr(replica, "sweep_pending", int)
+        self._next_pending_sweep = now + config.pending_sweep_interval
         self._held: list[tuple[Any, str | None, int, bool, str]] | None = None  # see data_received
         self._load_history()
         for key, addr in replica.store.known_peers(config.passive_max):
@@ -543,7 +545,15 @@ class GossipCore(LinkHost):
             self._next_housekeeping = now + self.cfg.housekeeping_interval
             self._check_links(now)
             self._maintain(now)
+            self._sweep_pending(now)
         self._send_to(self.plumtree.tick(now, self._known))
+
+    def _sweep_pending(self, now: float) -> None:
+        """Every pending_sweep_interval: the ledger expires long-unresolved pending events."""
+        if now >= self._next_pending_sweep:
+            self._next_pending_sweep = now + self.cfg.pending_sweep_interval
+            self._sweep()
+            self._penalise_unresolved(now)
 
     def next_deadline(self) -> float:
         return min(self._next_housekeeping, self.plumtree.next_deadline())

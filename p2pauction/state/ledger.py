@@ -86,6 +86,7 @@ class LedgerCounters:
     pending: int = 0            # events waiting for deps now
     pending_bytes: int = 0      # estimated memory of the pending buffer (see pending_cost)
     evicted: int = 0            # pending events dropped by the caps
+    expired: int = 0            # pending events dropped by sweep_pending (never resolved)
     released: int = 0           # pending events later accepted
     rollbacks: int = 0          # atomic changes undone (their store commit failed)
 
@@ -93,11 +94,12 @@ class LedgerCounters:
         return {"accepted": self.accepted, "duplicates": self.duplicates,
                 "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
                 "pending": self.pending, "pending_bytes": self.pending_bytes,
-                "evicted": self.evicted, "released": self.released, "rollbacks": self.rollbacks}
+                "evicted": self.evicted, "expired": self.expired, "released": self.released,
+                "rollbacks": self.rollbacks}
 
     def copy(self) -> LedgerCounters:
         return LedgerCounters(self.accepted, self.duplicates, dict(self.rejected), self.pending,
-                              self.pending_bytes, self.evicted, self.released, self.rollbacks)
+                              self.pending_bytes, self.evicted, self.expired, self.released, self.rollbacks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,7 @@ class Unresolved:
 
     event_id: str
     origin: str | None        # what the caller passed with the event (the peer that sent it)
-    reason: str               # "evicted" (the caps) or "invalid_dep" (a dep was rejected)
+    reason: str               # "evicted" (the caps), "expired" (sweep_pending), "invalid_dep"
 
 
 def pending_cost(event: Event, missing: int) -> int:
@@ -239,24 +241,28 @@ def pending_cost(event: Event, missing: int) -> int:
 
 
 class _Pending:
-    __slots__ = ("event", "missing", "origin", "cost")
+    __slots__ = ("event", "missing", "origin", "cost", "born")
 
-    def __init__(self, event: Event, missing: list[str], origin: str | None) -> None:
+    def __init__(self, event: Event, missing: list[str], origin: str | None, born: int) -> None:
         self.event = event
         self.missing = missing
         self.origin = origin
         self.cost = pending_cost(event, len(missing))
+        self.born = born              # the sweep count when it was parked (see sweep_pending)
 
 
 class Ledger:
     """Applies events; all state is a function of the set of accepted events."""
 
     def __init__(self, net: str, *, verifier: SignatureVerifier | None = None,
-                 pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20) -> None:
+                 pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20,
+                 pending_max_sweeps: int = 10) -> None:
         self.net = net
         self.verifier = verifier if verifier is not None else SignatureVerifier()
         self.pending_max_count = pending_max_count
         self.pending_max_bytes = pending_max_bytes
+        self.pending_max_sweeps = pending_max_sweeps
+        self._sweeps = 0
         self.digest = 0
         self.counters = LedgerCounters()
         self._recs: dict[str, _Rec] = {}
@@ -628,8 +634,24 @@ class Ledger:
 
     # ---------------------------------------------------------------- pending
 
+    def sweep_pending(self) -> int:
+        """Expire pending events that survived ``pending_max_sweeps`` calls (the caller makes
+        them periodically: the ledger has no clock); they are reported as unresolved ("expired").
+        Returns how many expired."""
+        self._sweeps += 1
+        expired = 0
+        for pid in list(self._pending):
+            p = self._pending[pid]
+            if self._sweeps - p.born < self.pending_max_sweeps:
+                break  # oldest first: the rest are younger
+            self._drop_pending(pid)
+            self._unresolved.append(Unresolved(pid, p.origin, "expired"))
+            self.counters.expired += 1
+            expired += 1
+        return expired
+
     def _park(self, e: Event, missing: list[str], origin: str | None) -> None:
-        self._insert_pending(_Pending(e, missing, origin))
+        self._insert_pending(_Pending(e, missing, origin, self._sweeps))
         while self._pending and (len(self._pending) > self.pending_max_count
                                  or self.counters.pending_bytes > self.pending_max_bytes):
             oldest = self._drop_pending(next(iter(self._pending)))

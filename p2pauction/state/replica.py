@@ -72,6 +72,10 @@ class Replica:
             self._store([e for o in outcomes for e in o.accepted])
         return outcomes
 
+    def sweep_pending(self) -> int:
+        """Expire long-unresolved pending events (see Ledger.sweep_pending); nothing is stored."""
+        return self.ledger.sweep_pending()
+
     def take_unresolved(self) -> list[Unresolved]:
         """Pending events that left the buffer unresolved since the last call, with their origin."""
         return self.ledger.take_unresolved()
