@@ -101,12 +101,10 @@ class GossipCore(LinkHost):
     # --- local inputs -------------------------------------------------------------------------
 
     def data_received(self, conn: int, data: bytes, now: float) -> None:
-        # Group commit: the events accepted from one chunk are stored in one transaction,
-        # committed before the driver sees any output of this call (forwards, Accepted), so
-        # nothing is passed on or acknowledged before it is durable.
-        # Events accepted inside are held (not recorded, forwarded nor acknowledged) until that
-        # commit succeeded; when it fails the replica has undone them all and they are dropped
-        # (gossip or anti-entropy brings them again).
+        # Group commit: the events accepted from one chunk are stored in one transaction and
+        # held (not recorded, forwarded nor acknowledged) until it committed, so nothing is passed
+        # on or acknowledged before it is durable. If the commit fails (disk full, I/O error) the
+        # replica has undone them all and they are dropped: gossip or anti-entropy brings them again.
         self._held = []
         try:
             with self._store_batch():
