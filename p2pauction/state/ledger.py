@@ -11,7 +11,7 @@ Events whose deps are unknown wait in a bounded pending buffer (count and byte c
 evicted first). The byte cap bounds the buffer's real memory: each entry is charged an estimate of
 what it holds in memory (the decoded event, its dep strings, its waiting-index entries; see
 ``pending_cost``), not only its wire size. Pending events that leave the buffer unresolved
-(evicted, or rejected because a dep turned out invalid) are reported with the ``origin`` the caller
+(evicted, expired by ``sweep_pending``, or rejected because a dep turned out invalid) are reported with the ``origin`` the caller
 gave (the peer that sent them) through ``take_unresolved()``, so the caller can penalise it.
 
 Because every rule only reads the causal past, the same set of events gives the same state, digest
