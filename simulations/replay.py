@@ -91,7 +91,7 @@ def _faults_of(d: dict[str, Any]) -> FaultOptions | FaultPlan:
     if set(o) - names:
         raise ValueError(f"unknown fault options {sorted(set(o) - names)}")
     o["partitions"] = [tuple(p) for p in o.get("partitions", [])]
-    for k in ("crash_window", "crash_down", "churn_window", "hostile_window"):
+    for k in ("crash_window", "crash_down", "churn_window", "hostile_window", "storage_window"):
         if k in o:
             o[k] = tuple(o[k])
     return FaultOptions(**o)
