@@ -74,9 +74,12 @@ def test_storage_fault_plan_replays_exactly() -> None:
 
 def test_cli_storage_faults_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli_main(["run", "--seed", "4", "--nodes", "6", "--events", "20", "--duration", "12",
-                   "--storage-faults", "0.3", "--storage-window", "0-10", "--json"])
+                   "--storage-faults", "0.3", "--storage-window", "0-10", "--json", "--report", str(tmp_path)])
     out = capsys.readouterr().out
     s = json.loads(next(x for x in out.splitlines() if x.startswith("{")))
     assert rc == 0 and s["ok"], s["checker"]["violations"][:3]
     assert s["faults"]["storage"][0]["rate"] == 0.3 and s["world"]["storage_faults"] > 0
-    assert "--storage-faults 0.3" in s["replay"]
+    # The replay file carries the concrete storage faults, so the replay line reproduces them.
+    spec = json.loads((tmp_path / "replay.json").read_text())
+    assert spec["faults"]["plan"]["storage"][0]["rate"] == 0.3
+    assert f"--plan {tmp_path / 'replay.json'}" in s["replay"]
