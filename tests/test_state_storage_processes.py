@@ -67,7 +67,7 @@ def test_full_disk_bids_fail_cleanly_then_recover_reach_a_peer_and_survive_resta
         bidder = start_node(bidder_dir, name="B", bootstraps=[cluster.boot.address], net=NET)
         cluster.procs.append(bidder)
         wait_until(lambda: query(bidder_dir, "status")["peers"] >= 1, 30, "B connected")
-        aid = cli(seller_dir, "open", "Pic", "10").data["auction"]
+        aid = cli(seller_dir, "open", "Pic", "10").data["auction_id"]
         wait_until(lambda: query(bidder_dir, "status")["digest"] == query(seller_dir, "status")["digest"],
                    30, "B has the auction")
         cli(bidder_dir, "bid", aid, "11")
