@@ -30,7 +30,7 @@ from p2pauction.gossip.discovery import DiscoveryCore
 from p2pauction.gossip.transport import Transport, TransportConfig
 from p2pauction.logs import get_logger
 
-log = get_logger(__name__)
+log = get_logger("p2pauction.bootstrap")   # not __name__: it is "__main__" under python -m
 
 START_TIMEOUT = 10.0
 INFO_FILE = "bootstrap.json"

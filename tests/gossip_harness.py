@@ -57,6 +57,7 @@ class Harness:
         self._owner: dict[int, Host] = {}
         self._last_delivery: dict[int, float] = {}
         self.sent_bytes = 0
+        self.accepted_at: dict[tuple[int, str], float] = {}   # (host index, event id) -> when
         self.config_for = config or (lambda i: {})
         self.boot: Host | None = None
         boots: list[str] = []
@@ -168,6 +169,7 @@ class Harness:
                 self._drop_conn(action.conn)
             elif isinstance(action, Accepted):
                 host.accepted.append(action)
+                self.accepted_at.setdefault((host.index, action.event.id), self.now)
         self._schedule_tick(host)
 
     def _send(self, host: Host, action: Send) -> None:

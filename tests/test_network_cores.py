@@ -6,10 +6,10 @@ through ``core.publish`` + ``transport.pump``, the ``on_accepted`` callback, a n
 and comes back catching up by anti-entropy, and a clean shutdown of everything.
 """
 
-from __future__ import os
-import annotations
+from __future__ import annotations
 
 import asyncio
+import os
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal

@@ -30,11 +30,14 @@ from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evic
 from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
+from p2pauction.logs import get_logger
 from p2pauction.gossip.messages import (
     MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
     IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
     WantPrefix,
 )
+
+log = get_logger(__name__)
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
 
@@ -284,6 +287,8 @@ class GossipCore(LinkHost):
             self.ev["rejected"] += 1
             reason = str(getattr(outcome.reason, "value", outcome.reason))
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+            log.debug("gossip.event_rejected", reason=reason, sender=link.key[:12],
+                      event_id=(outcome.event_id or "undecodable")[:16])
             self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
         return False
 
