@@ -306,3 +306,29 @@ def test_after_all_attacks_an_honest_node_syncs_with_the_target(target: NodeProc
                  f"the honest node syncs {expected} events", timeout=60)
     finally:
         honest.stop()
+
+
+def test_a_flipped_bit_on_the_wire_closes_the_link_and_a_v1_peer_is_told_to_upgrade(target: NodeProc) -> None:
+    """Over a real socket: a frame whose last byte changed on the way is never answered and the
+    node closes the link; a version-1 node that sends its plaintext HELLO gets a clear ERROR."""
+    async def main() -> None:
+        before = gossip_stats(target)["links"]
+        peer = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.9")
+        assert await peer.handshake(), peer.last_error
+        assert peer.session is not None
+        body = bytearray(peer.session.encrypt(b'{"t":"ping","n":77}'))
+        body[-1] ^= 0x01
+        peer.send_body(bytes(body))
+        assert await peer.recv_type("pong", timeout=5) is None, "a tampered PING was answered"
+        await peer.close()
+        assert gossip_stats(target)["links"]["undecryptable"] == before["undecryptable"] + 1
+
+        old = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.9")
+        old.send({"t": "hello", "net": NET, "ver": 1, "key": Identity.generate().public_hex, "addr": None,
+                  "nonce": "ab" * 32, "role": "node"})
+        error = await old.recv_type("error", timeout=5)
+        assert error is not None and "protocol version 2 required" in error["reason"], error
+        assert await old.closed_by_remote(5)
+        await old.close()
+        await serves_honest_peer(target)
+    run(main())
