@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 
 from p2pauction.state.identity import Identity
 from p2pauction.state.store import MemoryStore
@@ -69,10 +70,10 @@ def run_storm(*, honest: int, sybil_keys: int, sybil_ips: int, storm_seconds: fl
         host.identity = Identity.generate(rng.randbytes(32))   # a fresh key every time
         host.store = MemoryStore()
         h.start(host)
-        h.at(rng.uniform(0.5, 1.5) * reconnect_every, lambda: come_back(host))
+        h.at(rng.uniform(0.5, 1.5) * reconnect_every, partial(come_back, host))
 
     for host in sybils:
-        h.at(rng.uniform(0.0, 2.0), lambda host=host: come_back(host))
+        h.at(rng.uniform(0.0, 2.0), partial(come_back, host))
     published: dict[str, float] = {}
     end = h.now + storm_seconds
     next_publish = h.now + 1.0
