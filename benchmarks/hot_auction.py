@@ -30,12 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pauction.gossip import handshake  # noqa: E402
+from p2pauction.gossip.entropy import SeededEntropy  # noqa: E402
 from p2pauction.gossip.actions import Accepted  # noqa: E402
 from p2pauction.gossip.config import GossipConfig  # noqa: E402
 from p2pauction.gossip.core import GossipCore  # noqa: E402
-from p2pauction.gossip.framing import encode_frame  # noqa: E402
-from p2pauction.gossip.messages import PROTOCOL_VERSION  # noqa: E402
+from p2pauction.gossip.framing import encode_body  # noqa: E402
+from p2pauction.gossip.secure import LocalIdentity, SecureSession  # noqa: E402
 from p2pauction.logs import configure as configure_logs  # noqa: E402
 from p2pauction.state.events import BidBody, Event, Kind, OpenBody, sign_event  # noqa: E402
 from p2pauction.state.identity import Identity  # noqa: E402
@@ -74,28 +74,36 @@ class Node:
 
     def __init__(self, store: Any, *, with_views: bool) -> None:
         cfg = GossipConfig(net=NET, listen_addr="10.0.0.1:7000", exempt_ips=(), anti_entropy=False)
-        self.core = GossipCore(cfg, Identity.generate(b"\x01" * 32), Replica(NET, store), random.Random(1), 0.0)
+        self.core = GossipCore(cfg, Identity.generate(b"\x01" * 32), Replica(NET, store), random.Random(1), 0.0,
+                               entropy=SeededEntropy(1))
         self.with_views = with_views
         peer = Identity.generate(b"\x02" * 32)
         core = self.core
         core.connection_made(1, outbound=False, remote_addr="10.0.0.2:1", now=0.0)
-        nonce = "ab" * 32
-        core.data_received(1, encode_frame({"t": "hello", "net": NET, "ver": PROTOCOL_VERSION, "key": peer.public_hex,
-                                            "addr": None, "nonce": nonce, "role": "node"}), 0.0)
-        ours = next(a for a in core.take_actions() if hasattr(a, "data") and b'"hello"' in a.data)
-        their_nonce = ours.data[4:].split(b'"nonce":"')[1][:64].decode()
-        core.data_received(1, encode_frame(handshake.make_auth(peer, their_nonce, NET).to_wire()), 0.0)
+        entropy = SeededEntropy(2)
+        self.session = SecureSession(LocalIdentity.create(peer, entropy), initiator=True, net=NET, addr=None,
+                                     randbytes=entropy)
+        core.data_received(1, self._frame(self.session.start()), 0.0)
+        m2 = next(a for a in core.take_actions() if hasattr(a, "data")).data[4:]
+        m3 = self.session.receive_handshake(m2)
+        assert m3 is not None
+        core.data_received(1, self._frame(m3), 0.0)
         core.take_actions()
         assert core.active_keys() == [peer.public_hex], "the feeding peer did not authenticate"
         self.now = 1.0
         self.delivered = 0
+
+    @staticmethod
+    def _frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
 
     def feed(self, events: list[Event]) -> None:
         core = self.core
         ledger = core.replica.ledger
         for ev in events:
             self.now += 0.0001   # 10,000 bids/s of virtual time: no rate limit is close
-            core.data_received(1, encode_frame({"t": "event", "e": ev.raw.decode(), "h": 1}), self.now)
+            body = self.session.encrypt(encode_body({"t": "event", "e": ev.raw.decode(), "h": 1}))
+            core.data_received(1, self._frame(body), self.now)
             for action in core.take_actions():
                 if type(action) is Accepted:
                     self.delivered += 1

@@ -30,7 +30,7 @@ from p2pauction.gossip.discovery import DiscoveryCore
 from p2pauction.gossip.transport import Transport, TransportConfig
 from p2pauction.logs import get_logger
 
-log = get_logger("p2pauction.bootstrap")  # also when run as __main__
+log = get_logger("p2pauction.bootstrap")   # not __name__: it is "__main__" under python -m
 
 START_TIMEOUT = 10.0
 INFO_FILE = "bootstrap.json"
@@ -60,7 +60,7 @@ async def run_bootstrap(listen: str, net: str | None = None, *, stop: asyncio.Ev
         raise UsageError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     overrides = {k: v for k, v in (gossip or {}).items() if k not in ("net", "listen_addr", "bootstraps")}
     cfg = GossipConfig(net=net, listen_addr=addr, **overrides)
-    core = DiscoveryCore(cfg, identity, random.Random(secrets.randbits(128)), transport.now())
+    core = DiscoveryCore(cfg, identity, random.Random(secrets.randbits(128)), transport.now(), entropy=os.urandom)
     transport.core = core
     async with asyncio.TaskGroup() as tg:
         serving = tg.create_task(transport.run(), name="bootstrap-transport")

@@ -33,10 +33,13 @@ key material; no wall clock, thread or OS randomness touches the simulated path 
 read only to report speed). The trace hash is a SHA-256 over every delivered chunk (virtual
 time, source, destination, bytes) and every acceptance (time, node, event id).
 
-Fault model notes: loss, duplication and reordering act on whole frames of the gossip protocol
-(an unreliable message channel over an authenticated session); the link handshake frames are
-exempt, because on TCP those bytes are retransmitted, and dropping them would only make honest
-peers look like protocol violators (and get them banned). ``NetParams(loss_mode="tcp")`` models
+Fault model notes: loss and reordering act on whole frames of the gossip protocol (an
+unreliable message channel over the encrypted session: a lost frame is still decrypted by the
+receiver, to keep the record counters in step, and its message dropped; a reordered one is
+delayed in order; duplication is not modelled, see :mod:`~simulations.network`); the handshake
+frames are exempt, because on TCP those bytes are retransmitted, and dropping them would only
+make honest peers look like protocol violators. Each node's secrets (its Noise keys) come from a
+``SeededEntropy`` derived from the run seed, node index and incarnation. ``NetParams(loss_mode="tcp")`` models
 loss as retransmission delay with head-of-line blocking instead. Partitions drop frames and time
 out dials across the cut; connections across it die by the cores' own liveness timeouts.
 """

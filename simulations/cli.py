@@ -72,9 +72,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     r.add_argument("--scenario", choices=("reference", "random", "hot", "chain", "chain-burst"), default="random")
     r.add_argument("--events", type=int, default=200, help="authored actions (random, hot)")
     r.add_argument("--duration", type=float, default=None, help="workload window in virtual seconds")
-    r.add_argument("--loss", type=float, default=0.0, help="share of protocol frames lost")
-    r.add_argument("--dup", type=float, default=0.0, help="share of protocol frames duplicated")
-    r.add_argument("--reorder", type=float, default=0.0, help="share of protocol frames delayed past later ones")
+    r.add_argument("--loss", type=float, default=0.0, help="share of protocol frames whose message is lost (the channel stays intact)")
+    r.add_argument("--dup", type=float, default=0.0, help="ignored: encrypted links cannot carry a duplicate (kept for old command lines)")
+    r.add_argument("--reorder", type=float, default=0.0, help="share of protocol frames delayed (holding back the later ones: the channel is in order)")
     r.add_argument("--latency", type=lambda s: _range(s, 0.001), default=(0.010, 0.050), help="ms, LO-HI")
     r.add_argument("--jitter", type=float, default=5.0, help="ms")
     r.add_argument("--partition", type=_partition, action="append", default=[],

@@ -379,6 +379,20 @@ class World:
         self.counters.injected_frames += n
         return n
 
+    def inject_message(self, node: SimNode, plaintext: bytes) -> int:
+        """Hostile: send a message of its own making on every established link of ``node``,
+        encrypted with the link's own session (it holds its keys), bypassing its core's rules."""
+        n = 0
+        core = node.core
+        for cid in sorted(node.eps):
+            ep = node.eps[cid]
+            frame = core.seal_for(cid, plaintext) if core is not None and ep.open and ep.made else None
+            if frame is not None:
+                self.net.send(node, cid, frame)
+                n += 1
+        self.counters.injected_frames += n
+        return n
+
     # --- queries ----------------------------------------------------------------------------
 
     def honest_live(self) -> list[SimNode]:

@@ -32,16 +32,16 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from p2pauction.errors import DecodeError
-from p2pauction.gossip.framing import encode_frame
+from p2pauction.gossip.framing import encode_body
 
 if TYPE_CHECKING:
     from simulations.engine import SimNode
     from simulations.runner import Simulation
 
 
-def event_frame(raw: bytes) -> bytes:
-    """The gossip core's EVENT message carrying ``raw`` (see p2pauction/gossip/messages.py)."""
-    return encode_frame({"t": "event", "e": raw.decode("utf-8"), "h": 0})
+def event_body(raw: bytes) -> bytes:
+    """The plaintext of the gossip core's EVENT message carrying ``raw`` (see messages.py)."""
+    return encode_body({"t": "event", "e": raw.decode("utf-8"), "h": 0})
 
 
 def _recanon(raw: bytes, **changes: Any) -> bytes:
@@ -99,7 +99,7 @@ class Hostile:
 
     def _plant(self, node: SimNode, ev_raw: bytes, ev_id: str, why: str) -> None:
         self.sim.checker.planted_invalid[ev_id] = why
-        self.sim.world.inject(node, event_frame(ev_raw))
+        self.sim.world.inject_message(node, event_body(ev_raw))
 
     # --- acts -----------------------------------------------------------------------------
 

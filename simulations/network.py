@@ -6,13 +6,18 @@ faults the issue asks for at the granularity of whole frames (so framing survive
 
 - latency: each connection gets a base one-way latency drawn from ``latency`` at dial time; each
   frame adds a uniform ``jitter``; frames stay FIFO unless reordered;
-- loss / duplication / reordering: per frame, with the given probabilities (a reordered frame
-  takes an extra delay and skips the FIFO rule). They model an unreliable *message* channel above
-  an authenticated session, so the link handshake frames (``hello``, ``auth``, ``error``) are
-  exempt: on a real TCP link those bytes are retransmitted, never lost or duplicated, and
-  dropping them would only make an honest peer look like a protocol violator. With
-  ``loss_mode="tcp"`` a lost frame is not dropped but retransmitted after ``rto`` and holds
-  back everything behind it on that connection (head-of-line blocking), as TCP does;
+- loss / duplication / reordering: per frame, with the given probabilities. They model an
+  unreliable *message* channel above the encrypted session. Its frames are AEAD records with
+  counting nonces, so a frame cannot simply vanish, repeat or overtake another (the receiver
+  would close the link, as it must on a real tampered stream). So a lost frame still reaches the
+  receiving core, which decrypts it to keep its counter in step and drops the message
+  (``discard_frames``: the message is lost, the channel is intact); a "reordered" frame is
+  delayed and holds back those behind it; duplication is not modelled (``dup`` is ignored: TCP
+  never duplicates and the channel would refuse a copy). The handshake frames (the first two an
+  initiator sends, the first a responder sends) and plaintext ERRORs are exempt: on a real TCP
+  link those bytes are retransmitted, never lost. With ``loss_mode="tcp"`` a lost frame is
+  retransmitted after ``rto`` and holds back everything behind it on that connection
+  (head-of-line blocking), as TCP does;
 - partitions: every node has a group; a frame whose (src group, dst group) pair is not allowed is
   dropped (the link goes silent, as a real partition does; the cores notice by their timeouts),
   and dials across the partition time out. Symmetric, asymmetric and bridge partitions are just
@@ -37,8 +42,16 @@ if TYPE_CHECKING:
 INF = float("inf")
 _FIN = None  # inbox marker: the peer closed (or reset) the connection
 _TRACE = struct.Struct("<dII")
-# first bytes of the link-handshake frame bodies (compact JSON, "t" first): never lost or duplicated
-_RELIABLE = frozenset({b'{"t":"he', b'{"t":"au', b'{"t":"er'})
+_PLAIN_ERROR = b'{"t":"er'   # a plaintext ERROR frame body (before the channel exists): never lost
+
+
+class _LostFrame:
+    """Inbox marker: a frame whose message is lost above the channel (see the module docstring)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 @dataclass
@@ -60,20 +73,21 @@ class Endpoint:
     """One side of a connection: what the receiving node sees as ``conn``."""
 
     __slots__ = ("cid", "node", "peer", "open", "inbox", "scheduled", "last_arrival", "lat",
-                 "made", "rst_sent", "outbound")
+                 "made", "rst_sent", "outbound", "frames_sent")
 
     def __init__(self, cid: int, node: SimNode, lat: float, outbound: bool) -> None:
         self.cid = cid
         self.node = node
         self.peer: Endpoint | None = None
         self.open = True
-        self.inbox: list[tuple[float, int, bytes | None]] = []  # heap of (arrival, seq, data|FIN)
+        self.inbox: list[tuple[float, int, bytes | _LostFrame | None]] = []  # heap of (arrival, seq, data|lost|FIN)
         self.scheduled = INF
         self.last_arrival = 0.0
         self.lat = lat
         self.made = False
         self.rst_sent = False
         self.outbound = outbound
+        self.frames_sent = 0   # the first ones are the handshake (reliable)
 
 
 @dataclass
@@ -233,32 +247,28 @@ class Network:
             self._push(dst, arrival, data)
             return
         tcp = p.loss_mode == "tcp"
+        handshake_frames = 2 if ep.outbound else 1
         for frame in frame_spans(data):
             self.stats.frames_sent += 1
-            if frame[4:12] in _RELIABLE:
-                arrival = max(now + ep.lat + p.jitter * rng.random(), ep.last_arrival)
-                ep.last_arrival = arrival
-                self._push(dst, arrival, frame)
-                continue
+            ep.frames_sent += 1
             arrival = now + ep.lat + p.jitter * rng.random()
-            if p.loss and rng.random() < p.loss:
-                self.stats.dropped_loss += 1
-                if not tcp:
-                    continue
-                arrival += p.rto  # retransmitted; FIFO below holds back what follows
-            if p.reorder and not tcp and rng.random() < p.reorder:
-                self.stats.reordered += 1
-                arrival += rng.uniform(0.0, 2 * ep.lat + 4 * p.jitter)
-            else:
-                if arrival < ep.last_arrival:
-                    arrival = ep.last_arrival
-                ep.last_arrival = arrival
-            self._push(dst, arrival, frame)
-            if p.dup and not tcp and rng.random() < p.dup:
-                self.stats.duplicated += 1
-                self._push(dst, arrival + rng.uniform(0.0, 2 * ep.lat), frame)
+            item: bytes | _LostFrame = frame
+            if ep.frames_sent > handshake_frames and frame[4:12] != _PLAIN_ERROR:
+                if p.loss and rng.random() < p.loss:
+                    self.stats.dropped_loss += 1
+                    if tcp:
+                        arrival += p.rto  # retransmitted; FIFO below holds back what follows
+                    else:
+                        item = _LostFrame(frame)
+                if p.reorder and not tcp and rng.random() < p.reorder:
+                    self.stats.reordered += 1
+                    arrival += rng.uniform(0.0, 2 * ep.lat + 4 * p.jitter)
+            if arrival < ep.last_arrival:
+                arrival = ep.last_arrival
+            ep.last_arrival = arrival
+            self._push(dst, arrival, item)
 
-    def _push(self, dst: Endpoint, arrival: float, item: bytes | None) -> None:
+    def _push(self, dst: Endpoint, arrival: float, item: bytes | _LostFrame | None) -> None:
         self._seq += 1
         heapq.heappush(dst.inbox, (arrival, self._seq, item))
         if arrival < dst.scheduled and dst.made:  # a dialler's inbox waits for its connection_made
@@ -291,7 +301,27 @@ class Network:
             if item is _FIN:
                 fin = True
                 break
+            if isinstance(item, _LostFrame):
+                self._hand_over(ep, chunks)
+                chunks = []
+                self.world.call(node, "discard_frames", ep.cid, item.data)
+                if not ep.open:
+                    return
+                continue
             chunks.append(item)
+        self._hand_over(ep, chunks)
+        if fin and ep.open:
+            ep.open = False
+            inbox.clear()
+            node.eps.pop(ep.cid, None)
+            self.endpoints.pop(ep.cid, None)
+            self.world.call(node, "connection_lost", ep.cid)
+        elif inbox and ep.open:
+            self._schedule(ep, inbox[0][0])
+
+    def _hand_over(self, ep: Endpoint, chunks: list[bytes]) -> None:
+        node = ep.node
+        now = self.world.now
         peer = ep.peer
         assert peer is not None
         if chunks:
@@ -305,14 +335,6 @@ class Network:
             if self.on_frames is not None:
                 self.on_frames(ep, data)
             self.world.deliver_data(node, ep, data)
-        if fin and ep.open:
-            ep.open = False
-            inbox.clear()
-            node.eps.pop(ep.cid, None)
-            self.endpoints.pop(ep.cid, None)
-            self.world.call(node, "connection_lost", ep.cid)
-        elif inbox and ep.open:
-            self._schedule(ep, inbox[0][0])
 
     def _reset_peer(self, ep: Endpoint) -> None:
         """Bytes reached a dead endpoint: answer with a reset so the sender's link dies too."""

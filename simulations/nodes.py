@@ -198,16 +198,21 @@ class RealFactory:
 
     def new_core(self, node: SimNode, now: float) -> Any:
         assert self.world is not None
+        from p2pauction.gossip.entropy import SeededEntropy
+
         rng = random.Random(f"{self.world.seed}/core/{node.idx}/{node.incarnation}")
+        # Secrets (Noise keys) from a stream of their own, derived from the run seed, so a run
+        # stays a pure function of its seed without the protocol rng ever making a key.
+        entropy = SeededEntropy(f"{self.world.seed}/entropy/{node.idx}/{node.incarnation}".encode())
         cfg = self.config(node)
         if node.role == "bootstrap":
             from p2pauction.gossip.discovery import DiscoveryCore
 
-            return DiscoveryCore(cfg, node.identity, rng, now)
+            return DiscoveryCore(cfg, node.identity, rng, now, entropy=entropy)
         from p2pauction.gossip.core import GossipCore
 
         cls = self._hooked(node, "core_class") or GossipCore
-        core = cls(cfg, node.identity, node.replica, rng, now)
+        core = cls(cfg, node.identity, node.replica, rng, now, entropy=entropy)
         core.message_cache = self.frame_cache
         return core
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import GossipCore
@@ -56,13 +57,15 @@ class Harness:
         self._owner: dict[int, Host] = {}
         self._last_delivery: dict[int, float] = {}
         self.sent_bytes = 0
+        self.accepted_at: dict[tuple[int, str], float] = {}   # (host index, event id) -> when
         self.config_for = config or (lambda i: {})
         self.boot: Host | None = None
         boots: list[str] = []
         if bootstrap:
             self.boot = Host(-1, "10.255.0.1:7000", Identity.generate(self._seed_bytes()))
             cfg = GossipConfig(net=NET, listen_addr=self.boot.addr, exempt_ips=())
-            self.boot.core = DiscoveryCore(cfg, self.boot.identity, random.Random(self.rng.getrandbits(64)), self.now)
+            self.boot.core = DiscoveryCore(cfg, self.boot.identity, random.Random(self.rng.getrandbits(64)), self.now,
+                                          entropy=SeededEntropy(self.rng.getrandbits(64)))
             boots = [self.boot.addr]
             self._schedule_tick(self.boot)
         self.hosts: list[Host] = []
@@ -82,7 +85,8 @@ class Harness:
     def start(self, host: Host) -> None:
         cfg = GossipConfig(net=NET, listen_addr=host.addr, exempt_ips=(), **host.extra_config)
         host.replica = Replica(NET, host.store)
-        host.core = GossipCore(cfg, host.identity, host.replica, random.Random(self.rng.getrandbits(64)), self.now)
+        host.core = GossipCore(cfg, host.identity, host.replica, random.Random(self.rng.getrandbits(64)), self.now,
+                               entropy=SeededEntropy(self.rng.getrandbits(64)))
         host.up = True
         host.scheduled = float("inf")
         self._schedule_tick(host)
@@ -165,6 +169,7 @@ class Harness:
                 self._drop_conn(action.conn)
             elif isinstance(action, Accepted):
                 host.accepted.append(action)
+                self.accepted_at.setdefault((host.index, action.event.id), self.now)
         self._schedule_tick(host)
 
     def _send(self, host: Host, action: Send) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from p2pauction.gossip import handshake
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.actions import CloseConn, Send
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import GossipCore
-from p2pauction.gossip.framing import FrameDecoder, encode_frame
+from p2pauction.gossip.framing import FrameDecoder, decode_body, encode_body, encode_frame
+from p2pauction.gossip.secure import LocalIdentity, SecureSession
 from p2pauction.state.identity import Identity
 from p2pauction.state.replica import Replica
 from p2pauction.state.store import MemoryStore
@@ -25,7 +26,8 @@ def make_core(n: int, now: float = 0.0, **overrides: Any) -> GossipCore:
     overrides.setdefault("listen_addr", f"10.0.0.{n}:7000")
     overrides.setdefault("exempt_ips", ())
     cfg = GossipConfig(net=overrides.pop("net", NET), **overrides)
-    return GossipCore(cfg, identity(n), Replica(cfg.net, MemoryStore()), random.Random(n), now)
+    return GossipCore(cfg, identity(n), Replica(cfg.net, MemoryStore()), random.Random(n), now,
+                      entropy=SeededEntropy(n))
 
 
 class Pipe:
@@ -60,15 +62,20 @@ class Pipe:
 
 
 class RawPeer:
-    """A hand-driven remote: speaks frames to one connection of a core."""
+    """A hand-driven remote that dialed a core: a real Noise XX handshake as ``ident``, then
+    encrypted frames (``send``), or any bytes at all (``send_bytes``, ``send_plain``)."""
 
     def __init__(self, core: Any, conn: int, ident: Any, *, net: str = NET, remote: str = "10.9.9.9:5000",
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, role: str = "node", addr: str | None = None, static_of: Any = None) -> None:
         self.core, self.conn, self.ident, self.net = core, conn, ident, net
         self.decoder = FrameDecoder()
         self.inbox: list[dict[str, Any]] = []
+        self.handshake_in: list[bytes] = []
         self.closed: str | None = None
-        self.nonce = "ab" * 32
+        entropy = SeededEntropy(b"rawpeer" + bytes.fromhex(ident.public_hex) + conn.to_bytes(4, "big"))
+        # ``static_of``: sign another node's Noise static key (what a relay or thief would try)
+        local = LocalIdentity.create(ident, entropy) if static_of is None else static_of
+        self.session = SecureSession(local, initiator=True, net=net, addr=addr, randbytes=entropy, role=role)
         core.connection_made(conn, outbound=False, remote_addr=remote, now=now)
         self.collect()
 
@@ -81,25 +88,48 @@ class RawPeer:
         new: list[dict[str, Any]] = []
         for action in mine:
             if isinstance(action, Send) and self.closed is None:
-                new.extend(self.decoder.feed(action.data))
+                for body in self.decoder.split(action.data):
+                    if self.session.established and not body.startswith(b'{"t":"error"'):
+                        new.append(decode_body(self.session.decrypt(body)))
+                    elif body.startswith(b'{"t":"error"'):   # a refusal (in plaintext before the core's handshake completed)
+                        new.append(decode_body(body))
+                    else:
+                        self.handshake_in.append(body)
             elif isinstance(action, CloseConn):
                 self.closed = action.reason
         self.inbox.extend(new)
         return new
 
+    def sealed(self, message: dict[str, Any]) -> bytes:
+        """The encrypted frame carrying ``message`` (the next one in this direction)."""
+        body = self.session.encrypt(encode_body(message))
+        return len(body).to_bytes(4, "big") + body
+
     def send(self, message: dict[str, Any], now: float = 0.0) -> list[dict[str, Any]]:
+        return self.send_bytes(self.sealed(message), now)
+
+    def send_plain(self, message: dict[str, Any], now: float = 0.0) -> list[dict[str, Any]]:
         return self.send_bytes(encode_frame(message), now)
 
     def send_bytes(self, data: bytes, now: float = 0.0) -> list[dict[str, Any]]:
         self.core.data_received(self.conn, data, now)
         return self.collect()
 
-    def their_hello(self) -> dict[str, Any]:
-        return next(m for m in self.inbox if m["t"] == "hello")
+    def start(self, now: float = 0.0) -> None:
+        """Send Noise message 1."""
+        body = self.session.start()
+        self.send_bytes(len(body).to_bytes(4, "big") + body, now)
 
-    def handshake(self, now: float = 0.0, *, ver: int = 1, sig: str | None = None) -> None:
-        self.send({"t": "hello", "net": self.net, "ver": ver, "key": self.ident.public_hex,
-                   "addr": None, "nonce": self.nonce, "role": "node"}, now)
-        if self.closed is None:
-            auth = handshake.make_auth(self.ident, self.their_hello()["nonce"], self.net)
-            self.send({"t": "auth", "sig": sig or auth.sig}, now)
+    def handshake(self, now: float = 0.0) -> None:
+        """The whole handshake; afterwards ``their_identity()`` says what the core announced."""
+        self.start(now)
+        if self.closed is not None or not self.handshake_in:
+            return
+        reply = self.session.receive_handshake(self.handshake_in.pop(0))
+        assert reply is not None
+        self.send_bytes(len(reply).to_bytes(4, "big") + reply, now)
+
+    def their_identity(self) -> Any:
+        peer = self.session.peer
+        assert peer is not None, "the handshake did not complete"
+        return peer

@@ -22,26 +22,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from p2pauction.gossip import handshake
-from p2pauction.gossip.framing import FrameDecoder, encode_frame
-from p2pauction.gossip.messages import PROTOCOL_VERSION
+from p2pauction.errors import ChannelError, HandshakeError
+from p2pauction.gossip.framing import FrameDecoder, decode_body, encode_body, encode_frame
+from p2pauction.gossip.secure import LocalIdentity, SecureSession
 from p2pauction.gossip.transport import parse_address
 
 WAIT = 20.0
 
 
 class RawPeer:
-    """One TCP connection to a node or bootstrap, driven frame by frame."""
+    """One TCP connection to a node or bootstrap, driven frame by frame: a real Noise handshake
+    as ``identity`` (``local`` to sign another static key, as a thief would), then encrypted
+    frames; ``send_raw`` sends any bytes at all. Received handshake bodies come out of ``recv``
+    as ``{"t": "noise", "body": ...}``."""
 
-    def __init__(self, identity: Any, net: str) -> None:
+    def __init__(self, identity: Any, net: str, *, local: LocalIdentity | None = None) -> None:
         self.identity = identity
         self.net = net
-        self.nonce = secrets.token_hex(32)
+        self.local = local
+        self.session: SecureSession | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.decoder = FrameDecoder()
         self.inbox: list[dict[str, Any]] = []
-        self.remote_hello: dict[str, Any] | None = None
         self.last_error: str | None = None
 
     async def connect(self, addr: str, *, source_ip: str | None = None, rcvbuf: int | None = None) -> RawPeer:
@@ -67,7 +70,33 @@ class RawPeer:
         self.writer.write(data)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.send_raw(encode_frame(message))
+        """Encrypted once the handshake completed; plaintext before (what a v1 node would send)."""
+        if self.session is not None and self.session.established:
+            self.send_body(self.session.encrypt(encode_body(message)))
+        else:
+            self.send_raw(encode_frame(message))
+
+    def send_body(self, body: bytes) -> None:
+        self.send_raw(len(body).to_bytes(4, "big") + body)
+
+    def start(self, *, role: str = "node", addr: str | None = None) -> None:
+        """Send Noise message 1."""
+        local = self.local or LocalIdentity.create(self.identity, os.urandom)
+        self.session = SecureSession(local, initiator=True, net=self.net, addr=addr, randbytes=os.urandom,
+                                     role=role)
+        self.send_body(self.session.start())
+
+    def _decode(self, body: bytes) -> dict[str, Any]:
+        session = self.session
+        if session is not None and session.established:
+            try:
+                return decode_body(session.decrypt(body))
+            except ChannelError:
+                if not body.startswith(b'{"t":"error"'):
+                    raise
+        if body.startswith(b'{"t":"error"'):
+            return decode_body(body)   # a refusal in plaintext (before the remote's channel existed)
+        return {"t": "noise", "body": body}
 
     async def drain(self, timeout: float = WAIT) -> None:
         assert self.writer is not None
@@ -83,7 +112,7 @@ class RawPeer:
                 return None
             if not data:
                 return None
-            self.inbox.extend(self.decoder.feed(data))
+            self.inbox.extend(self._decode(body) for body in self.decoder.split(data))
         return self.inbox.pop(0)
 
     async def recv_type(self, t: str, timeout: float = WAIT) -> dict[str, Any] | None:
@@ -97,25 +126,27 @@ class RawPeer:
             if frame.get("t") == "error":
                 self.last_error = frame.get("reason")
 
-    def hello(self, *, net: str | None = None, role: str = "node", addr: str | None = None) -> dict[str, Any]:
-        return {"t": "hello", "net": net or self.net, "ver": PROTOCOL_VERSION,
-                "key": self.identity.public_hex, "addr": addr, "nonce": self.nonce, "role": role}
-
-    async def handshake(self, *, role: str = "node", addr: str | None = None) -> bool:
-        """Complete the mutual handshake; True when the remote authenticated us and we it."""
-        self.send(self.hello(role=role, addr=addr))
-        hello = await self.recv_type("hello")
-        if hello is None:
+    async def handshake(self, *, role: str = "node", addr: str | None = None, timeout: float = WAIT) -> bool:
+        """Complete the Noise handshake; True when the remote accepted us (it answers a PING) and
+        we it (its identity verified). ``last_error`` says why not."""
+        self.start(role=role, addr=addr)
+        m2 = await self.recv_type("noise", timeout)
+        if m2 is None:
             return False
-        self.remote_hello = hello
-        self.send(handshake.make_auth(self.identity, hello["nonce"], self.net).to_wire())
-        auth = await self.recv_type("auth")
-        if auth is None:
+        assert self.session is not None
+        try:
+            m3 = self.session.receive_handshake(m2["body"])
+        except HandshakeError as exc:
+            self.last_error = str(exc)
             return False
-        from p2pauction.state.identity import verify_signature
+        assert m3 is not None
+        self.send_body(m3)
+        return await self.ping(n=0, timeout=timeout)
 
-        return bool(verify_signature(hello["key"], bytes.fromhex(auth["sig"]),
-                                handshake.auth_payload(self.nonce, hello["key"], self.net)))
+    @property
+    def remote_key(self) -> str | None:
+        peer = self.session.peer if self.session is not None else None
+        return peer.key if peer is not None else None
 
     async def ping(self, n: int = 7, timeout: float = WAIT) -> bool:
         """True when the remote answers PING with the matching PONG (it is serving us)."""

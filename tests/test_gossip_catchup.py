@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from p2pauction.gossip.core import GossipCore
-from p2pauction.gossip.framing import encode_frame
 from p2pauction.gossip.messages import Sync
 from p2pauction.state.authoring import Author
 from p2pauction.state.identity import Identity
@@ -127,7 +126,7 @@ def test_before_the_handshake_only_handshake_sized_frames_are_read() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
     peer.send_bytes((100_000).to_bytes(4, "big") + b"{" * 1000)   # legal size after the handshake
-    assert peer.closed is not None and "over the 65536-byte limit" in peer.closed
+    assert peer.closed is not None and "over the 1024-byte limit" in peer.closed
     assert core._links.get(5) is None or core._links[5].decoder.buffered == 0
 
 
@@ -143,10 +142,10 @@ def test_large_valid_frames_are_budgeted_per_peer() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
     peer.handshake()
-    big = encode_frame({"t": "ping", "n": 1, "pad": "x" * (1_000_000)})
+    big = {"t": "ping", "n": 1, "pad": "x" * (1_000_000)}
     pongs = 0
     for _ in range(40):  # 40 MiB at once: far over an honest peer's rate
-        pongs += sum(1 for m in peer.send_bytes(big) if m["t"] == "pong")
+        pongs += sum(1 for m in peer.send_bytes(peer.sealed(big)) if m["t"] == "pong")
         if peer.closed:
             break
     assert peer.closed is not None and "rate limit exceeded (bytes)" in peer.closed
@@ -173,8 +172,8 @@ def test_complete_frames_spread_over_time_are_not_cut() -> None:
     core = make_core(1, frame_timeout=20.0)
     peer = RawPeer(core, 5, identity(9))
     peer.handshake()
-    frame = encode_frame({"t": "ping", "n": 1})
-    for k in range(1, 20):  # each frame split in two, 5 s apart; 95 s in all
+    for k in range(1, 20):
+        frame = peer.sealed({"t": "ping", "n": 1})  # each frame split in two, 5 s apart; 95 s in all
         peer.send_bytes(frame[:3], now=10.0 * k)
         core.tick(10.0 * k + 4.0)
         peer.send_bytes(frame[3:], now=10.0 * k + 5.0)

@@ -8,9 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import Accepted, GossipCore
-from p2pauction.gossip.framing import encode_frame
 from p2pauction.state.authoring import Author
 from p2pauction.state.ledger import Ledger
 from p2pauction.state.replica import Replica
@@ -31,7 +31,7 @@ def core_with(events: list[Any], n: int, **overrides: Any) -> GossipCore:
     store.append(events)
     overrides.setdefault("exempt_ips", ())
     cfg = GossipConfig(net=NET, listen_addr=f"10.0.0.{n}:7000", **overrides)
-    return GossipCore(cfg, identity(n), Replica(NET, store), random.Random(n), 0.0)
+    return GossipCore(cfg, identity(n), Replica(NET, store), random.Random(n), 0.0, entropy=SeededEntropy(n))
 
 
 def accepted(core: GossipCore) -> list[Accepted]:
@@ -70,13 +70,13 @@ def test_events_of_one_chunk_are_stored_in_one_commit_before_any_output(tmp_path
     path = tmp_path / "node.db"
     store = SqliteStore(path)
     cfg = GossipConfig(net=NET, listen_addr="10.0.0.2:7000", exempt_ips=())
-    core = GossipCore(cfg, identity(2), Replica(NET, store), random.Random(2), 0.0)
+    core = GossipCore(cfg, identity(2), Replica(NET, store), random.Random(2), 0.0, entropy=SeededEntropy(2))
     peer = RawPeer(core, 5, identity(1))
     peer.handshake()
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
     events = make_events(3, who=1)
-    chunk = b"".join(encode_frame({"t": "event", "e": e.raw.decode(), "h": 1}) for e in events)
+    chunk = b"".join(peer.sealed({"t": "event", "e": e.raw.decode(), "h": 1}) for e in events)
     core.data_received(5, chunk, 1.0)
     store._db.set_trace_callback(None)
     assert [x for x in statements if x in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"]
@@ -120,7 +120,7 @@ def test_invalid_unicode_in_event_text_is_a_violation_not_a_crash() -> None:
     a = make_core(1)
     peer = RawPeer(a, 5, identity(9))
     peer.handshake()
-    body = b'{"t":"event","e":"\\ud800","h":1}'  # a lone surrogate: valid JSON, not encodable
+    body = peer.session.encrypt(b'{"t":"event","e":"\\ud800","h":1}')  # a lone surrogate: valid JSON, not encodable
     peer.send_bytes(len(body).to_bytes(4, "big") + body)
     assert peer.closed is not None and "Unicode" in peer.closed
     assert a.stats()["links"]["internal_errors"] == 0

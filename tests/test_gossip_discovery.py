@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.discovery import DiscoveryCore, Registry
 
@@ -12,13 +13,13 @@ from tests.gossip_wire import NET, Pipe, RawPeer, identity, make_core
 
 def make_discovery(**overrides: object) -> DiscoveryCore:
     cfg = GossipConfig(net=NET, listen_addr="10.0.0.100:7000", exempt_ips=(), **overrides)  # type: ignore[arg-type]
-    return DiscoveryCore(cfg, identity(100), random.Random(1), 0.0)
+    return DiscoveryCore(cfg, identity(100), random.Random(1), 0.0, entropy=SeededEntropy(100))
 
 
 def registered_peer(disc: DiscoveryCore, n: int, now: float = 0.0, addr: str | None = None) -> RawPeer:
     peer = RawPeer(disc, n, identity(n), remote=f"192.0.2.{n}:40000", now=now)
     peer.handshake(now=now)
-    assert peer.their_hello()["role"] == "bootstrap"
+    assert peer.their_identity().role == "bootstrap"
     peer.send({"t": "register", "key": identity(n).public_hex, "addr": addr or f"192.0.2.{n}:7000"}, now)
     return peer
 

@@ -1,10 +1,13 @@
-"""The mutual handshake: success, and every way it must fail (with a reason)."""
+"""The link's secure handshake (Noise XX bound to node keys): success, and every way it must
+fail (with a reason)."""
 
 from __future__ import annotations
 
-from p2pauction.gossip import handshake
 from p2pauction.gossip.actions import CloseConn, Send
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.framing import FrameDecoder
+from p2pauction.gossip.noise import KeyPair
+from p2pauction.gossip.secure import MAX_HANDSHAKE_BODY, LocalIdentity
 
 from tests.gossip_wire import NET, Pipe, RawPeer, identity, make_core
 
@@ -15,7 +18,7 @@ def test_two_cores_handshake_and_know_each_other_by_key() -> None:
     assert not pipe.closed
     assert a.active_keys() == [b.key] and b.active_keys() == [a.key]
     assert a.stats()["links"]["handshakes_ok"] == 1
-    # The inbound side learns the dialable address from HELLO, not the ephemeral socket port.
+    # The inbound side learns the dialable address from the IDENTITY payload, not the ephemeral socket port.
     assert b.peers()[0]["addr"] == "10.0.0.1:7000"
     assert b.replica.store.known_peers() == [(a.key, "10.0.0.1:7000")]
 
@@ -34,59 +37,78 @@ def test_wrong_network_closes_with_reason() -> None:
     assert a.active_keys() == [] and b.active_keys() == []
 
 
-def test_wrong_version_closes_with_error_frame() -> None:
+def test_version_1_peer_gets_a_clear_error() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
-    peer.handshake(ver=2)
-    assert peer.closed is not None and "version" in peer.closed
+    peer.send_plain({"t": "hello", "net": NET, "ver": 1, "key": identity(9).public_hex, "addr": None,
+                     "nonce": "ab" * 32, "role": "node"})
+    assert peer.closed is not None and "protocol version 1" in peer.closed
     errors = [m for m in peer.inbox if m["t"] == "error"]
-    assert errors and "version" in errors[0]["reason"]
+    assert errors and "protocol version 2 required" in errors[0]["reason"]
 
 
-def test_bad_signature_closes() -> None:
+def test_node_key_that_did_not_sign_the_static_key_fails() -> None:
     core = make_core(1)
-    peer = RawPeer(core, 5, identity(9))
-    peer.handshake(sig="00" * 64)
+    own = LocalIdentity.create(identity(9), SeededEntropy(9))
+    # claims key 8, but the signature over its Noise static key is by key 9
+    liar = LocalIdentity(node_key=identity(8).public_hex, static=own.static, static_sig=own.static_sig)
+    peer = RawPeer(core, 5, identity(9), static_of=liar)
+    peer.handshake()
     assert peer.closed is not None and "signature" in peer.closed
     assert core.active_keys() == []
 
 
-def test_signature_over_someone_elses_nonce_fails() -> None:
+def test_replaying_another_nodes_key_and_signature_fails() -> None:
     core = make_core(1)
-    peer = RawPeer(core, 5, identity(9))
-    stolen = handshake.make_auth(identity(9), "cd" * 32, NET).sig  # signed for another connection
-    peer.handshake(sig=stolen)
+    victim = LocalIdentity.create(identity(8), SeededEntropy(8))   # as seen in its handshakes
+    mine = KeyPair.generate(SeededEntropy(99))                      # the thief's own static key
+    thief = LocalIdentity(node_key=victim.node_key, static=mine, static_sig=victim.static_sig)
+    peer = RawPeer(core, 5, identity(9), static_of=thief)
+    peer.handshake()
     assert peer.closed is not None and "signature" in peer.closed
-
-
-def test_claiming_another_key_fails() -> None:
-    core = make_core(1)
-    peer = RawPeer(core, 5, identity(9))
-    peer.send({"t": "hello", "net": NET, "ver": 1, "key": identity(8).public_hex, "addr": None,
-               "nonce": peer.nonce, "role": "node"})
-    peer.send({"t": "auth", "sig": handshake.make_auth(identity(9), peer.their_hello()["nonce"], NET).sig})
-    assert peer.closed is not None and "signature" in peer.closed
+    assert core.active_keys() == []
+    assert not core.scores.is_banned("key:" + victim.node_key, 0.0)
 
 
 def test_self_connection_is_refused() -> None:
-    core = make_core(1)
-    peer = RawPeer(core, 5, identity(1))  # a connection that loops back to ourselves
-    peer.handshake()
-    assert peer.closed is not None and "self-connection" in peer.closed
+    core = make_core(1)   # dials its own address: conn 1 is the dial, conn 2 the accepted socket
+    core.connection_made(1, outbound=True, remote_addr="10.0.0.1:7000", now=0.0)
+    core.connection_made(2, outbound=False, remote_addr="10.0.0.1:40000", now=0.0)
+    closed: dict[int, str] = {}
+    for _ in range(10):
+        for action in core.take_actions():
+            if isinstance(action, Send) and action.conn not in closed:
+                core.data_received(3 - action.conn, action.data, 0.0)
+            elif isinstance(action, CloseConn):
+                closed[action.conn] = action.reason
+    assert any("self-connection" in r for r in closed.values())
+    assert core.active_keys() == []
 
 
 def test_message_before_handshake_is_a_violation() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
-    peer.send({"t": "ihave", "ids": []})
-    assert peer.closed is not None and "before the handshake" in peer.closed
+    peer.send_plain({"t": "ihave", "ids": []})
+    assert peer.closed is not None and "handshake message 1 must be 32 bytes" in peer.closed
+    assert core.active_keys() == []
 
 
-def test_auth_before_hello_is_a_violation() -> None:
+def test_handshake_frame_over_the_cap_is_refused_from_its_header() -> None:
     core = make_core(1)
     peer = RawPeer(core, 5, identity(9))
-    peer.send({"t": "auth", "sig": "00" * 64})
-    assert peer.closed is not None and "AUTH before HELLO" in peer.closed
+    peer.send_bytes((MAX_HANDSHAKE_BODY + 1).to_bytes(4, "big"))
+    assert peer.closed is not None and "over the 1024-byte limit" in peer.closed
+
+
+def test_large_frame_right_behind_message_3_is_accepted() -> None:
+    core = make_core(1)
+    peer = RawPeer(core, 5, identity(9))
+    peer.start()
+    reply = peer.session.receive_handshake(peer.handshake_in.pop(0))
+    assert reply is not None
+    big = {"t": "ihave", "ids": [f"{i:064x}" for i in range(200)]}   # about 14 KB
+    peer.send_bytes(len(reply).to_bytes(4, "big") + reply + peer.sealed(big))
+    assert peer.closed is None and core.active_keys() == [identity(9).public_hex]
 
 
 def test_handshake_timeout() -> None:
@@ -124,12 +146,14 @@ def test_duplicate_connection_keeps_one_link_on_both_sides() -> None:
     assert first.closed == {}
 
 
-def test_hello_carries_fresh_nonce_per_connection() -> None:
+def test_every_connection_gets_a_fresh_ephemeral_key() -> None:
     core = make_core(1)
     p1 = RawPeer(core, 5, identity(9))
-    p2 = RawPeer(core, 6, identity(10))
-    assert p1.their_hello()["nonce"] != p2.their_hello()["nonce"]
-    assert len(p1.their_hello()["nonce"]) == 64
+    p2 = RawPeer(core, 6, identity(9))
+    p1.start()
+    p2.start()
+    # message 2 begins with the responder's ephemeral public key
+    assert p1.handshake_in[0][:32] != p2.handshake_in[0][:32]
 
 
 def test_garbage_before_handshake_closes_only_that_connection() -> None:

@@ -16,12 +16,14 @@ from typing import Any, Protocol
 
 import pytest
 
-from p2pauction.gossip import handshake
+from p2pauction.gossip.entropy import SeededEntropy
 from p2pauction.gossip.actions import Accepted, Action, CloseConn, Dial, Send
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.core import GossipCore
 from p2pauction.gossip.discovery import DiscoveryCore
-from p2pauction.gossip.framing import FrameDecoder, encode_frame
+from p2pauction.gossip.framing import FrameDecoder, decode_body, encode_body, encode_frame
+from p2pauction.gossip.messages import Message
+from p2pauction.gossip.secure import LocalIdentity, SecureSession, SessionState
 from p2pauction.state.authoring import Author
 from p2pauction.state.events import decode_event
 from p2pauction.state.identity import Identity
@@ -45,6 +47,7 @@ class Driven(Protocol):
     def connection_lost(self, conn: int, now: float) -> None: ...
     def tick(self, now: float) -> None: ...
     def take_actions(self) -> list[Action]: ...
+    sent_tap: Any
 
 
 class Wires:
@@ -63,6 +66,11 @@ class Wires:
     def _add(self, core: Driven) -> None:
         if all(c is not core for c in self.cores):
             self.cores.append(core)
+            end_of = id(core)
+
+            def record(conn: int, msg: Message) -> None:   # frames are encrypted: record messages
+                self.sent.setdefault((end_of, conn), []).append(msg.to_wire())
+            core.sent_tap = record
 
     def connect(self, dialer: Driven, d_conn: int, acceptor: Driven, a_conn: int, now: float, *,
                 dialer_ip: str = "10.0.0.99", acceptor_addr: str = "10.0.0.98:7000") -> None:
@@ -103,7 +111,6 @@ class Wires:
             return
         other = self._other.get(end)
         if isinstance(action, Send):
-            self.sent.setdefault(end, []).extend(self._decoders.setdefault(end, FrameDecoder()).feed(action.data))
             if other is not None and (id(other[0]), other[1]) not in self.closed:
                 other[0].data_received(other[1], action.data, now)
             return
@@ -126,7 +133,8 @@ class Wires:
 
 class Peer:
     """A hand-driven remote node on one connection of ``core`` (inbound, unless ``dialed_as``
-    names the address the core dialed); it handshakes by itself."""
+    names the address the core dialed); it runs a real Noise handshake (by itself unless
+    ``handshake_now`` is False), then speaks encrypted frames."""
 
     def __init__(self, host: Host, conn: int, ident: Any, *, ip: str = "10.9.9.9", now: float = 0.0,
                  addr: str | None = None, handshake_now: bool = True, role: str = "node",
@@ -138,6 +146,10 @@ class Peer:
         self.addr = addr
         self.role = role
         self._decoder = FrameDecoder()
+        self._handshake_in: list[bytes] = []
+        entropy = SeededEntropy(b"peer" + bytes.fromhex(self.key) + conn.to_bytes(4, "big"))
+        self.session = SecureSession(LocalIdentity.create(ident, entropy), initiator=dialed_as is None,
+                                     net=NET, addr=addr, randbytes=entropy, role=role)
         host.peers[conn] = self
         if dialed_as is None:
             host.core.connection_made(conn, outbound=False, remote_addr=f"{ip}:{5000 + conn}", now=now)
@@ -148,20 +160,41 @@ class Peer:
             self.handshake(now)
 
     def handshake(self, now: float = 0.0) -> None:
-        self.send({"t": "hello", "net": NET, "ver": 1, "key": self.key, "addr": self.addr,
-                   "nonce": "ab" * 32, "role": self.role}, now)
-        if self.closed is None:
-            hello = next(f for f in self.inbox if f["t"] == "hello")
-            self.send({"t": "auth", "sig": handshake.make_auth(self.ident, hello["nonce"], NET).sig}, now)
+        if self.session.initiator:
+            self._send_body(self.session.start(), now)
+        else:
+            self._step(now)
+
+    def _step(self, now: float) -> None:
+        """Answer the handshake message received, if any."""
+        while self._handshake_in and not self.session.established and self.closed is None:
+            reply = self.session.receive_handshake(self._handshake_in.pop(0))
+            if reply is not None:
+                self._send_body(reply, now)
 
     def receive(self, data: bytes) -> None:
-        if self.closed is None:
-            self.inbox.extend(self._decoder.feed(data))
+        if self.closed is not None:
+            return
+        for body in self._decoder.split(data):
+            if body.startswith(b'{"t":"error"') and not self.inbox:
+                self.inbox.append(decode_body(body))   # refused (in plaintext, before the channel)
+            elif self.session.established:
+                self.inbox.append(decode_body(self.session.decrypt(body)))
+            else:
+                self._handshake_in.append(body)
+                if self.session.initiator or self.session.state is not SessionState.AWAIT_MSG1:
+                    self._step(self.host.now)
+
+    def _send_body(self, body: bytes, now: float) -> None:
+        self.send_bytes(len(body).to_bytes(4, "big") + body, now)
+
+    def send_bytes(self, data: bytes, now: float = 0.0) -> None:
+        self.host.now = now
+        self.host.core.data_received(self.conn, data, now)
+        self.host.drain()
 
     def send(self, frame: Frame, now: float = 0.0) -> None:
-        self.host.now = now
-        self.host.core.data_received(self.conn, encode_frame(frame), now)
-        self.host.drain()
+        self._send_body(self.session.encrypt(encode_body(frame)), now)
 
     def got(self, t: str) -> list[Frame]:
         return [f for f in self.inbox if f["t"] == t]
@@ -226,7 +259,7 @@ def core_holding(events: list[Any], n: int, **overrides: Any) -> GossipCore:
     store.append(events)
     overrides.setdefault("exempt_ips", ())
     cfg = GossipConfig(net=NET, listen_addr=f"10.0.0.{n}:7000", **overrides)
-    return GossipCore(cfg, identity(n), Replica(NET, store), random.Random(n), 0.0)
+    return GossipCore(cfg, identity(n), Replica(NET, store), random.Random(n), 0.0, entropy=SeededEntropy(n))
 
 
 def text(event: Any) -> str:
@@ -363,17 +396,16 @@ def test_error_frame_from_the_peer_closes_the_link() -> None:
     assert p.got("error") == []  # no ERROR is sent back for an ERROR
 
 
-def test_second_hello_and_hello_after_the_handshake_are_violations() -> None:
+def test_plaintext_before_the_handshake_and_hello_after_it_are_violations() -> None:
     h = host(1, **QUIET)
     early = Peer(h, 5, identity(9), handshake_now=False)
     hello = {"t": "hello", "net": NET, "ver": 1, "key": early.key, "addr": None, "nonce": "cd" * 32,
              "role": "node"}
-    early.send(hello)
-    early.send(hello)
-    assert early.closed is not None and "second HELLO" in early.closed
+    early.send_bytes(encode_frame(hello))
+    assert early.closed is not None and "protocol version 1" in early.closed
     late = Peer(h, 6, identity(10), ip="10.9.9.10")
-    late.send({**hello, "key": late.key})
-    assert late.closed is not None and "after the handshake" in late.closed
+    late.send(hello)   # encrypted, after the handshake: not a message type of this protocol
+    assert late.closed is not None and "violation" in late.closed
 
 
 def test_banned_ip_is_refused_before_the_handshake() -> None:
@@ -385,7 +417,7 @@ def test_banned_ip_is_refused_before_the_handshake() -> None:
         assert bad.closed is not None and "violation" in bad.closed
     fresh = Peer(h, 7, identity(11), ip="203.0.113.7", handshake_now=False)
     assert fresh.closed is not None and "banned" in fresh.closed
-    assert fresh.got("hello") == []  # refused before a HELLO
+    assert fresh.session.state is SessionState.START  # refused before any handshake message
     other = Peer(h, 8, identity(12), ip="203.0.113.8")
     assert other.closed is None and h.core.active_keys() == [other.key]
 
@@ -715,9 +747,9 @@ def test_peers_met_are_redialed_after_a_restart() -> None:
     """Every peer that handshakes is remembered in the store; a restarted node dials them."""
     store = MemoryStore()
     cfg = GossipConfig(net=NET, listen_addr="10.0.0.1:7000", exempt_ips=(), **QUIET)
-    first = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 0.0))
+    first = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 0.0, entropy=SeededEntropy(1)))
     Peer(first, 5, identity(9), addr="192.0.2.9:7000")
-    again = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 100.0))
+    again = Host(GossipCore(cfg, identity(1), Replica(NET, store), random.Random(1), 100.0, entropy=SeededEntropy(2)))
     again.run(100.0, 102.0)
     assert again.dials == ["192.0.2.9:7000"]
 
@@ -733,8 +765,8 @@ def test_an_inbound_discovery_node_is_refused() -> None:
 def test_a_discovery_node_serves_only_nodes() -> None:
     """Two discovery nodes do not register with each other: the link closes at the handshake."""
     cfg = GossipConfig(net=NET, listen_addr="10.0.0.100:7000", exempt_ips=())
-    d1 = DiscoveryCore(cfg, Identity.generate(b"\x64" * 32), random.Random(100), 0.0)
-    d2 = DiscoveryCore(cfg, Identity.generate(b"\x65" * 32), random.Random(101), 0.0)
+    d1 = DiscoveryCore(cfg, Identity.generate(b"\x64" * 32), random.Random(100), 0.0, entropy=SeededEntropy(100))
+    d2 = DiscoveryCore(cfg, Identity.generate(b"\x65" * 32), random.Random(101), 0.0, entropy=SeededEntropy(101))
     w = Wires()
     w.connect(d1, 1, d2, 2, 0.0)
     w.pump(0.0)
@@ -755,24 +787,40 @@ def test_a_shuffle_goes_out_every_shuffle_interval() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_links_past_max_degree_are_closed_tree_links_last(seed: int) -> None:
-    """Past ``max_degree`` a random link is closed, lazy links (the tree does not use) first."""
-    h = Host(make_core(seed, target_degree=2, min_degree=1, max_degree=3, **QUIET))
-    p1, p2, p3 = (Peer(h, c, identity(30 + c), ip=f"10.9.9.{c}") for c in (1, 2, 3))
+    """Past ``max_degree`` (by links we dialed) a random link is closed, lazy links (the tree
+    does not use) first."""
+    h = Host(make_core(seed, target_degree=2, min_degree=1, max_degree=3, outbound_slots=0, **QUIET))
+    p1, p2, p3 = (Peer(h, c, identity(30 + c), dialed_as=f"10.9.9.{c}:7000") for c in (1, 2, 3))
     (event,) = opens(1)
     p2.send({"t": "event", "e": text(event), "h": 1}, 1.0)
     p1.send({"t": "event", "e": text(event), "h": 1}, 1.1)  # a duplicate: p1 is pruned, lazy
     assert [p.closed for p in (p1, p2, p3)] == [None, None, None]
-    p4 = Peer(h, 4, identity(34), ip="10.9.9.4")
+    p4 = Peer(h, 4, identity(34), dialed_as="10.9.9.4:7000")
     assert p1.closed is not None and "maximum degree" in p1.closed
     assert [p.closed for p in (p2, p3, p4)] == [None, None, None]
     assert len(h.core.active_keys()) == 3
+
+
+def test_inbound_peers_never_take_the_outbound_slots() -> None:
+    """With 2 of 4 slots kept for links we dialed, a third inbound peer evicts an inbound one
+    (never one we dialed), and the node still dials out while inbound peers fill the rest."""
+    h = Host(make_core(1, target_degree=3, min_degree=1, max_degree=4, outbound_slots=2, **QUIET))
+    ours = Peer(h, 1, identity(31), dialed_as="10.9.9.1:7000")
+    inbound = [Peer(h, c, identity(30 + c), ip=f"10.2.9.{c}", now=float(c)) for c in (2, 3, 4)]
+    assert ours.closed is None
+    # one network group: its oldest member is protected, the youngest before the newcomer goes
+    assert [p.closed is not None and "evicted" in p.closed for p in inbound] == [False, True, False]
+    assert len(h.core.active_keys()) == 3
+    inbound[0].send({"t": "shuffle", "peers": [[identity(50).public_hex, "10.50.0.1:7000"]]}, 5.0)
+    h.run(5.0, 10.0)
+    assert h.dials == ["10.50.0.1:7000"]   # 3 links, target 3, but only 1 of the 2 outbound kept
 
 
 def test_refresh_dials_a_new_peer_then_drops_a_lazy_link() -> None:
     """Every ``refresh_interval`` (30 s +-20%) a node at its target degree dials one passive
     peer and, once that link is up, closes one link the tree does not use."""
     h = Host(make_core(1, target_degree=2, min_degree=1, max_degree=4, anti_entropy=False,
-                       shuffle_interval=1e9))
+                       shuffle_interval=1e9, outbound_slots=0))   # (kept outbound slots would dial at once)
     p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
     (event,) = opens(1)
     p2.send({"t": "event", "e": text(event), "h": 1}, 0.5)
@@ -840,7 +888,7 @@ def test_node_heartbeats_its_bootstrap_every_interval() -> None:
     bootstrap never answers it, and still expires a node that stops."""
     node = make_core(1, bootstraps=["10.0.0.100:7000"], **QUIET)
     cfg = GossipConfig(net=NET, listen_addr="10.0.0.100:7000", exempt_ips=())
-    disc = DiscoveryCore(cfg, Identity.generate(b"\x64" * 32), random.Random(100), 0.0)
+    disc = DiscoveryCore(cfg, Identity.generate(b"\x64" * 32), random.Random(100), 0.0, entropy=SeededEntropy(100))
     w = Wires()
     w.connect(node, 1, disc, 2, 0.0, dialer_ip="10.0.0.1", acceptor_addr="10.0.0.100:7000")
     w.pump(0.0)

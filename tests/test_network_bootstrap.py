@@ -21,7 +21,7 @@ NET = "bootstrap-test"
 async def _register(addr: str, listen: str) -> RawPeer:
     peer = await RawPeer(Identity.generate(), NET).connect(addr)
     assert await peer.handshake(role="node", addr=listen), "handshake with the bootstrap"
-    assert peer.remote_hello is not None and peer.remote_hello["role"] == "bootstrap"
+    assert peer.session is not None and peer.session.peer is not None and peer.session.peer.role == "bootstrap"
     peer.send({"t": "register", "key": peer.identity.public_hex, "addr": listen})
     return peer
 
@@ -54,8 +54,8 @@ def test_bootstrap_registers_nodes_and_serves_samples_then_stops(tmp_path: Path)
 
         # A wrong network is refused with a reason and the connection is closed.
         wrong = await RawPeer(Identity.generate(), "other-net").connect(addr)
-        wrong.send(wrong.hello())
-        assert await wrong.closed_by_remote(), "wrong net closed"
+        assert not await wrong.handshake(timeout=5), "a node of another network was accepted"
+        assert wrong.last_error is not None and "wrong network" in wrong.last_error, wrong.last_error
 
         stop.set()
         await asyncio.wait_for(task, WAIT)

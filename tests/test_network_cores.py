@@ -9,6 +9,7 @@ and comes back catching up by anti-entropy, and a clean shutdown of everything.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,7 +47,8 @@ class LiveNode:
         addr = await transport.bind()
         cfg = GossipConfig(net=NET, listen_addr=addr, bootstraps=self.bootstraps, **FAST)  # type: ignore[arg-type]
         self.replica = Replica(NET, self.store)
-        self.core = GossipCore(cfg, self.identity, self.replica, random.Random(self.seed), transport.now())
+        self.core = GossipCore(cfg, self.identity, self.replica, random.Random(self.seed), transport.now(),
+                               entropy=os.urandom)
         transport.core = self.core
         self.transport = transport
         self.seed += 1000  # a restarted core draws fresh nonces

@@ -44,7 +44,7 @@ def test_a_big_frame_before_the_handshake_is_refused_from_its_header(target: Nod
             peer.send_raw((500_000).to_bytes(4, "big") + b"{")   # legal after the handshake only
             await peer.drain()
             error = await peer.recv_type("error", 10.0)
-            assert error is not None and "over the 65536-byte limit" in error["reason"], error
+            assert error is not None and "over the 1024-byte limit" in error["reason"], error
             assert await peer.closed_by_remote(10.0), "the node kept an unauthenticated 500 KB frame open"
         finally:
             await peer.close()

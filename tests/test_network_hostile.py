@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from p2pauction.gossip import handshake
-from p2pauction.gossip.framing import encode_frame
+from p2pauction.gossip.secure import LocalIdentity
 from p2pauction.state.identity import Identity
 from tests.net_helpers import NodeProc, RawPeer, proc_cpu_seconds, proc_rss_kib, until, wait_for
 
@@ -140,27 +139,26 @@ def test_garbage_after_a_valid_handshake_closes_and_repeat_offenders_are_banned(
         print(f"\nhost banned after {closed_by_garbage} garbage connection(s)")
         assert 1 <= closed_by_garbage <= 3
         after = gossip_stats(target)["links"]
-        assert after["malformed"] - before["malformed"] == closed_by_garbage
+        assert after["undecryptable"] - before["undecryptable"] == closed_by_garbage
         assert after["bans"] > before["bans"]
         await serves_honest_peer(target)
     run(main())
 
 
-def test_wrong_net_and_bad_nonce_signature_are_refused(target: NodeProc) -> None:
+def test_wrong_net_and_a_stolen_static_key_signature_are_refused(target: NodeProc) -> None:
     async def main() -> None:
         wrong = await RawPeer(Identity.generate(), "some-other-net").connect(target.address, source_ip="127.0.0.5")
-        wrong.send(wrong.hello())
-        assert await wrong.recv_type("auth", timeout=5) is None, "wrong net got an AUTH"
-        assert wrong.last_error is not None and "network" in wrong.last_error, wrong.last_error
+        assert not await wrong.handshake(timeout=5), "a node of another network was accepted"
+        assert wrong.last_error is not None and "wrong network" in wrong.last_error, wrong.last_error
         await wrong.close()
 
-        liar = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.5")
-        liar.send(liar.hello())
-        hello = await liar.recv_type("hello")
-        assert hello is not None
-        wrong_nonce = "00" * 32 if hello["nonce"] != "00" * 32 else "11" * 32
-        liar.send(handshake.make_auth(liar.identity, wrong_nonce, NET).to_wire())  # signs the wrong nonce
-        await liar.recv_type("never")  # reads until the node closes
+        # A liar presents an honest node's key and its signature (seen in that node's handshakes)
+        # over a Noise static key of its own: the signature does not cover it.
+        victim = LocalIdentity.create(Identity.generate(), os.urandom)
+        mine = LocalIdentity.create(Identity.generate(), os.urandom)
+        stolen = LocalIdentity(node_key=victim.node_key, static=mine.static, static_sig=victim.static_sig)
+        liar = await RawPeer(None, NET, local=stolen).connect(target.address, source_ip="127.0.0.5")
+        assert not await liar.handshake(timeout=5), "the liar was accepted"
         assert liar.last_error is not None and "signature" in liar.last_error, liar.last_error
         await liar.close()
         await serves_honest_peer(target)
@@ -241,8 +239,7 @@ def test_a_peer_flooding_forged_events_is_banned_with_bounded_cpu(target: NodePr
         refused = 0
         while time.monotonic() - t0 < 3.0:
             again = await RawPeer(forger, NET).connect(target.address, source_ip="127.0.0.7")
-            again.send(again.hello())
-            refused += await again.recv_type("auth", timeout=2) is None
+            refused += not await again.handshake(timeout=2)
             await again.close()
         cpu = proc_cpu_seconds(target.pid) - cpu0
         wall = time.monotonic() - t0
@@ -272,14 +269,14 @@ def test_a_peer_that_never_reads_is_dropped_with_bounded_memory(target: NodeProc
         peer = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.8",
                                                                 rcvbuf=4096)
         assert await peer.handshake()
-        want = encode_frame({"t": "want", "ids": ids})
+        want = {"t": "want", "ids": ids}
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         asked, dropped = 0, False
         while not dropped and loop.time() - t0 < 60:
             try:
                 for _ in range(10):
-                    peer.send_raw(want)
+                    peer.send(want)
                     asked += 1
                 await peer.drain(timeout=5)
             except (ConnectionError, OSError, TimeoutError):
@@ -309,3 +306,29 @@ def test_after_all_attacks_an_honest_node_syncs_with_the_target(target: NodeProc
                  f"the honest node syncs {expected} events", timeout=60)
     finally:
         honest.stop()
+
+
+def test_a_flipped_bit_on_the_wire_closes_the_link_and_a_v1_peer_is_told_to_upgrade(target: NodeProc) -> None:
+    """Over a real socket: a frame whose last byte changed on the way is never answered and the
+    node closes the link; a version-1 node that sends its plaintext HELLO gets a clear ERROR."""
+    async def main() -> None:
+        before = gossip_stats(target)["links"]
+        peer = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.9")
+        assert await peer.handshake(), peer.last_error
+        assert peer.session is not None
+        body = bytearray(peer.session.encrypt(b'{"t":"ping","n":77}'))
+        body[-1] ^= 0x01
+        peer.send_body(bytes(body))
+        assert await peer.recv_type("pong", timeout=5) is None, "a tampered PING was answered"
+        await peer.close()
+        assert gossip_stats(target)["links"]["undecryptable"] == before["undecryptable"] + 1
+
+        old = await RawPeer(Identity.generate(), NET).connect(target.address, source_ip="127.0.0.9")
+        old.send({"t": "hello", "net": NET, "ver": 1, "key": Identity.generate().public_hex, "addr": None,
+                  "nonce": "ab" * 32, "role": "node"})
+        error = await old.recv_type("error", timeout=5)
+        assert error is not None and "protocol version 2 required" in error["reason"], error
+        assert await old.closed_by_remote(5)
+        await old.close()
+        await serves_honest_peer(target)
+    run(main())

@@ -4,8 +4,11 @@ One concept per module (the wire protocol itself is in ``docs/protocol.md``):
 
 - ``framing``       length-prefixed JSON frames (size checked before the body is buffered)
 - ``messages``      one validated dataclass per message type, every list bounded
-- ``handshake``     HELLO/AUTH: keys proven by signing the other side's nonce
-- ``link``          connections: framing + handshake + rate limits + bans + liveness (base class)
+- ``noise``         the Noise Protocol Framework (XX, X25519, ChaCha20-Poly1305, SHA-256/BLAKE2s)
+- ``secure``        ``SecureSession``: Noise XX bound to node keys, then encrypted frames
+- ``entropy``       ``RandBytes`` sources for secrets: os.urandom, or seeded for simulations
+- ``link``          connections: framing + secure channel + rate limits + bans + liveness (base class)
+- ``eviction``      which inbound peer to evict when a newcomer needs the slot (eclipse resistance)
 - ``membership``    addresses and the bounded passive view
 - ``dissemination`` Plumtree (eager tree, lazy IHAVE, GRAFT/PRUNE, hop optimisation) or flooding
 - ``antientropy``   16-ary prefix fingerprints of event ids and the reconciliation steps
@@ -17,5 +20,6 @@ One concept per module (the wire protocol itself is in ``docs/protocol.md``):
 - ``transport``     the asyncio TCP adapter that drives either core
 
 Nothing below ``transport`` does I/O, reads a clock or uses global randomness: time is the ``now``
-argument and randomness the ``random.Random`` handed in, so the simulator drives the same code.
+argument, protocol choices come from the ``random.Random`` handed in and secrets from the
+``RandBytes`` handed in, so the simulator drives the same code.
 """

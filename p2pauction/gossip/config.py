@@ -41,11 +41,11 @@ class GossipConfig:
     ping_after: float = 10.0                 # idle seconds before a PING
     dead_after: float = 30.0                 # silent seconds before the link is dropped
     max_frame_bytes: int = MAX_FRAME_BYTES
-    # Before the handshake completes only handshake-sized frames are accepted (HELLO is ~400
-    # bytes; the cap leaves room for the peer's first messages, which may arrive in the same read
-    # as its AUTH: an IHAVE of 256 ids is ~19 KB), checked from the length prefix, so an
-    # unauthenticated connection parks at most this much (64 of them: 4 MiB).
-    handshake_frame_bytes: int = 64 * 1024
+    # Before the handshake completes only handshake-sized frames are accepted (Noise message 2
+    # is about 600 bytes with the longest address), checked from the length prefix, so an
+    # unauthenticated connection parks at most this much. Frames that follow the handshake in the
+    # same read are split after it completed, under ``max_frame_bytes``.
+    handshake_frame_bytes: int = 1024
     # Once its first byte arrived a frame must be complete within this (slowloris guard).
     frame_timeout: float = 20.0
 
@@ -107,6 +107,12 @@ class GossipConfig:
     serve_rate: float = 2000.0
     serve_burst: float = 10_000.0
 
+    # eclipse resistance: of the ``max_degree`` node links, min(outbound_slots, target_degree)
+    # are kept for links this node dialed. Inbound links beyond the rest evict an inbound peer
+    # chosen by eviction.select_inbound_to_evict (never an outbound one), and the node keeps
+    # dialing until it has that many outbound links, however many peers dialed it.
+    outbound_slots: int = 4
+
     # limits
     max_inbound: int = 64
     max_inbound_per_ip: int = 8
@@ -141,6 +147,8 @@ class GossipConfig:
 
         if not 1 <= self.min_degree <= self.target_degree <= self.max_degree:
             raise UsageError("degrees must satisfy 1 <= min_degree <= target_degree <= max_degree")
+        if self.outbound_slots < 0:
+            raise UsageError("outbound_slots must be 0 or more")
         if self.dissemination not in ("plumtree", "flood", "none"):
             raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
         if not 1 <= self.ae_depth <= 8:

@@ -25,15 +25,20 @@ from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial
 from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.dissemination import Plumtree
+from p2pauction.gossip.entropy import RandBytes
+from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evict
 from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
+from p2pauction.logs import get_logger
 from p2pauction.gossip.messages import (
     MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
     IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
     WantPrefix,
 )
 from p2pauction.logs import get_logger
+
+log = get_logger(__name__)
 
 log = get_logger(__name__)
 
@@ -61,8 +66,8 @@ class GossipCore(LinkHost):
     ROLE = "node"
 
     def __init__(self, config: GossipConfig, identity: Any, replica: Any, rng: random.Random,
-                 now: float) -> None:
-        super().__init__(config, identity, rng, now)
+                 now: float, *, entropy: RandBytes) -> None:
+        super().__init__(config, identity, rng, now, entropy=entropy)
         self.replica = replica
         self.summary = PrefixSummary(config.ae_depth)
         self.plumtree = Plumtree(config)
@@ -71,6 +76,10 @@ class GossipCore(LinkHost):
         self.ev: dict[str, int] = dict.fromkeys(_EVENT_COUNTERS, 0)
         self.rejected_by_reason: dict[str, int] = {}
         self._active: dict[str, Link] = {}        # key -> established node link
+        # Eclipse resistance (see GossipConfig.outbound_slots and _admit_inbound).
+        self._outbound_min = min(config.outbound_slots, config.target_degree)
+        self._inbound_share = config.max_degree - self._outbound_min
+        self._eviction_salt = self.entropy(32)   # which network groups are protected: secret
         self._dialing: dict[str, float] = {}      # addr -> when dialed
         self._dial_fails: dict[str, int] = {}
         self._boot: Link | None = None            # link to a discovery node
@@ -192,8 +201,8 @@ class GossipCore(LinkHost):
                 self._boot_dialing = None
 
     def _on_established(self, link: Link, now: float) -> None:
-        assert link.key is not None and link.hello is not None
-        if link.hello.role == "bootstrap":
+        assert link.key is not None and link.peer is not None
+        if link.peer.role == "bootstrap":
             if not link.outbound or self._boot is not None:
                 self._close(link, "unexpected discovery-node connection", now)
                 return
@@ -203,9 +212,11 @@ class GossipCore(LinkHost):
             self._next_heartbeat = now + self.cfg.heartbeat_interval
             self._ask_sample(now, force=True)
             return
+        if not link.outbound and not self._admit_inbound(link, now):
+            return
         if link.extra.get("boot"):
             self._seed_nodes[link.remote_addr] = None
-        link.listen = link.dial_addr if link.outbound else fix_addr(link.hello.addr, link.remote_addr)
+        link.listen = link.dial_addr if link.outbound else fix_addr(link.peer.addr, link.remote_addr)
         if link.outbound:
             self.backoff.succeeded(link.remote_addr)
             self._dial_fails.pop(link.remote_addr, None)
@@ -223,7 +234,26 @@ class GossipCore(LinkHost):
         if len(self.passive) < self.cfg.target_degree:
             self._send_shuffle(link, now)  # a joining node learns peers at once, not after 10 s
         if len(self._active) > self.cfg.max_degree:
-            self._drop_links(len(self._active) - self.cfg.max_degree, link, "over the maximum degree", now)
+            self._drop_links(len(self._active) - self.cfg.max_degree, link, "over the maximum degree", now,
+                             inbound_first=True)
+
+    def _admit_inbound(self, link: Link, now: float) -> bool:
+        """Room for a new inbound node link: when the inbound share is full, evict the inbound
+        peer that eviction.select_inbound_to_evict picks (never an outbound one: those slots
+        are ours), or refuse the newcomer when every inbound peer is protected."""
+        inbound = [x for x in self._active.values() if not x.outbound]
+        if len(inbound) < self._inbound_share:
+            return True
+        candidates = [EvictionCandidate(key=x.key or "", ip=x.ip, inbound=True,
+                                        connected_at=x.established_at or 0.0, last_useful=x.last_useful)
+                      for x in inbound]
+        victim = select_inbound_to_evict(candidates, self._eviction_salt) if candidates else None
+        if victim is None:
+            self._close(link, "no inbound slot free (every inbound peer is protected)", now)
+            return False
+        self.counters["inbound_evicted"] += 1
+        self._close(self._active[victim], "evicted for a newcomer (inbound slots full)", now)
+        return True
 
     def _on_link_down(self, link: Link, now: float) -> None:
         if link is self._boot:
@@ -295,6 +325,8 @@ class GossipCore(LinkHost):
             self.ev["rejected"] += 1
             reason = str(getattr(outcome.reason, "value", outcome.reason))
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+            log.debug("gossip.event_rejected", reason=reason, sender=link.key[:12],
+                      event_id=(outcome.event_id or "undecodable")[:16])
             self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
         return False
 
@@ -310,6 +342,10 @@ class GossipCore(LinkHost):
         # copy served by a node that had it so); MAX_HOPS on the wire means unknown.
         shown = -1 if via != "push" or hops >= MAX_HOPS else hops
         self._actions.append(Accepted(ev, own, shown))
+        if sender is not None:
+            useful = self._active.get(sender)
+            if useful is not None:
+                useful.last_useful = now   # it delivered an event we had not seen: protect it
         if via == "ae":
             self.plumtree.on_new_event(ev.id, None)
             if self.cfg.ae_announce:
@@ -635,17 +671,19 @@ class GossipCore(LinkHost):
             if self._boot_dialing is not None and self._boot_dialing not in self._dialing:
                 self._boot_dialing = None
         n_active = len(self._active)
-        if n_active < cfg.target_degree:
+        n_outbound = sum(1 for x in self._active.values() if x.outbound)
+        if n_active < cfg.target_degree or n_outbound < self._outbound_min:
             handshaking_out = sum(1 for x in self._links.values()
                                   if x.outbound and not x.closed and not x.established and not x.extra.get("boot"))
             pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
-            want = cfg.target_degree - n_active - pending
+            # Enough links, and enough of them dialed by us (inbound peers cannot take them).
+            want = max(cfg.target_degree - n_active, self._outbound_min - n_outbound) - pending
             if want > 0:
                 self._dial_passive(min(want, cfg.dials_per_tick), now)
             self._ask_sample(now)
         self._maintain_bootstrap(n_active, now)
         if n_active > cfg.max_degree:
-            self._drop_links(n_active - cfg.max_degree, None, "over the maximum degree", now)
+            self._drop_links(n_active - cfg.max_degree, None, "over the maximum degree", now, inbound_first=True)
         if self._boot is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + cfg.heartbeat_interval
             self._send(self._boot, Heartbeat())
@@ -676,12 +714,15 @@ class GossipCore(LinkHost):
         if len(self._active) > self.cfg.target_degree:
             self._drop_links(1, new, "overlay refresh", now)
 
-    def _drop_links(self, n: int, keep: Link | None, reason: str, now: float) -> None:
-        """Close ``n`` random active links, those the Plumtree eager tree needs least first."""
-        tiers: list[list[Link]] = [[], [], []]
+    def _drop_links(self, n: int, keep: Link | None, reason: str, now: float, *,
+                    inbound_first: bool = False) -> None:
+        """Close ``n`` random active links, those the Plumtree eager tree needs least first
+        (and, with ``inbound_first``, inbound links before any link we dialed)."""
+        tiers: list[list[Link]] = [[], [], [], [], [], []]
         for key, link in self._active.items():
             if link is not keep:
-                tiers[self.plumtree.tree_weight(key)].append(link)
+                ours = 3 if inbound_first and link.outbound else 0
+                tiers[ours + self.plumtree.tree_weight(key)].append(link)
         victims: list[Link] = []
         for tier in tiers:
             victims += self.rng.sample(tier, min(n - len(victims), len(tier)))

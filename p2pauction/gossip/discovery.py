@@ -15,6 +15,7 @@ from typing import Any
 
 from p2pauction.errors import ProtocolError
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import fix_addr
 from p2pauction.gossip.messages import MAX_PEERS, Heartbeat, Message, Peers, Register, Sample
@@ -82,8 +83,9 @@ class Registry:
 class DiscoveryCore(LinkHost):
     ROLE = "bootstrap"
 
-    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float) -> None:
-        super().__init__(config, identity, rng, now)
+    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float, *,
+                 entropy: RandBytes) -> None:
+        super().__init__(config, identity, rng, now, entropy=entropy)
         self._max_inbound = config.discovery_max_inbound
         self._max_handshaking = config.discovery_max_handshaking
         self.registry = Registry(config.discovery_max_entries)

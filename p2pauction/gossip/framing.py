@@ -102,6 +102,14 @@ class FrameDecoder:
             if need + HEADER_BYTES == n and 0 < need <= self.max_size:
                 bodies.append(data[HEADER_BYTES:])
                 return bodies
+        return self.split_prefix(data, 0)[0]
+
+    def split_prefix(self, data: bytes, max_frames: int) -> tuple[list[bytes], int]:
+        """Like :meth:`split`, but stop after ``max_frames`` complete bodies (0: no limit) and
+        also return how many bytes of ``data`` were consumed: the caller feeds the rest later,
+        e.g. after raising ``max_size`` once a handshake completed mid-chunk."""
+        bodies: list[bytes] = []
+        n = len(data)
         view = memoryview(data)
         pos = 0
         while pos < n:
@@ -133,4 +141,7 @@ class FrameDecoder:
             pos += take
             self._need = -1
             bodies.append(body)
-        return bodies
+            if len(bodies) == max_frames:
+                break
+        return bodies, pos
+

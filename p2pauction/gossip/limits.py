@@ -56,8 +56,9 @@ class ScoreBoard:
         value, stamp = entry
         return min(0.0, value + max(0.0, now - stamp) * self.recovery)
 
-    def penalise(self, subjects: list[str], amount: float, now: float) -> bool:
-        """Lower the score of each subject; True when any of them is now banned."""
+    def penalise(self, subjects: list[str], amount: float, now: float) -> list[str]:
+        """Lower the score of each subject; return the subjects now banned (empty: none; an
+        exempt IP is never among them, so a caller logs only what was really banned)."""
         banned = False
         for subject in subjects:
             value = self.score(subject, now) - amount
@@ -67,14 +68,14 @@ class ScoreBoard:
                 del self._scores[next(iter(self._scores))]
             if value <= -self.threshold:
                 banned = True
-        if banned:
-            for subject in subjects:
-                self.ban(subject, now)
-        return banned
+        if not banned:
+            return []
+        return [subject for subject in subjects if self.ban(subject, now)]
 
-    def ban(self, subject: str, now: float) -> None:
+    def ban(self, subject: str, now: float) -> bool:
+        """Ban ``subject``; False (nothing done) for an exempt IP."""
         if subject.startswith("ip:") and subject[3:] in self.exempt_ips:
-            return
+            return False
         if subject not in self._bans:
             self.bans_total += 1
         self._bans.pop(subject, None)
@@ -82,6 +83,7 @@ class ScoreBoard:
         self._scores.pop(subject, None)
         if len(self._bans) > self.max_entries:
             del self._bans[next(iter(self._bans))]
+        return True
 
     def is_banned(self, subject: str, now: float) -> bool:
         until = self._bans.get(subject)

@@ -1,6 +1,9 @@
-"""Connections shared by GossipCore and DiscoveryCore: framing, handshake, limits, liveness.
+"""Connections shared by GossipCore and DiscoveryCore: framing, secure channel, limits, liveness.
 
-``LinkHost`` owns every connection the driver reports. It decodes frames, runs the handshake,
+``LinkHost`` owns every connection the driver reports. It decodes frames, runs one
+:class:`~p2pauction.gossip.secure.SecureSession` per connection (Noise XX bound to node keys: the
+side that dialed sends message 1 on connect; every frame body before establishment is a handshake
+message, every one after it is decrypted, then parsed; every message sent is encrypted),
 enforces rate limits and inbound caps, keeps scores and bans, pings idle links, and hands every
 authenticated message to the subclass (``_on_message``). Nothing a peer sends raises out of
 ``data_received``: a ProtocolError closes that connection only (after an ERROR frame with the
@@ -8,8 +11,10 @@ reason), and an unexpected exception (a bug of ours) is logged with its tracebac
 reported to ``on_internal_error`` (the simulator turns it into a violation) and also closes only
 that connection.
 
-Frames are bounded by the handshake state: before it completes only ``handshake_frame_bytes``
-per frame (checked from the length prefix), after it ``max_frame_bytes``; received bytes are
+Before the handshake completes the only plaintext a link sends or accepts is an ERROR (why the
+connection is refused: banned, over a cap, wrong network); it carries no secret and a forged one
+can do no more than an on-path TCP reset. Frames are bounded by the handshake state: before it
+completes only ``handshake_frame_bytes`` per frame (checked from the length prefix), after it ``max_frame_bytes``; received bytes are
 budgeted per connection (token bucket); a frame begun must complete within ``frame_timeout``.
 """
 
@@ -21,19 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2pauction.errors import FrameError, HandshakeError, ProtocolError, UsageError
-from p2pauction.gossip import handshake
+from p2pauction.errors import ChannelError, FrameError, HandshakeError, ProtocolError, UsageError
 from p2pauction.gossip.actions import Action, CloseConn, Send
 from p2pauction.gossip.config import GossipConfig
-from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_frame
+from p2pauction.gossip.entropy import RandBytes
+from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_body
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
 from p2pauction.gossip.membership import ip_of
-from p2pauction.gossip.messages import (
-    MESSAGE_TYPES, PROTOCOL_VERSION, Auth, Error, Hello, Message, Ping, Pong, parse_message,
-)
+from p2pauction.gossip.messages import MESSAGE_TYPES, Error, Message, Ping, Pong, parse_message
+from p2pauction.gossip.secure import LocalIdentity, PeerIdentity, SecureSession, v1_refusal
 from p2pauction.logs import get_logger
 
 log = get_logger(__name__)
+
+_PLAIN_ERROR = b'{"t":"error"'
+"""How a plaintext ERROR body starts (compact JSON, "t" first). Before the handshake completes
+this is the only plaintext a link accepts; a Noise message starts with a random public key."""
+
+
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 class MessageCache(Protocol):
@@ -53,12 +65,14 @@ class Link:
     decoder: FrameDecoder
     frames: TokenBucket
     bytes: TokenBucket
-    nonce: str
+    session: SecureSession
     last_recv: float
     dial_addr: str | None = None          # outbound: the address we dialed
-    hello: Hello | None = None            # the peer's HELLO (not yet authenticated)
-    key: str | None = None                # set once the peer's AUTH verified
+    peer: PeerIdentity | None = None      # what the handshake proved (key) and claims (addr, role)
+    key: str | None = None                # set once the handshake completed: proven by the channel
     established_at: float | None = None
+    last_useful: float | None = None      # when the peer last delivered an event we had not seen
+    decrypted: int = 0                    # frames decrypted so far
     listen: str | None = None             # where the peer can be dialed
     ping_out: bool = False
     frame_started: float | None = None    # when the frame being received began (slowloris guard)
@@ -72,14 +86,14 @@ class Link:
 
     @property
     def role(self) -> str:
-        return self.hello.role if self.hello is not None else "?"
+        return self.peer.role if self.peer is not None else "?"
 
 
 def _counter_names() -> list[str]:
     return ["frames_in", "frames_out", "bytes_in", "bytes_out", "conns_in", "conns_out",
             "handshakes_ok", "handshake_failed", "handshake_timeouts", "malformed", "violations",
             "rate_limited", "inbound_rejected", "banned_rejected", "bans", "peer_errors",
-            "internal_errors", "dead_links", "duplicate_links", "handshake_evicted", "frame_timeouts"]
+            "internal_errors", "dead_links", "duplicate_links", "handshake_evicted", "frame_timeouts", "undecryptable", "inbound_evicted"]
 
 
 class LinkHost:
@@ -87,11 +101,18 @@ class LinkHost:
 
     ROLE = "node"
 
-    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float) -> None:
+    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float, *,
+                 entropy: RandBytes) -> None:
+        """``rng`` is for protocol choices only (whom to dial, jitter); ``entropy`` for secrets and
+        nonces: ``os.urandom`` in a real node, a SeededEntropy in the simulator and tests."""
         self.cfg = config
         self.identity = identity
         self.key: str = identity.public_hex
         self.rng = rng
+        self.entropy = entropy
+        # One Noise static key per core, signed once by the node key, shared by every session.
+        self.local = LocalIdentity.create(identity, entropy)
+        self._pings_sent = 0   # PING numbers: a counter (nothing secret, nothing to predict)
         self._links: dict[int, Link] = {}
         self._by_key: dict[str, Link] = {}
         self._actions: list[Action] = []
@@ -119,6 +140,9 @@ class LinkHost:
         # Set by a driver that queues sends (the asyncio transport): bytes queued to a connection
         # and not yet written. The core serves and pushes less while a peer reads slowly.
         self.send_backlog: Callable[[int], int] | None = None
+        # Called with (conn, message) for every message sent: frames are encrypted, so tests and
+        # tracing tools that want to see the messages look here.
+        self.sent_tap: Callable[[int, Message], None] | None = None
 
     # --- driver inputs ----------------------------------------------------------------------------
 
@@ -126,11 +150,13 @@ class LinkHost:
         if conn in self._links:
             raise UsageError(f"connection id {conn} is already in use; the driver must not reuse ids")
         ip = ip_of(remote_addr)
+        session = SecureSession(self.local, initiator=outbound, net=self.cfg.net, addr=self.cfg.listen_addr,
+                                randbytes=self.entropy, role=self.ROLE, max_plaintext=self.cfg.max_frame_bytes)
         link = Link(conn=conn, outbound=outbound, remote_addr=remote_addr, ip=ip, created=now,
                     decoder=FrameDecoder(self.cfg.handshake_frame_bytes),
                     frames=TokenBucket(self.cfg.rate_frames, self.cfg.rate_frames_burst, now),
                     bytes=TokenBucket(self.cfg.rate_bytes, self.cfg.rate_bytes_burst, now),
-                    nonce=handshake.new_nonce(self.rng), last_recv=now)
+                    session=session, last_recv=now)
         self._links[conn] = link
         self.counters["conns_out" if outbound else "conns_in"] += 1
         self._n_handshaking += 1
@@ -145,8 +171,8 @@ class LinkHost:
                 self.counters["inbound_rejected"] += 1
                 self._close(link, refusal, now)
                 return
-        self._send(link, Hello(net=self.cfg.net, ver=PROTOCOL_VERSION, key=self.key,
-                               addr=self.cfg.listen_addr, nonce=link.nonce, role=self.ROLE))
+        if outbound:
+            self._send_body(link, session.start(), "handshake")   # Noise message 1
         self._on_connection(link, now)
 
     def _inbound_refusal(self, link: Link, now: float) -> str | None:
@@ -182,27 +208,51 @@ class LinkHost:
         counters = self.counters
         counters["bytes_in"] += len(data)
         if not link.bytes.take(len(data), now):
-            self._rate_limited(link, "bytes", now)
+            self._rate_limited(link, "bytes", now, blame_key=False)   # bytes not yet authenticated
             return
+        while not link.established:
+            # Handshaking: one frame at a time, since the frame cap rises once it completes and
+            # the peer's first encrypted frames may follow in the same chunk.
+            try:
+                bodies, used = link.decoder.split_prefix(data, 1)
+            except FrameError as exc:
+                self._malformed(link, exc, now)
+                return
+            self._note_partial(link, bool(bodies), now)
+            if not bodies:
+                return
+            data = data[used:]
+            counters["frames_in"] += 1
+            if not link.frames.take(1, now):
+                self._rate_limited(link, "frames", now)
+                return
+            self._handshake_frame(link, bodies[0], now)
+            if link.closed:
+                return
+            if not data:
+                return
         try:
             bodies = link.decoder.split(data)
         except FrameError as exc:
-            self._malformed(link, exc, now)
+            self._malformed(link, exc, now, blame_key=False)   # framing is not authenticated
             return
-        if link.decoder.partial:
-            if link.frame_started is None or bodies:
-                link.frame_started = now
-        else:
-            link.frame_started = None
+        self._note_partial(link, bool(bodies), now)
         cache = self.message_cache
+        session = link.session
         for body in bodies:
             if link.closed:
                 return
             counters["frames_in"] += 1
-            msg = cache.get(body) if cache is not None else None
+            try:
+                plain = session.decrypt(body)
+            except ChannelError as exc:
+                self._undecryptable(link, body, exc, now)
+                return
+            link.decrypted += 1
+            msg = cache.get(plain) if cache is not None else None
             if msg is None:
                 try:
-                    frame = decode_body(body)
+                    frame = decode_body(plain)
                 except FrameError as exc:
                     self._malformed(link, exc, now)
                     return
@@ -212,13 +262,85 @@ class LinkHost:
                 if msg is None:
                     return
                 if cache is not None:
-                    cache.put(body, msg)
+                    cache.put(plain, msg)
             else:
                 self._count_in(msg.T, len(body))
             if not link.frames.take(1, now):
                 self._rate_limited(link, "frames", now)
                 return
             self._handle_message(link, msg, now)
+
+    def _undecryptable(self, link: Link, body: bytes, exc: ChannelError, now: float) -> None:
+        if not link.decrypted and body.startswith(_PLAIN_ERROR):
+            # Our handshake completed but the peer's did not (it refused our last message): its
+            # plaintext ERROR says why.
+            try:
+                self._dispatch(link, Error.from_wire(decode_body(body)), now)
+                return
+            except FrameError:
+                pass
+        self.counters["undecryptable"] += 1
+        # Only the connection is to blame, not the key: whoever made a frame that fails to decrypt
+        # does not hold the session keys (a relay or a path attacker corrupting an honest peer's
+        # stream must not get that peer's key banned). The IP is the one that sent the bytes.
+        self._close(link, f"undecryptable frame: {exc}", now, penalty=self.cfg.penalty_violation,
+                    blame_key=False)
+
+    @staticmethod
+    def _note_partial(link: Link, completed: bool, now: float) -> None:
+        """Track when the frame being received began (the slowloris guard)."""
+        if link.decoder.partial:
+            if link.frame_started is None or completed:
+                link.frame_started = now
+        else:
+            link.frame_started = None
+
+    def _handshake_frame(self, link: Link, body: bytes, now: float) -> None:
+        """One frame body before the session is established: a Noise message, or the peer's
+        plaintext ERROR (why it refuses us)."""
+        if body.startswith(_PLAIN_ERROR):
+            try:
+                self._dispatch(link, Error.from_wire(decode_body(body)), now)
+            except FrameError as exc:
+                self._malformed(link, exc, now)
+            return
+        try:
+            reply = link.session.receive_handshake(body)
+        except HandshakeError as exc:
+            self.counters["handshake_failed"] += 1
+            refusal = v1_refusal(body)
+            if refusal is not None:   # an old node: tell it in words it understands
+                self._send_body(link, refusal, "error")
+            log.info("gossip.handshake_failed", addr=link.remote_addr, reason=str(exc)[:200])
+            self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2,
+                        send_error=refusal is None)
+            return
+        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
+            self._internal_error(link, "handshake", exc, now)
+            return
+        if reply is not None:
+            self._send_body(link, reply, "handshake")
+        if link.session.established:
+            self._handle_established(link, now)
+
+    def discard_frames(self, conn: int, data: bytes, now: float) -> None:
+        """The simulator's message loss: whole frames whose messages are lost above the channel.
+        They are decrypted (so the record counters stay in step) and dropped; any failure is
+        handled as it would be for ``data_received``."""
+        link = self._links.get(conn)
+        if link is None or link.closed or not link.established:
+            return
+        try:
+            bodies = link.decoder.split(data)
+        except FrameError as exc:
+            self._malformed(link, exc, now, blame_key=False)
+            return
+        for body in bodies:
+            try:
+                link.session.decrypt(body)
+            except ChannelError as exc:
+                self._undecryptable(link, body, exc, now)
+                return
 
     def _count_in(self, t: str, body_size: int) -> None:
         entry = self.by_type.get(t)
@@ -227,9 +349,10 @@ class LinkHost:
         entry[0] += 1
         entry[1] += body_size + HEADER_BYTES
 
-    def _malformed(self, link: Link, exc: FrameError, now: float) -> None:
+    def _malformed(self, link: Link, exc: FrameError, now: float, *, blame_key: bool = True) -> None:
         self.counters["malformed"] += 1
-        self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed)
+        self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed,
+                    blame_key=blame_key)
 
     def _parse(self, link: Link, frame: dict[str, Any], now: float) -> Message | None:
         """The message in a decoded frame, or None after closing a link that broke the protocol."""
@@ -246,9 +369,6 @@ class LinkHost:
     def _handle_message(self, link: Link, msg: Message, now: float) -> None:
         try:
             self._dispatch(link, msg, now)
-        except HandshakeError as exc:
-            self.counters["handshake_failed"] += 1
-            self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
         except ProtocolError as exc:
             self.counters["violations"] += 1
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
@@ -271,6 +391,9 @@ class LinkHost:
             return
         if not link.closed:
             link.closed = True
+            if link.established:
+                log.info("gossip.peer_lost", peer=(link.key or "")[:12], addr=link.remote_addr,
+                         reason="connection closed by the peer or the network")
             self._link_down(link, now)
 
     # --- dispatch -----------------------------------------------------------------------------
@@ -280,38 +403,29 @@ class LinkHost:
             self.counters["peer_errors"] += 1
             self._close(link, f"peer reported: {msg.reason}", now, send_error=False)
             return
-        if not link.established:
-            if isinstance(msg, Hello):
-                self._on_hello(link, msg, now)
-            elif isinstance(msg, Auth):
-                self._on_auth(link, msg, now)
-            else:
-                raise ProtocolError(f"{msg.T} before the handshake completed")
-            return
         if isinstance(msg, Ping):
             self._send(link, Pong(n=msg.n))
         elif isinstance(msg, Pong):
             pass
-        elif isinstance(msg, (Hello, Auth)):
-            raise ProtocolError(f"{msg.T} after the handshake")
         else:
             self._on_message(link, msg, now)
 
-    def _on_hello(self, link: Link, hello: Hello, now: float) -> None:
-        if link.hello is not None:
-            raise ProtocolError("second HELLO")
-        handshake.check_hello(hello, net=self.cfg.net, own_key=self.key)
-        if self.scores.is_banned("key:" + hello.key, now):
+    def _handle_established(self, link: Link, now: float) -> None:
+        try:
+            self._on_handshake_done(link, now)
+        except HandshakeError as exc:
+            self.counters["handshake_failed"] += 1
+            self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
+        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
+            self._internal_error(link, "handshake", exc, now)
+
+    def _on_handshake_done(self, link: Link, now: float) -> None:
+        peer = link.session.peer
+        assert peer is not None
+        key = peer.key
+        if self.scores.is_banned("key:" + key, now):
             self.counters["banned_rejected"] += 1
             raise HandshakeError("banned")
-        link.hello = hello
-        self._send(link, handshake.make_auth(self.identity, hello.nonce, self.cfg.net))
-
-    def _on_auth(self, link: Link, auth: Auth, now: float) -> None:
-        if link.hello is None:
-            raise ProtocolError("AUTH before HELLO")
-        handshake.check_auth(auth, their_key=link.hello.key, our_nonce=link.nonce, net=self.cfg.net)
-        key = link.hello.key
         existing = self._by_key.get(key)
         if existing is not None and not existing.closed:
             # Both ends apply the same rule, so they keep the same connection: the newer one when
@@ -323,34 +437,51 @@ class LinkHost:
                 self._close(link, "duplicate connection", now, send_error=True)
                 return
             self._close(existing, "duplicate connection (replaced)", now)
+        link.peer = peer
         link.key = key
         link.established_at = now
-        link.decoder.max_size = self.cfg.max_frame_bytes  # authenticated: full-size frames from now on
+        link.decoder.max_size = link.session.max_body  # authenticated: full-size frames from now on
         self._n_handshaking -= 1
         self._by_key[key] = link
         self.counters["handshakes_ok"] += 1
+        log.info("gossip.peer_connected", peer=key[:12], addr=link.remote_addr, role=peer.role,
+                 direction="outbound" if link.outbound else "inbound")
         self._on_established(link, now)
 
     # --- outputs ------------------------------------------------------------------------------
 
     def _send(self, link: Link, msg: Message) -> None:
+        """Send one message: encrypted once established; before that only an ERROR, in plaintext."""
         if link.closed:
             return
-        last, data = self._last_encoded
+        last, plain = self._last_encoded
         if msg is not last:
-            data = encode_frame(msg.to_wire())
-            self._last_encoded = (msg, data)
+            plain = encode_body(msg.to_wire())   # a broadcast encodes once, encrypts per link
+            self._last_encoded = (msg, plain)
+        session = link.session
+        if session.established:
+            body = session.encrypt(plain)
+        elif isinstance(msg, Error) and not link.established:
+            body = plain
+        else:
+            return   # nothing else can go out before the channel exists (or after it failed)
+        if self.sent_tap is not None:
+            self.sent_tap(link.conn, msg)
+        self._send_body(link, body, msg.T)
+
+    def _send_body(self, link: Link, body: bytes, t: str) -> None:
+        data = _frame(body)
         self._actions.append(Send(link.conn, data))
         self.counters["frames_out"] += 1
         self.counters["bytes_out"] += len(data)
-        entry = self.by_type.get(msg.T)
+        entry = self.by_type.get(t)
         if entry is None:
-            entry = self.by_type.setdefault(msg.T, [0, 0, 0, 0])
+            entry = self.by_type.setdefault(t, [0, 0, 0, 0])
         entry[2] += 1
         entry[3] += len(data)
 
     def _close(self, link: Link, reason: str, now: float, *, penalty: float = 0.0,
-               send_error: bool = True) -> None:
+               send_error: bool = True, blame_key: bool = True) -> None:
         """Close one connection (ERROR frame first), penalise the peer, maybe ban it."""
         if link.closed:
             return
@@ -361,15 +492,21 @@ class LinkHost:
         tag = reason.split(":")[0][:40]
         if tag in self.close_reasons or len(self.close_reasons) < 64:
             self.close_reasons[tag] = self.close_reasons.get(tag, 0) + 1
+        if link.established:
+            log.info("gossip.peer_lost", peer=(link.key or "")[:12], addr=link.remote_addr, reason=reason[:120])
         if penalty > 0:
-            subjects = ["ip:" + link.ip]
-            key = link.key or (link.hello.key if link.hello is not None else None)
-            if key is not None:
-                subjects.append("key:" + key)
-            if self.scores.penalise(subjects, penalty, now):
-                self.counters["bans"] += 1
-                log.warning("gossip.banned", subjects=subjects, reason=reason[:120])
+            # Only a key the channel proved: a peer that failed its handshake is known by IP alone.
+            self._penalise_subjects(link, penalty, reason, now, blame_key=blame_key)
         self._link_down(link, now)
+
+    def _penalise_subjects(self, link: Link, amount: float, reason: str, now: float, *,
+                           blame_key: bool = True) -> bool:
+        subjects = ["ip:" + link.ip] + (["key:" + link.key] if link.key and blame_key else [])
+        banned = self.scores.penalise(subjects, amount, now)
+        if banned:
+            self.counters["bans"] += 1
+            log.warning("gossip.banned", subjects=banned, reason=reason[:120])
+        return bool(banned)
 
     def _link_down(self, link: Link, now: float) -> None:
         if not link.established:
@@ -385,17 +522,24 @@ class LinkHost:
             del self._by_key[link.key]
         self._on_link_down(link, now)
 
-    def _rate_limited(self, link: Link, what: str, now: float) -> None:
+    def _rate_limited(self, link: Link, what: str, now: float, *, blame_key: bool = True) -> None:
         self.counters["rate_limited"] += 1
-        self._close(link, f"rate limit exceeded ({what})", now, penalty=self.cfg.penalty_rate_limit)
+        self._close(link, f"rate limit exceeded ({what})", now, penalty=self.cfg.penalty_rate_limit,
+                    blame_key=blame_key)
 
     def penalise(self, link: Link, amount: float, reason: str, now: float) -> None:
         """Lower a peer's score without closing; ban and close when it falls below the threshold."""
-        subjects = ["ip:" + link.ip] + (["key:" + link.key] if link.key else [])
-        if self.scores.penalise(subjects, amount, now):
-            self.counters["bans"] += 1
-            log.warning("gossip.banned", subjects=subjects, reason=reason[:120])
+        if self._penalise_subjects(link, amount, reason, now):
             self._close(link, f"banned: {reason}", now)
+
+    def seal_for(self, conn: int, plaintext: bytes) -> bytes | None:
+        """The frame that carries ``plaintext`` on an established link, encrypted in its turn
+        (None if there is no such link). For hostile simulations: what a peer holding its own
+        session keys can send without its core's rules."""
+        link = self._links.get(conn)
+        if link is None or link.closed or not link.session.established:
+            return None
+        return _frame(link.session.encrypt(plaintext))
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -415,7 +559,7 @@ class LinkHost:
             if link.frame_started is not None and now - link.frame_started >= self.cfg.frame_timeout:
                 self.counters["frame_timeouts"] += 1
                 self._close(link, f"frame not completed within {self.cfg.frame_timeout:.0f} s", now,
-                            penalty=self.cfg.penalty_violation / 2)
+                            penalty=self.cfg.penalty_violation / 2, blame_key=False)  # a path can stall it
                 continue
             idle = now - link.last_recv
             if idle >= self.cfg.dead_after:
@@ -423,7 +567,8 @@ class LinkHost:
                 self._close(link, f"peer silent for {idle:.0f} s", now)
             elif idle >= self.cfg.ping_after and not link.ping_out:
                 link.ping_out = True
-                self._send(link, Ping(n=self.rng.getrandbits(32)))
+                self._pings_sent += 1
+                self._send(link, Ping(n=self._pings_sent))
 
     def link_stats(self, now: float) -> dict[str, Any]:
         open_links = [x for x in self._links.values() if not x.closed]
@@ -440,7 +585,7 @@ class LinkHost:
     # --- hooks for subclasses -------------------------------------------------------------------
 
     def _on_connection(self, link: Link, now: float) -> None:
-        """A connection was made (HELLO sent)."""
+        """A connection was made (an outbound one sent Noise message 1)."""
 
     def _on_established(self, link: Link, now: float) -> None:
         """The handshake completed: ``link.key`` is authenticated."""

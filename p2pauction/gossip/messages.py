@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from p2pauction.errors import DecodeError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Bounds on every list a message may carry (docs/protocol.md repeats them).
 MAX_PEERS = 64          # peer samples (shuffle, discovery)
@@ -127,44 +127,6 @@ class Message:
 
 
 # --- link: handshake and liveness -----------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Hello(Message):
-    T: ClassVar[str] = "hello"
-    net: str
-    ver: int
-    key: str
-    addr: str | None
-    nonce: str
-    role: str  # "node" or "bootstrap"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"t": self.T, "net": self.net, "ver": self.ver, "key": self.key, "addr": self.addr,
-                "nonce": self.nonce, "role": self.role}
-
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> Hello:
-        t = cls.T
-        role = d.get("role", "node")
-        if role not in ("node", "bootstrap"):
-            raise _bad(t, "role", "must be 'node' or 'bootstrap'")
-        return cls(net=_str(d, t, "net", MAX_NET), ver=_int(d, t, "ver", 0, 1 << 31),
-                   key=_str(d, t, "key", 64, HEX64), addr=_addr_or_none(d, t, "addr"),
-                   nonce=_str(d, t, "nonce", 64, HEX64), role=role)
-
-
-@dataclass(frozen=True, slots=True)
-class Auth(Message):
-    T: ClassVar[str] = "auth"
-    sig: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"t": self.T, "sig": self.sig}
-
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> Auth:
-        return cls(sig=_str(d, cls.T, "sig", 128, HEX128))
-
 
 @dataclass(frozen=True, slots=True)
 class Error(Message):
@@ -486,7 +448,7 @@ class Events(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    c.T: c for c in (Hello, Auth, Error, Ping, Pong, Shuffle, ShuffleReply, Register, Heartbeat,
+    c.T: c for c in (Error, Ping, Pong, Shuffle, ShuffleReply, Register, Heartbeat,
                      Sample, Peers, EventMsg, IHave, Graft, Prune, Sync, Tree, Ids, Want,
                      WantAncestors, WantPrefix, Events)
 }
