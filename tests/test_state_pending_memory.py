@@ -11,7 +11,6 @@ import random
 import tracemalloc
 from decimal import Decimal
 
-from p2pauction.gossip.framing import encode_frame
 from p2pauction.state.events import canonical
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import Ledger
@@ -146,7 +145,7 @@ def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
     for i in range(600):
         if flooder.closed is not None:
             break
-        flooder.send_bytes(encode_frame({"t": "event", "e": flood_bid(rng, i, deps=4).decode(), "h": 1}), now=2.0)
+        flooder.send({"t": "event", "e": flood_bid(rng, i, deps=4).decode(), "h": 1}, now=2.0)
     assert core.ev["unresolved"] > 0
     assert flooder.closed is not None and "banned" in flooder.closed, flooder.closed
     assert core.scores.is_banned("key:" + identity(2).public_hex, 2.0)

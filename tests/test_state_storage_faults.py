@@ -19,7 +19,6 @@ import pytest
 
 from p2pauction.errors import StoreError, StoreWriteError
 from p2pauction.gossip.actions import Accepted
-from p2pauction.gossip.framing import encode_frame
 from p2pauction.state.events import Event
 from p2pauction.state.ledger import Ledger
 from p2pauction.state.replica import Replica
@@ -294,10 +293,11 @@ def test_core_forwards_and_acknowledges_nothing_of_a_chunk_whose_commit_failed()
     core.take_actions()
     sender.collect()
     watcher.collect()
-    chunk = b"".join(encode_frame({"t": "event", "e": e.raw.decode(), "h": 1}) for e in events)
+    def chunk() -> bytes:  # one read holding three encrypted EVENT frames (sealed anew each time)
+        return b"".join(sender.sealed({"t": "event", "e": e.raw.decode(), "h": 1}) for e in events)
 
     store.fail_next = 1
-    sender.send_bytes(chunk, now=1.0)
+    sender.send_bytes(chunk(), now=1.0)
     forwarded = [m for m in watcher.collect() if m["t"] in ("event", "ihave")]
     assert forwarded == [] and sender.closed is None and watcher.closed is None
     assert len(core.replica.ledger) == 0 and len(core.summary) == 0
@@ -305,7 +305,7 @@ def test_core_forwards_and_acknowledges_nothing_of_a_chunk_whose_commit_failed()
 
     backlog = core.__dict__.get("_wire_backlog", [])
     assert not any(isinstance(a, Accepted) for a in backlog)
-    sender.send_bytes(chunk, now=2.0)                     # sent again (gossip, anti-entropy)
+    sender.send_bytes(chunk(), now=2.0)                   # sent again (gossip, anti-entropy)
     accepted = [a for a in core.__dict__.get("_wire_backlog", []) if isinstance(a, Accepted)]
     assert [a.event.id for a in accepted] == [e.id for e in events]
     assert len(core.summary) == len(events) == len(store)
