@@ -66,8 +66,13 @@ class GossipConfig:
     missing_max: int = 10_000
     hops_memory: int = 4096                  # recent events whose hop count is remembered
     optimize_cooldown: float = 1.0           # at most one re-rooting per this many seconds (damping)
-    optimize_threshold: int = 2              # re-route the tree when a lazy peer is this many hops
+    optimize_threshold: int = 0              # re-route the tree when a lazy peer is this many hops
                                              # shorter (Plumtree's optimisation); 0 disables
+    prune_protect: float = 0.3               # no PRUNE of a peer that gave us a first copy this recently
+    prune_one_way: bool = True               # a duplicate PRUNEs its sender; we keep pushing to it
+    lazy_new_links: bool = True              # a link added once the tree formed starts lazy (see Plumtree.add_peer)
+    optimize_samples: int = 8                # ... on average over this many events (concurrent
+                                             # sources each want another tree: a mean over them)
 
     # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)
     fetch_interval: float = 0.25             # how often missing deps are looked at
@@ -138,6 +143,8 @@ class GossipConfig:
             raise UsageError("degrees must satisfy 1 <= min_degree <= target_degree <= max_degree")
         if self.dissemination not in ("plumtree", "flood", "none"):
             raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
+        if self.optimize_samples < 1:
+            raise UsageError("optimize_samples must be at least 1 (events averaged before the tree re-routes)")
         if not 1 <= self.ae_depth <= 8:
             raise UsageError("ae_depth must be between 1 and 8")
         if not 0 <= self.ae_ids_max <= 512:
