@@ -65,14 +65,16 @@ class GossipConfig:
     graft_retry: float = 0.5
     missing_max: int = 10_000
     hops_memory: int = 4096                  # recent events whose hop count is remembered
+    # Plumtree's optimisation (re-route the tree through a lazy peer that saves hops), judged on
+    # the mean gain over ``optimize_samples`` events per (announcer, parent) pair; 0 disables it.
+    # Off by default: under many concurrent sources it raised duplicates (docs/protocol.md).
+    optimize_threshold: int = 0
+    optimize_samples: int = 8
     optimize_cooldown: float = 1.0           # at most one re-rooting per this many seconds (damping)
-    optimize_threshold: int = 0              # re-route the tree when a lazy peer is this many hops
-                                             # shorter (Plumtree's optimisation); 0 disables
+    # Tree stability under concurrent sources (see Plumtree.on_duplicate and add_peer):
     prune_protect: float = 0.3               # no PRUNE of a peer that gave us a first copy this recently
     prune_one_way: bool = True               # a duplicate PRUNEs its sender; we keep pushing to it
-    lazy_new_links: bool = True              # a link added once the tree formed starts lazy (see Plumtree.add_peer)
-    optimize_samples: int = 8                # ... on average over this many events (concurrent
-                                             # sources each want another tree: a mean over them)
+    lazy_new_links: bool = True              # a link added once the tree formed starts lazy
 
     # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)
     fetch_interval: float = 0.25             # how often missing deps are looked at

@@ -1,13 +1,19 @@
 """Plumtree dissemination state (eager push on a tree, lazy IHAVE elsewhere, GRAFT/PRUNE repair).
 
-Peers are known by key. Every new active peer starts eager. A duplicate EVENT moves its sender to
-lazy (and we PRUNE it); an IHAVE for an id we lack starts a timer, and when it fires we GRAFT the
-announcer (making it eager) so the tree repairs itself.
+Peers are known by key. A new peer starts eager until our tree formed, lazy afterwards (unless
+we have no eager peer). A duplicate EVENT PRUNEs its sender (one-way: it stops pushing to us, we
+keep pushing to it until it PRUNEs us), unless it gave us a first copy within ``prune_protect``;
+an IHAVE for an id we lack starts a timer, and when it fires we GRAFT the announcer (making it
+eager) so the tree repairs itself. Why each rule: docs/protocol.md ("Dissemination"), measured
+with benchmarks/gossip.py.
 
-Plumtree's optimisation keeps the tree shallow: IHAVE carries the announcer's hop count per id;
-when a lazy peer announces an event we already got through a path at least
-``optimize_threshold`` hops longer than via that peer, we GRAFT it (empty id list: "push to me")
-and PRUNE the peer that gave us the long path.
+No IHAVE goes to a peer that announced the same id to us; ``fetching`` tells anti-entropy which
+ids a GRAFT timer or a GRAFT already covers (no WANT for them).
+
+Plumtree's optimisation (off by default): IHAVE carries the announcer's hop count per id; when
+lazy peers announce events we got through paths longer by ``optimize_threshold`` hops on average
+over ``optimize_samples`` events, we GRAFT the announcer (empty id list: "push to me") and PRUNE
+the peer that gave us the long paths.
 
 ``mode="flood"`` pushes every event to every active peer instead (the benchmark baseline);
 ``mode="none"`` disseminates nothing (so anti-entropy can be tested alone).
