@@ -259,9 +259,12 @@ class Plumtree:
         self.counters["optimized"] += 1
         self.counters["graft_sent"] += 1
         self.counters["prune_sent"] += 1
-        self._make_eager(announcer)
         self.pruned.pop(announcer, None)
         if not self.cfg.prune_one_way:
+            # Two-way: the link to the announcer carries our pushes too, the old one none.
+            # One-way, each side keeps deciding only the pushes it receives: the GRAFT makes
+            # the announcer push to us, the PRUNE stops the old parent's pushes; ours go on.
+            self._make_eager(announcer)
             self._make_lazy(source)
         self.pruned[source] = None
         self._record(event_id, their_hops + 1, announcer)
