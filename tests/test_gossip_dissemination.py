@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.dissemination import UNKNOWN_HOPS, Plumtree
 from p2pauction.gossip.messages import EventMsg, Graft, IHave, Prune
@@ -27,10 +29,21 @@ def test_new_event_goes_eager_to_all_but_sender_and_lazy_by_ihave() -> None:
     assert p.next_deadline() == float("inf")
 
 
-def test_duplicate_prunes_sender_once() -> None:
-    p = tree()
+@pytest.mark.parametrize("one_way", [True, False])
+def test_duplicate_prunes_sender_once(one_way: bool) -> None:
+    """PRUNE asks the sender to stop pushing to us; one-way (the default), we keep pushing to it
+    (it PRUNEs us if it does not need our copies); two-way, it becomes lazy here too."""
+    p = tree(prune_one_way=one_way)
     assert p.on_duplicate("b") == [("b", Prune())]
-    assert "b" in p.lazy and p.on_duplicate("b") == []
+    assert p.on_duplicate("b") == []
+    assert ("b" in p.eager) is one_way and ("b" in p.lazy) is not one_way
+
+
+def test_no_prune_of_a_peer_that_gave_a_first_copy_within_prune_protect() -> None:
+    p = tree()
+    p.on_new_event(ID1, "b", now=10.0)
+    assert p.on_duplicate("b", now=10.2) == []          # within 0.3 s: it is a parent of ours
+    assert p.on_duplicate("b", now=10.3) == [("b", Prune())]
 
 
 def test_ihave_of_unknown_id_grafts_after_timeout_then_tries_next_announcer() -> None:
@@ -62,7 +75,7 @@ def test_graft_makes_sender_eager_and_returns_ids() -> None:
 
 
 def test_optimisation_reroutes_through_a_shorter_path() -> None:
-    p = tree()
+    p = tree(optimize_threshold=2, optimize_samples=1, prune_one_way=False)
     p.on_prune("c")
     p.broadcast(ID1, "{}", hops=9, exclude="a", now=0.0)  # our copy came from a after 9 hops
     out = p.on_ihave("c", (ID1,), (3,), known=lambda i: True, now=0.5)
@@ -72,7 +85,7 @@ def test_optimisation_reroutes_through_a_shorter_path() -> None:
 
 
 def test_no_optimisation_for_small_gains_or_unknown_hops() -> None:
-    p = tree()
+    p = tree(optimize_threshold=2, optimize_samples=1)
     p.on_prune("c")
     p.broadcast(ID1, "{}", hops=5, exclude="a", now=0.0)
     assert p.on_ihave("c", (ID1,), (3,), known=lambda i: True, now=0.5) == []  # 3+1+2 > 5

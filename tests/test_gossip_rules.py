@@ -444,12 +444,29 @@ def test_duplicate_event_is_answered_with_one_prune() -> None:
     assert p2.got("prune") == [{"t": "prune"}]
     p2.send({"t": "event", "e": text(event), "h": 1}, 1.2)
     assert len(p2.got("prune")) == 1 and p1.got("prune") == []
-    # p2 is now lazy: the next event reaches it as an IHAVE, not as an EVENT.
+    # The PRUNE is one-way: p2 stops pushing to us, we still push to p2 (until p2 PRUNEs us).
     (nxt,) = opens(1, who=51)
     p1.send({"t": "event", "e": text(nxt), "h": 1}, 2.0)
     h.run(2.0, 3.0)
-    assert event_ids(p2.got("event")) == [event.id]
-    assert [i for f in p2.got("ihave") for i in f["ids"]] == [nxt.id]
+    assert event_ids(p2.got("event")) == [event.id, nxt.id]
+
+
+def test_a_peer_that_gave_us_a_first_copy_is_not_pruned_within_prune_protect() -> None:
+    """Concurrent events each PRUNE every link but their own first sender's; a peer that gave us
+    a first copy within ``prune_protect`` (0.3 s) is a parent of ours for some source and is not
+    PRUNEd for a duplicate, so concurrent events cannot cut the tree into a forest."""
+    h = host(1, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    first, second = opens(2)
+    p1.send({"t": "event", "e": text(first), "h": 1}, 1.0)
+    p2.send({"t": "event", "e": text(second), "h": 1}, 1.05)
+    p1.send({"t": "event", "e": text(second), "h": 1}, 1.1)  # duplicate, 0.1 s after p1's first copy
+    p2.send({"t": "event", "e": text(first), "h": 1}, 1.2)   # duplicate, 0.15 s after p2's
+    assert p1.got("prune") == [] and p2.got("prune") == []
+    (third,) = opens(1, who=52)
+    p1.send({"t": "event", "e": text(third), "h": 1}, 2.0)
+    p2.send({"t": "event", "e": text(third), "h": 1}, 2.5)   # p2's last first copy is 1.45 s old
+    assert p2.got("prune") == [{"t": "prune"}]
 
 
 def test_pruned_peer_gets_ihave_not_events_and_graft_restores_push() -> None:
@@ -491,6 +508,70 @@ def test_ihave_ids_are_batched_per_interval() -> None:
     assert p2.got("ihave") == []
     h.tick(1.25)
     assert [f["ids"] for f in p2.got("ihave")] == [[e.id for e in events]]
+
+
+@pytest.mark.parametrize("announced", ["before our copy", "while our IHAVE waits"])
+def test_no_ihave_to_a_peer_that_announced_the_id_to_us(announced: str) -> None:
+    """A lazy peer that sent us an IHAVE for an id holds that event: we never announce it back,
+    whether its IHAVE came before our copy or while our own IHAVE waited for the batch."""
+    h = host(1, **QUIET)
+    p1, p2, p3 = (Peer(h, c, identity(8 + c)) for c in (1, 2, 3))
+    p2.send({"t": "prune"}, 0.5)
+    p3.send({"t": "prune"}, 0.5)
+    (event,) = opens(1)
+    if announced == "before our copy":
+        p2.send({"t": "ihave", "ids": [event.id], "hs": [1]}, 0.9)
+    p1.send({"t": "event", "e": text(event), "h": 1}, 1.0)
+    if announced == "while our IHAVE waits":
+        p2.send({"t": "ihave", "ids": [event.id], "hs": [1]}, 1.1)
+    h.run(1.0, 2.0)
+    assert [i for f in p3.got("ihave") for i in f["ids"]] == [event.id]
+    assert p2.got("ihave") == []
+
+
+def test_an_id_plumtree_is_fetching_is_not_wanted_by_anti_entropy() -> None:
+    """An id announced to us (its GRAFT timer runs) or GRAFTed (answer due within
+    ``graft_retry``) is not WANTed again by anti-entropy; once the GRAFT is overdue it is."""
+    h = host(1, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    missing = "ef" * 32
+    ids = {"t": "ids", "l": [[missing[:4], [missing]]]}
+    p1.send({"t": "ihave", "ids": [missing]}, 10.0)
+    p2.send(ids, 10.5)
+    assert p2.got("want") == []  # announced: the GRAFT timer runs
+    h.run(10.0, 11.0, step=0.125)
+    assert p1.got("graft") == [{"t": "graft", "ids": [missing]}]
+    p2.send(ids, 11.25)
+    assert p2.got("want") == []  # grafted: the answer is due within graft_retry (0.5 s)
+    h.run(11.0, 11.75, step=0.125)
+    p2.send(ids, 11.75)
+    assert [f["ids"] for f in p2.got("want")] == [[missing]]  # the GRAFT went unanswered
+
+
+def test_a_link_added_once_the_tree_formed_starts_lazy() -> None:
+    """Before any push arrived every new link is eager (the first events build the tree); a
+    link added later starts lazy (IHAVE only), so it closes no cycle in the tree."""
+    h = host(1, **QUIET)
+    p1 = Peer(h, 1, identity(9))
+    first, second = opens(2)
+    p1.send({"t": "event", "e": text(first), "h": 1}, 1.0)
+    p2 = Peer(h, 2, identity(10), now=2.0)
+    p1.send({"t": "event", "e": text(second), "h": 1}, 3.0)
+    h.run(3.0, 4.0)
+    assert p2.got("event") == []
+    assert [i for f in p2.got("ihave") for i in f["ids"]] == [second.id]
+
+
+def test_a_link_added_while_there_is_no_eager_peer_starts_eager() -> None:
+    h = host(1, **QUIET)
+    p1 = Peer(h, 1, identity(9))
+    first, second = opens(2)
+    p1.send({"t": "event", "e": text(first), "h": 1}, 1.0)
+    h.core.connection_lost(1, 1.5)
+    p2 = Peer(h, 2, identity(10), now=2.0)
+    h.core.publish(second, 3.0)
+    h.drain()
+    assert event_ids(p2.got("event")) == [second.id]
 
 
 def test_missing_ihave_id_is_grafted_after_the_timeout_not_before() -> None:
@@ -574,7 +655,7 @@ def test_a_pending_event_is_forwarded_only_once_released() -> None:
 def test_tree_reroots_at_most_once_per_cooldown() -> None:
     """A lazy peer much closer to the source than our copy: GRAFT it, PRUNE the long path; but at
     most once per ``optimize_cooldown`` (1 s), so concurrent sources cannot make the tree flap."""
-    h = host(1, **QUIET)
+    h = host(1, optimize_threshold=2, optimize_samples=1, **QUIET)
     p1, p2, p3 = (Peer(h, c, identity(8 + c)) for c in (1, 2, 3))
     p2.send({"t": "prune"}, 0.0)
     p3.send({"t": "prune"}, 0.0)
@@ -594,12 +675,30 @@ def test_tree_reroots_at_most_once_per_cooldown() -> None:
 @pytest.mark.parametrize(("our_hops", "rerooted"), [(4, True), (3, False)])
 def test_tree_reroots_only_for_a_gain_of_the_threshold(our_hops: int, rerooted: bool) -> None:
     """Re-root when the announcer's hops + 1 + ``optimize_threshold`` (2) <= our copy's hops."""
-    h = host(1, **QUIET)
+    h = host(1, optimize_threshold=2, optimize_samples=1, **QUIET)
     p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
     p2.send({"t": "prune"}, 0.0)
     (event,) = opens(1)
     p1.send({"t": "event", "e": text(event), "h": our_hops}, 5.0)
     p2.send({"t": "ihave", "ids": [event.id], "hs": [1]}, 5.1)
+    assert (p2.got("graft") == [{"t": "graft", "ids": []}]) is rerooted
+    assert (p1.got("prune") == [{"t": "prune"}]) is rerooted
+
+
+@pytest.mark.parametrize(("second_gain", "rerooted"), [(0, True), (-1, False)])
+def test_tree_reroots_on_the_mean_gain_over_optimize_samples(second_gain: int, rerooted: bool) -> None:
+    """With concurrent sources one event's shortcut says little: the hops a lazy announcer
+    saves are averaged over ``optimize_samples`` events (each counted at most 4 hops) and the
+    tree re-routes when the mean reaches ``optimize_threshold`` (2)."""
+    h = host(1, optimize_threshold=2, optimize_samples=2, **QUIET)
+    p1, p2 = Peer(h, 1, identity(9)), Peer(h, 2, identity(10))
+    p2.send({"t": "prune"}, 0.0)
+    e1, e2 = opens(2)
+    p1.send({"t": "event", "e": text(e1), "h": 12}, 5.0)
+    p2.send({"t": "ihave", "ids": [e1.id], "hs": [1]}, 5.1)   # saves 10 hops, counted as 4
+    assert p2.got("graft") == [] and p1.got("prune") == []    # one sample is not enough
+    p1.send({"t": "event", "e": text(e2), "h": 6}, 5.2)
+    p2.send({"t": "ihave", "ids": [e2.id], "hs": [5 - second_gain]}, 5.3)
     assert (p2.got("graft") == [{"t": "graft", "ids": []}]) is rerooted
     assert (p1.got("prune") == [{"t": "prune"}]) is rerooted
 

@@ -65,9 +65,16 @@ class GossipConfig:
     graft_retry: float = 0.5
     missing_max: int = 10_000
     hops_memory: int = 4096                  # recent events whose hop count is remembered
+    # Plumtree's optimisation (re-route the tree through a lazy peer that saves hops), judged on
+    # the mean gain over ``optimize_samples`` events per (announcer, parent) pair; 0 disables it.
+    # Off by default: under many concurrent sources it raised duplicates (docs/protocol.md).
+    optimize_threshold: int = 0
+    optimize_samples: int = 8
     optimize_cooldown: float = 1.0           # at most one re-rooting per this many seconds (damping)
-    optimize_threshold: int = 2              # re-route the tree when a lazy peer is this many hops
-                                             # shorter (Plumtree's optimisation); 0 disables
+    # Tree stability under concurrent sources (see Plumtree.on_duplicate and add_peer):
+    prune_protect: float = 0.3               # no PRUNE of a peer that gave us a first copy this recently
+    prune_one_way: bool = True               # a duplicate PRUNEs its sender; we keep pushing to it
+    lazy_new_links: bool = True              # a link added once the tree formed starts lazy
 
     # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)
     fetch_interval: float = 0.25             # how often missing deps are looked at
@@ -151,6 +158,8 @@ class GossipConfig:
             raise UsageError("outbound_slots must be 0 or more")
         if self.dissemination not in ("plumtree", "flood", "none"):
             raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
+        if self.optimize_samples < 1:
+            raise UsageError("optimize_samples must be at least 1 (events averaged before the tree re-routes)")
         if not 1 <= self.ae_depth <= 8:
             raise UsageError("ae_depth must be between 1 and 8")
         if not 0 <= self.ae_ids_max <= 512:

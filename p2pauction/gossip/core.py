@@ -317,7 +317,7 @@ class GossipCore(LinkHost):
         if kind == "duplicate":
             self.ev["duplicates"] += 1
             if via == "push":
-                self._send_to(self.plumtree.on_duplicate(link.key))
+                self._send_to(self.plumtree.on_duplicate(link.key, now))
         elif kind == "pending":
             self.ev["pending"] += 1
             self._note_pending(raw, link.key)
@@ -351,7 +351,7 @@ class GossipCore(LinkHost):
             if self.cfg.ae_announce:
                 self.plumtree.announce(ev.id, sender, now)
             return
-        self.plumtree.on_new_event(ev.id, sender if via == "push" else None)
+        self.plumtree.on_new_event(ev.id, sender if via == "push" else None, now)
         self._push(ev.id, hops, self.plumtree.broadcast(ev.id, ev.raw.decode("utf-8"), hops, sender, now), now)
 
     def _push(self, event_id: str, hops: int, out: list[tuple[str, Message]], now: float) -> None:
@@ -421,8 +421,12 @@ class GossipCore(LinkHost):
                                                  start=self.rng.randrange(1 << 30)), now)
 
     def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
+        # An id Plumtree is already fetching (announced, or GRAFTed) is not WANTed twice.
+        def held_or_coming(event_id: str) -> bool:
+            return self._known(event_id) or self.plumtree.fetching(event_id, now)
+
         self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,
-                                                known=self._known), now)
+                                                known=held_or_coming), now)
 
     def _on_want(self, link: Link, msg: Want, now: float) -> None:
         self._serve(link, list(msg.ids), now)

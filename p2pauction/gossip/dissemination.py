@@ -1,13 +1,19 @@
 """Plumtree dissemination state (eager push on a tree, lazy IHAVE elsewhere, GRAFT/PRUNE repair).
 
-Peers are known by key. Every new active peer starts eager. A duplicate EVENT moves its sender to
-lazy (and we PRUNE it); an IHAVE for an id we lack starts a timer, and when it fires we GRAFT the
-announcer (making it eager) so the tree repairs itself.
+Peers are known by key. A new peer starts eager until our tree formed, lazy afterwards (unless
+we have no eager peer). A duplicate EVENT PRUNEs its sender (one-way: it stops pushing to us, we
+keep pushing to it until it PRUNEs us), unless it gave us a first copy within ``prune_protect``;
+an IHAVE for an id we lack starts a timer, and when it fires we GRAFT the announcer (making it
+eager) so the tree repairs itself. Why each rule: docs/protocol.md ("Dissemination"), measured
+with benchmarks/gossip.py.
 
-Plumtree's optimisation keeps the tree shallow: IHAVE carries the announcer's hop count per id;
-when a lazy peer announces an event we already got through a path at least
-``optimize_threshold`` hops longer than via that peer, we GRAFT it (empty id list: "push to me")
-and PRUNE the peer that gave us the long path.
+No IHAVE goes to a peer that announced the same id to us; ``fetching`` tells anti-entropy which
+ids a GRAFT timer or a GRAFT already covers (no WANT for them).
+
+Plumtree's optimisation (off by default): IHAVE carries the announcer's hop count per id; when
+lazy peers announce events we got through paths longer by ``optimize_threshold`` hops on average
+over ``optimize_samples`` events, we GRAFT the announcer (empty id list: "push to me") and PRUNE
+the peer that gave us the long paths.
 
 ``mode="flood"`` pushes every event to every active peer instead (the benchmark baseline);
 ``mode="none"`` disseminates nothing (so anti-entropy can be tested alone).
@@ -26,6 +32,9 @@ from p2pauction.gossip.messages import MAX_HOPS, MAX_IDS, EventMsg, Graft, IHave
 
 Out = list[tuple[str, Message]]
 MAX_ANNOUNCERS = 4
+GAIN_CLAMP = 4         # one event's hop gain counts at most this much in the optimisation's mean
+MAX_GAIN_PAIRS = 256   # (announcer, eager peer) pairs whose gains are being averaged
+MAX_HEARD_FROM = 16   # announcers remembered per id (above max_degree: every lazy peer fits)
 UNKNOWN_HOPS = MAX_HOPS
 
 
@@ -42,19 +51,38 @@ class Plumtree:
         self._timer_seq = 0
         self._received: dict[str, tuple[int, str | None]] = {}  # recent id -> (hops, from whom)
         self.pruned: dict[str, None] = {}            # peers we PRUNEd: they no longer push to us
+        # recent id -> peers that announced it to us (they hold it: an IHAVE back is useless)
+        self._heard_from: dict[str, dict[str, None]] = {}
+        self._grafted: dict[str, float] = {}         # id -> until when its GRAFT answer is expected
         self._optimize_after = 0.0
+        self._first_from: dict[str, float] = {}      # peer -> when it last gave us a first copy
+        self._tree_formed = False                    # a pushed event arrived: our eager links carry the tree
+        self._gain: dict[tuple[str, str], tuple[int, int]] = {}  # (lazy, eager) -> (sum, samples)
         self.counters: dict[str, int] = dict.fromkeys(
             ("ihave_sent", "ihave_ids_sent", "ihave_recv", "ihave_ids_recv", "ihave_dropped",
-             "graft_sent", "graft_recv", "prune_sent", "prune_recv", "missing_dropped", "optimized"), 0)
+             "graft_sent", "graft_recv", "prune_sent", "prune_recv", "missing_dropped", "optimized",
+             "ihave_ids_skipped", "prune_protected"), 0)
 
     # --- membership changes -------------------------------------------------------------------
 
     def add_peer(self, key: str) -> None:
+        """A new link starts eager while our tree forms (no push received yet) or while we have
+        no eager peer; afterwards it starts lazy: an eager link added to a formed tree closes a
+        cycle, whose duplicates PRUNE edges wherever concurrent events meet and can cut the tree
+        in two (then GRAFTs, new cycles, new PRUNEs: churn). A lazy link still carries IHAVEs
+        and becomes eager when it delivers an event first or is GRAFTed."""
         self.lazy.pop(key, None)
+        self.eager.pop(key, None)
         self.pruned.pop(key, None)
-        self.eager[key] = None
+        if self._tree_formed and self.eager and self.mode == "plumtree" and self.cfg.lazy_new_links:
+            self.lazy[key] = None
+        else:
+            self.eager[key] = None
 
     def remove_peer(self, key: str) -> None:
+        self._first_from.pop(key, None)
+        for pair in [p for p in self._gain if key in p]:
+            del self._gain[pair]
         self.eager.pop(key, None)
         self.lazy.pop(key, None)
         self.pruned.pop(key, None)
@@ -83,6 +111,20 @@ class Plumtree:
         """Hops of our first copy of a recent event (UNKNOWN_HOPS when forgotten or repaired)."""
         entry = self._received.get(event_id)
         return entry[0] if entry is not None else UNKNOWN_HOPS
+
+    def fetching(self, event_id: str, now: float) -> bool:
+        """Whether Plumtree already gets this id: announced to us (its GRAFT timer runs) or
+        GRAFTed and the answer not yet overdue. Anti-entropy need not WANT it as well."""
+        return event_id in self._missing or self._grafted.get(event_id, -1.0) > now
+
+    def _heard(self, sender: str, event_id: str) -> None:
+        peers = self._heard_from.get(event_id)
+        if peers is None:
+            peers = self._heard_from[event_id] = {}
+            if len(self._heard_from) > self.cfg.hops_memory:
+                del self._heard_from[next(iter(self._heard_from))]
+        if len(peers) < MAX_HEARD_FROM:
+            peers[sender] = None
 
     def _record(self, event_id: str, hops: int, sender: str | None) -> None:
         self._received[event_id] = (hops, sender)
@@ -127,16 +169,29 @@ class Plumtree:
         if self._flush_at == float("inf"):
             self._flush_at = now + self.cfg.ihave_interval
 
-    def on_new_event(self, event_id: str, sender: str | None) -> None:
+    def on_new_event(self, event_id: str, sender: str | None, now: float = 0.0) -> None:
         """First copy of an event arrived from ``sender``: it is on our tree."""
         self._missing.pop(event_id, None)
         if sender is not None and self.mode == "plumtree":
             self._make_eager(sender)
+            self.pruned.pop(sender, None)
+            self._tree_formed = True
+            self._first_from[sender] = now
 
-    def on_duplicate(self, sender: str) -> Out:
-        if self.mode != "plumtree" or sender not in self.eager:
+    def on_duplicate(self, sender: str, now: float = 0.0) -> Out:
+        """A duplicate EVENT: PRUNE its sender (it stops pushing to us) unless it is a recent
+        parent of ours. One-way (``prune_one_way``): we keep pushing to it until it PRUNEs us,
+        so each side cuts only the pushes it receives and a link still needed one way stays."""
+        if self.mode != "plumtree" or sender in self.pruned:
+            return []  # PRUNEd already: its copies in flight need no second PRUNE
+        if now - self._first_from.get(sender, float("-inf")) < self.cfg.prune_protect:
+            # It gave us the first copy of a recent event: it is our parent for some source.
+            # Concurrent events each PRUNE every link but their own first sender's; without this
+            # the union of their cuts leaves a forest (then GRAFTs, new cycles, new cuts: churn).
+            self.counters["prune_protected"] += 1
             return []
-        self._make_lazy(sender)
+        if not self.cfg.prune_one_way:
+            self._make_lazy(sender)
         self.pruned[sender] = None
         self.counters["prune_sent"] += 1
         return [(sender, Prune())]
@@ -158,6 +213,7 @@ class Plumtree:
         self.counters["ihave_ids_recv"] += len(ids)
         out: Out = []
         for n, event_id in enumerate(ids):
+            self._heard(sender, event_id)
             if known(event_id):
                 if hs and not out and self.mode == "plumtree" and now >= self._optimize_after:
                     out = self._maybe_optimize(sender, event_id, hs[n])
@@ -178,21 +234,38 @@ class Plumtree:
         return out
 
     def _maybe_optimize(self, announcer: str, event_id: str, their_hops: int) -> Out:
+        """Plumtree's optimisation, judged over several sources: the hops a lazy announcer saves
+        against the eager peer that gave us our copy are averaged over ``optimize_samples``
+        events before the tree is re-routed (GRAFT the announcer, PRUNE that peer)."""
         threshold = self.cfg.optimize_threshold
         entry = self._received.get(event_id)
-        if threshold <= 0 or entry is None or announcer not in self.lazy:
+        if threshold <= 0 or entry is None or announcer not in self.lazy or their_hops >= MAX_HOPS:
             return []
         our_hops, source = entry
-        if source is None or source == announcer or source not in self.eager:
+        if source is None or source == announcer or source not in self.eager or our_hops >= MAX_HOPS:
             return []
-        if their_hops + 1 + threshold > our_hops:
+        gain = max(-GAIN_CLAMP, min(GAIN_CLAMP, our_hops - their_hops - 1))
+        tally = self._gain.pop((announcer, source), (0, 0))
+        tally = (tally[0] + gain, tally[1] + 1)
+        if tally[1] < self.cfg.optimize_samples:
+            self._gain[(announcer, source)] = tally  # re-inserted: the dict stays in LRU order
+            if len(self._gain) > MAX_GAIN_PAIRS:
+                del self._gain[next(iter(self._gain))]
             return []
+        if tally[0] < threshold * tally[1]:
+            return []  # window over, not enough gain: start a new one
+        for pair in [p for p in self._gain if announcer in p or source in p]:
+            del self._gain[pair]
         self.counters["optimized"] += 1
         self.counters["graft_sent"] += 1
         self.counters["prune_sent"] += 1
-        self._make_eager(announcer)
         self.pruned.pop(announcer, None)
-        self._make_lazy(source)
+        if not self.cfg.prune_one_way:
+            # Two-way: the link to the announcer carries our pushes too, the old one none.
+            # One-way, each side keeps deciding only the pushes it receives: the GRAFT makes
+            # the announcer push to us, the PRUNE stops the old parent's pushes; ours go on.
+            self._make_eager(announcer)
+            self._make_lazy(source)
         self.pruned[source] = None
         self._record(event_id, their_hops + 1, announcer)
         return [(announcer, Graft(ids=())), (source, Prune())]
@@ -214,7 +287,10 @@ class Plumtree:
         if now >= self._flush_at:
             self._flush_at = float("inf")
             batch = max(1, min(self.cfg.ihave_batch, MAX_IDS))
-            for key, q in self._queues.items():
+            for key, queued in self._queues.items():
+                # An announcement of the same id that came in while ours waited: skip the id.
+                q = [(i, h) for i, h in queued if key not in self._heard_from.get(i, ())]
+                self.counters["ihave_ids_skipped"] += len(queued) - len(q)
                 for i in range(0, len(q), batch):
                     chunk_ids, chunk_hs = zip(*q[i:i + batch])
                     out.append((key, IHave(ids=chunk_ids, hs=chunk_hs)))
@@ -241,7 +317,11 @@ class Plumtree:
                 self._push_timer(now + self.cfg.graft_retry, event_id)
             else:
                 del self._missing[event_id]
+        for event_id in [i for i, until in self._grafted.items() if until <= now]:
+            del self._grafted[event_id]
         for key, ids in grafts.items():
+            for event_id in ids:
+                self._grafted[event_id] = now + self.cfg.graft_retry
             self._make_eager(key)
             self.pruned.pop(key, None)
             for i in range(0, len(ids), MAX_IDS):
