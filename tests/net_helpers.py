@@ -18,9 +18,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from p2pauction.errors import ChannelError, HandshakeError
 from p2pauction.gossip.framing import FrameDecoder, decode_body, encode_body, encode_frame
@@ -353,6 +353,29 @@ class BootstrapProc(Proc):
         for s in settings:
             argv += ["--set", s]
         super().__init__(name, argv, workdir, workdir / name / "bootstrap.json", prefix)
+
+
+T = TypeVar("T")
+P = TypeVar("P", bound="Proc")
+
+
+def run_bounded(coro: Awaitable[T], timeout: float) -> T:
+    """Run ``coro`` in a fresh event loop; a hang fails after ``timeout`` seconds."""
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+    return asyncio.run(bounded())
+
+
+@contextlib.contextmanager
+def running(proc: P) -> Iterator[P]:
+    """Start ``proc``, wait until it is ready, and stop it at the end whatever happens."""
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
 
 
 def wait_for(cond: Any, what: str, timeout: float = 60.0, interval: float = 0.2) -> Any:

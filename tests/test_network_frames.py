@@ -3,7 +3,6 @@ must complete within the deadline (slowloris), over real sockets on 127.0.0.1, p
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from p2pauction.state.identity import Identity
-from tests.net_helpers import NodeProc, RawPeer
+from tests.net_helpers import NodeProc, RawPeer, run_bounded, running
 
 pytestmark = pytest.mark.slow
 NET = "frames-test"
@@ -22,19 +21,12 @@ FRAME_TIMEOUT = 3.0  # the target's, shortened so the slowloris test stays short
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
     node = NodeProc("target", Path(tmp_path_factory.mktemp("frames")), NET, [],
                     [f"frame_timeout={FRAME_TIMEOUT}", "housekeeping_interval=0.5"])
-    node.start()
-    try:
-        node.wait_ready()
+    with running(node):
         yield node
-    finally:
-        node.stop()
 
 
 def run(coro: Any, timeout: float = 60.0) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await coro
-    return asyncio.run(bounded())
+    return run_bounded(coro, timeout)
 
 
 def test_a_big_frame_before_the_handshake_is_refused_from_its_header(target: NodeProc) -> None:

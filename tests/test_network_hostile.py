@@ -22,7 +22,8 @@ import pytest
 
 from p2pauction.gossip.secure import LocalIdentity
 from p2pauction.state.identity import Identity
-from tests.net_helpers import NodeProc, RawPeer, proc_cpu_seconds, proc_rss_kib, until, wait_for
+from tests.net_helpers import (NodeProc, RawPeer, proc_cpu_seconds, proc_rss_kib, run_bounded, running, until,
+                               wait_for)
 
 pytestmark = pytest.mark.slow
 NET = "hostile-test"
@@ -33,19 +34,12 @@ HANDSHAKE_TIMEOUT = 3.0  # the target's, shortened so the idle-connection test s
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
     workdir = tmp_path_factory.mktemp("hostile")
     node = NodeProc("target", workdir, NET, [], [f"handshake_timeout={HANDSHAKE_TIMEOUT}", "ae_interval=2"])
-    node.start()
-    try:
-        node.wait_ready()
+    with running(node):
         yield node
-    finally:
-        node.stop()
 
 
 def run(coro: Any, timeout: float = 120.0) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await coro
-    return asyncio.run(bounded())
+    return run_bounded(coro, timeout)
 
 
 async def serves_honest_peer(node: NodeProc) -> None:
