@@ -84,5 +84,10 @@ class StoreError(P2PAuctionError):
     """The on-disk store is unusable (corrupt, locked by another node, wrong network)."""
 
 
+class StoreWriteError(StoreError):
+    """A write to the store failed (disk full, I/O error). Nothing was changed, in memory or on
+    disk: the action can be retried once the cause is fixed, and the node recovers by itself."""
+
+
 class NodeUnavailable(UsageError):
     """No node answers on this data directory's control socket."""

@@ -55,6 +55,7 @@ log = get_logger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:0"
 STATUS_CHOICES = ("open", "closed", "disputed", "all")
+AUTO_CLOSE_RETRY_MS = 5000   # an auto-close the store failed to commit (full disk) is retried
 
 WallClock = Callable[[], int]
 # A value for a field of GossipConfig (``gossip={"ae_interval": 2.0}``)
@@ -691,6 +692,8 @@ class AuctionNode:
         except errors.P2PAuctionError as exc:
             self.counters["auto_close_failed"] += 1
             log.warning("auto_close_failed", auction=auction_id, error=str(exc))
+            if isinstance(exc, errors.StoreWriteError):  # nothing was applied: try again later
+                self._deadlines[auction_id] = self._clock() + AUTO_CLOSE_RETRY_MS
             return
         self.counters["auto_closed"] += 1
         log.info("auto_closed", auction=auction_id, result=result.describe())

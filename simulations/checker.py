@@ -13,6 +13,9 @@ acceptance apart from one validity verdict per distinct event):
   must say DISPUTED); or a node reports a winner other than the one its close names.
 - ``acknowledged_lost``: a restarted node lacks an event it had acknowledged (authored and
   accepted, or delivered to its user as an ``Accepted`` action) before it crashed.
+- ``acknowledged_not_stored``: when a node crashes (and at the end of the run), its store lacks
+  an event it acknowledged. An event is acknowledged only once its store commit succeeded, so this
+  holds under injected storage faults too (a failed commit must leave nothing acknowledged).
 - ``core_exception``: a core raised on an input (nothing a remote sends may crash a node).
 - ``view_render`` (at the end): a view of some node cannot be rendered by the CLI (human or
   JSON), the control socket or the API (``simulations/views_check.py``).
@@ -270,7 +273,19 @@ class Checker:
                            f"{node.name} restarted without {len(missing)} acknowledged events, e.g. {missing[0][:16]}")
 
     def node_crashed(self, node: SimNode, now: float) -> None:
-        pass
+        """What the node acknowledged must be in its store when the process dies."""
+        self._check_stored(node, now, "crashed")
+
+    def _check_stored(self, node: SimNode, now: float, when: str) -> None:
+        ids = self.acked.get(node.idx)
+        if not ids or node.hostile or node.store is None:
+            return
+        get = node.store.get_raw
+        missing = [i for i in ids if get(i) is None]
+        if missing:
+            self.violation("acknowledged_not_stored", now,
+                           f"{node.name} {when} with {len(missing)} acknowledged events not in its store, "
+                           f"e.g. {missing[0][:16]}")
 
     # --- end of run ---------------------------------------------------------------------------
 
@@ -287,6 +302,7 @@ class Checker:
             missing = sum(1 for i in ids if not has(i))
             if missing:
                 self.violation("acknowledged_lost", now, f"{n.name} lacks {missing} events it acknowledged")
+            self._check_stored(n, now, "ended")
         ref: dict[str, tuple[str, str | None]] | None = None
         disputed = 0
         late = 0
@@ -317,4 +333,5 @@ class Checker:
             "equivocating_auctions": len(self.equivocating),
             "acceptances_checked": self.checks,
             "restart_checks": self.restart_checks,
+            "acknowledged": sum(len(v) for v in self.acked.values()),
         }

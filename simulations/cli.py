@@ -83,6 +83,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     r.add_argument("--down", type=_range, default=(2.0, 15.0), help="seconds a crashed node stays down, LO-HI")
     r.add_argument("--churn", default="0:0", help="JOINS:LEAVES nodes joining / leaving for good")
     r.add_argument("--skew", type=int, default=0, help="max clock skew, ms")
+    r.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
+                   help="share of honest nodes' store commits that fail (disk full / I/O error)")
+    r.add_argument("--storage-window", type=_range, default=(0.0, 0.0), metavar="START-END",
+                   help="when storage faults happen, seconds into the workload (default: its first 80%%)")
     r.add_argument("--hostile", default="0", help="N[:ACTS] hostile nodes and acts each")
     r.add_argument("--bound", type=float, default=120.0, help="liveness bound after heal, seconds")
     r.add_argument("--join-spread", type=float, default=None,
@@ -130,7 +134,8 @@ def config_from(args: argparse.Namespace, plan: FaultPlan | None = None) -> SimC
         faults = FaultOptions(partitions=list(args.partition), crash_fraction=args.crash, crash_down=args.down,
                               churn_joins=int(joins or 0), churn_leaves=int(leaves or 0),
                               hostile_nodes=int(hn or 0), hostile_acts=int(hacts or (6 if int(hn or 0) else 0)),
-                              skew_ms=args.skew)
+                              skew_ms=args.skew, storage_faults=args.storage_faults,
+                              storage_window=args.storage_window)
     return SimConfig(
         seed=_seed(args.seed), nodes=args.nodes, scenario=args.scenario, events=args.events, duration=args.duration,
         net=NetParams(latency=args.latency, jitter=args.jitter / 1000.0, loss=args.loss, dup=args.dup,

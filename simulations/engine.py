@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from p2pauction.errors import StoreError
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
 from simulations.network import Endpoint, Network, NetParams
 
@@ -123,6 +124,7 @@ class Counters:
     publishes: int = 0
     publish_accepted: int = 0
     publish_refused: int = 0        # the local Author refused (rule violation / unknown auction)
+    publish_store_failed: int = 0   # the store failed to commit a local event (nothing changed)
     skipped_dead: int = 0           # workload steps aimed at a node that was down
     accepted: int = 0               # Accepted actions, all nodes
     core_errors: int = 0
@@ -132,6 +134,7 @@ class Counters:
     joins: int = 0
     leaves: int = 0
     injected_frames: int = 0
+    storage_faults: int = 0         # store commits made to fail (simulations.faults.StorageFaults)
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -162,6 +165,7 @@ class World:
         self.observers: list[Callable[[SimNode, Any, bool], None]] = []
         self.fault_windows: list[tuple[float, float, str]] = []
         self.retired: dict[str, int] = {}   # event counters of cores dropped by crashes
+        self.storage_faults: Any = None      # simulations.faults.StorageFaults when the plan has them
         factory.setup(self)
 
     # --- clock ------------------------------------------------------------------------------
@@ -348,6 +352,10 @@ class World:
         self.counters.publishes += 1
         try:
             outcome = node.core.publish(event, self.now)
+        except StoreError:  # the store failed to commit (an injected fault): the user sees an error
+            self.counters.publish_store_failed += 1
+            self._drain(node)
+            return None
         except Exception as exc:
             self._core_error(node, "publish", exc)
             self._drain(node)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from simulations.engine import SimNode, World
 
 PARTITION_KINDS = ("symmetric", "asymmetric", "bridge")
+# What an injected storage fault says (the texts SQLite gives for SQLITE_FULL and SQLITE_IOERR)
+STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
 HOSTILE_ACTS = ("forged_sig", "non_owner_close", "low_bid", "late_bid", "double_close", "garbage",
                 "extreme_values")
 
@@ -61,6 +63,13 @@ class HostileSpec:
 
 
 @dataclass(frozen=True)
+class StorageSpec:
+    start: float
+    end: float
+    rate: float                     # share of an honest node's commits that fail in [start, end)
+
+
+@dataclass(frozen=True)
 class FaultPlan:
     partitions: tuple[PartitionSpec, ...] = ()
     crashes: tuple[CrashSpec, ...] = ()
@@ -69,6 +78,7 @@ class FaultPlan:
     hostile_nodes: int = 0
     hostile: tuple[HostileSpec, ...] = ()
     skew_ms: int = 0                # each node's wall clock is off by uniform(-skew, skew) ms
+    storage: tuple[StorageSpec, ...] = ()   # store commits that fail (disk full, I/O error)
 
     def heal_time(self) -> float:
         """When the last partition heals, the last crashed node is back, the last churn is done."""
@@ -83,12 +93,15 @@ class FaultPlan:
             t = max(t, lv.at)
         for h in self.hostile:
             t = max(t, h.at)
+        for st in self.storage:
+            t = max(t, st.end)
         return t
 
     def windows(self) -> list[tuple[float, float, str]]:
         """Fault periods for the report's shading."""
         out = [(p.start, p.end, f"partition:{p.kind}") for p in self.partitions]
         out += [(c.at, c.at + (c.down_for or 0.0), "crash") for c in self.crashes]
+        out += [(st.start, st.end, "storage") for st in self.storage]
         return sorted(out)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +117,7 @@ class FaultPlan:
             hostile_nodes=int(d.get("hostile_nodes", 0)),
             hostile=tuple(HostileSpec(**h) for h in d.get("hostile", ())),
             skew_ms=int(d.get("skew_ms", 0)),
+            storage=tuple(StorageSpec(**st) for st in d.get("storage", ())),
         )
 
 
@@ -122,6 +136,8 @@ class FaultOptions:
     hostile_acts: int = 0           # hostile actions per hostile node
     hostile_window: tuple[float, float] = (0.0, 0.0)
     skew_ms: int = 0
+    storage_faults: float = 0.0     # share of commits that fail inside storage_window
+    storage_window: tuple[float, float] = (0.0, 0.0)
 
 
 def random_plan(rng: random.Random, n_nodes: int, opts: FaultOptions) -> FaultPlan:
@@ -144,9 +160,12 @@ def random_plan(rng: random.Random, n_nodes: int, opts: FaultOptions) -> FaultPl
     hostile = tuple(
         HostileSpec(node=h, at=round(rng.uniform(hlo, hhi), 3), act=HOSTILE_ACTS[(h + k) % len(HOSTILE_ACTS)])
         for h in range(opts.hostile_nodes) for k in range(opts.hostile_acts))
+    storage: tuple[StorageSpec, ...] = ()
+    if opts.storage_faults > 0:
+        storage = (StorageSpec(opts.storage_window[0], opts.storage_window[1], opts.storage_faults),)
     return FaultPlan(partitions=parts, crashes=crashes, joins=joins, leaves=leaves,
                      hostile_nodes=opts.hostile_nodes, hostile=tuple(sorted(hostile, key=lambda h: (h.at, h.node))),
-                     skew_ms=opts.skew_ms)
+                     skew_ms=opts.skew_ms, storage=storage)
 
 
 # --- applying a plan -----------------------------------------------------------------------------
@@ -194,7 +213,35 @@ def apply(plan: FaultPlan, world: World, honest: list[SimNode]) -> None:
         sched.at(j.at, _join, world)
     for lv in plan.leaves:
         sched.at(lv.at, _leave, world, honest[lv.node % len(honest)])
+    if plan.storage:
+        world.storage_faults = StorageFaults(plan.storage, world)
     world.fault_windows.extend(plan.windows())
+
+
+class StorageFaults:
+    """Decides, commit by commit, whether an honest node's store fails (seeded per node, so a
+    plan replays exactly). The simulated store (``simulations.nodes.FaultyStore``) asks it."""
+
+    def __init__(self, specs: tuple[StorageSpec, ...], world: World) -> None:
+        self.specs = specs
+        self.world = world
+        self._rngs: dict[int, random.Random] = {}
+
+    def draw(self, node: SimNode) -> str | None:
+        """The error this commit of ``node`` fails with, or None when it succeeds."""
+        if node.hostile:
+            return None
+        now = self.world.now
+        rate = max((st.rate for st in self.specs if st.start <= now < st.end), default=0.0)
+        if rate <= 0.0:
+            return None
+        rng = self._rngs.get(node.idx)
+        if rng is None:
+            rng = self._rngs[node.idx] = random.Random(f"{self.world.seed}/storage/{node.idx}")
+        if rng.random() >= rate:
+            return None
+        self.world.counters.storage_faults += 1
+        return rng.choice(STORAGE_ERRORS)
 
 
 def _set_partition(world: World, part: Partition) -> None:

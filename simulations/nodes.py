@@ -97,12 +97,12 @@ def with_decode_cache(base: type) -> type:
     if cls is None:
         from p2pauction.errors import DecodeError
 
-        def receive_raw(self: Any, raw: bytes) -> Any:
+        def receive_raw(self: Any, raw: bytes, **kw: Any) -> Any:
             try:
                 ev = self._decode_cache.decode(raw)
             except DecodeError:
-                return base.receive_raw(self, raw)  # type: ignore[attr-defined]
-            return self.receive(ev)
+                return base.receive_raw(self, raw, **kw)  # type: ignore[attr-defined]
+            return self.receive(ev, **kw)
 
         cls = type(base.__name__ + "WithDecodeCache", (base,), {"receive_raw": receive_raw})
         _CACHED_CLASSES[base] = cls
@@ -152,10 +152,15 @@ class RealFactory:
         return ident
 
     def new_store(self, node: SimNode) -> Any:
-        from p2pauction.state.store import MemoryStore
+        from simulations.storage import FaultyStore
 
-        cls = self._hooked(node, "store_class") or MemoryStore
-        return cls()
+        cls = self._hooked(node, "store_class") or FaultyStore
+        store = cls()
+        if isinstance(store, FaultyStore):
+            world = self.world
+            # the fault plan is applied after the first nodes exist: look it up at each commit
+            store.draw = lambda: world.storage_faults.draw(node) if world and world.storage_faults else None
+        return store
 
     @staticmethod
     def on_crash(node: SimNode) -> None:

@@ -124,6 +124,8 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         "world": {"crashes": w.counters.crashes, "restarts": w.counters.restarts, "joins": w.counters.joins,
                   "leaves": w.counters.leaves, "injected_frames": w.counters.injected_frames,
                   "core_errors": w.counters.core_errors, "stalls": w.counters.stalls,
+                  "storage_faults": w.counters.storage_faults,
+                  "publish_store_failed": w.counters.publish_store_failed,
                   "authored_by_kind": dict(sorted(w.counters.by_kind.items())),
                   "skipped_dead": w.counters.skipped_dead, "steps": w.sched.steps},
         "hostile_acts": dict(sorted(sim.hostile.done.items())),

@@ -206,7 +206,7 @@ def _shift(opts: FaultOptions, warmup: float, duration: float) -> FaultOptions:
         crash_fraction=opts.crash_fraction, crash_window=win(opts.crash_window), crash_down=opts.crash_down,
         churn_joins=opts.churn_joins, churn_leaves=opts.churn_leaves, churn_window=win(opts.churn_window),
         hostile_nodes=opts.hostile_nodes, hostile_acts=opts.hostile_acts, hostile_window=win(opts.hostile_window),
-        skew_ms=opts.skew_ms)
+        skew_ms=opts.skew_ms, storage_faults=opts.storage_faults, storage_window=win(opts.storage_window))
 
 
 @contextmanager

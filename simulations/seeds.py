@@ -34,21 +34,24 @@ from simulations.sweep import Sweep, ignore_sigint, summary_table
 
 
 def acceptance_config(seed: int, nodes: int, events: int, *, loss: float = 0.10, crash: float = 0.05,
-                      hostile: int = 2, bound: float = 120.0) -> SimConfig:
-    """The issue's acceptance mix for one seed (shared with tests/test_sim_acceptance.py)."""
+                      hostile: int = 2, bound: float = 120.0, storage: float = 0.0) -> SimConfig:
+    """The issue's acceptance mix for one seed (shared with tests/test_sim_acceptance.py);
+    ``storage``: share of store commits failing (disk full / I/O error) in the fault window."""
     return SimConfig(
         seed=seed, nodes=nodes, scenario="random", events=events, duration=30.0,
         net=NetParams(latency=(0.010, 0.060), jitter=0.005, loss=loss),
         faults=FaultOptions(partitions=[("symmetric", 6.0, 16.0, 0.5)], crash_fraction=crash,
                             crash_window=(2.0, 24.0), crash_down=(2.0, 10.0),
-                            hostile_nodes=hostile, hostile_acts=6, hostile_window=(8.0, 28.0), skew_ms=2000),
+                            hostile_nodes=hostile, hostile_acts=6, hostile_window=(8.0, 28.0), skew_ms=2000,
+                            storage_faults=storage, storage_window=(2.0, 24.0) if storage else (0.0, 0.0)),
         bound=bound, trace=False,
     )
 
 
-def acceptance_spec(seed: int, nodes: int, events: int, bound: float, hooks: str | None = None) -> dict[str, Any]:
+def acceptance_spec(seed: int, nodes: int, events: int, bound: float, hooks: str | None = None,
+                    storage: float = 0.0) -> dict[str, Any]:
     """The run spec a sweep ships for one seed (with the trace hash on, to compare runs)."""
-    cfg = acceptance_config(seed, nodes, events, bound=bound)
+    cfg = acceptance_config(seed, nodes, events, bound=bound, storage=storage)
     cfg.trace = True
     return replay.spec_of(cfg, hooks=hooks)
 
@@ -72,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hooks", default=None, metavar="MODULE:NAME", help="planted bugs (see run --hooks)")
     p.add_argument("--progress", choices=MODES, default="auto", help="on stderr (see run --progress)")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between plain progress lines")
+    p.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
+                   help="also fail this share of honest store commits (disk full / I/O error), 2-24 s in")
     return p
 
 
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --count must be at least 1 and --retries at least 0", file=sys.stderr)
         return 2
     replays = args.replays if args.replays is not None else args.out.with_name(args.out.stem + "-replays")
-    specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks))
+    specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks,
+                                   args.storage_faults))
              for s in range(args.start, args.start + args.count)]
     display = Display(args.progress, every=args.progress_every)
     sweep: Sweep | None = None

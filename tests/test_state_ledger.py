@@ -10,7 +10,7 @@ import pytest
 
 from p2pauction.errors import NotFound
 from p2pauction.state.events import MAX_DEPS, decode_event
-from p2pauction.state.ledger import Ledger, OutcomeKind, Status
+from p2pauction.state.ledger import Ledger, OutcomeKind, Status, pending_cost
 from tests.state_helpers import NET, accept, author, forge, identity, open_body, reference_scenario
 
 SELLER, BIDDER = identity(1), identity(2)
@@ -64,7 +64,8 @@ def test_pending_count_cap_evicts_oldest() -> None:
 
 def test_pending_byte_cap() -> None:
     raws = chain(10)
-    cap = sum(len(r) for r in raws[-3:])     # exactly the newest three fit
+    # each entry is charged its estimated memory (one dep, one missing): exactly the newest three fit
+    cap = sum(pending_cost(decode_event(r), 1) for r in raws[-3:])
     ledger = Ledger(NET, pending_max_bytes=cap)
     for raw in raws[1:]:
         ledger.receive_raw(raw)
@@ -112,9 +113,9 @@ def _remember_raws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Capture the bytes of events the tests accept (the ledger does not keep them)."""
     original = Ledger.receive
 
-    def receive(self: Ledger, event, *, verified: bool = False):  # type: ignore[no-untyped-def]
+    def receive(self: Ledger, event, **kw):  # type: ignore[no-untyped-def]
         _RAWS[event.id] = event.raw
-        return original(self, event, verified=verified)
+        return original(self, event, **kw)
 
     monkeypatch.setattr(Ledger, "receive", receive)
 

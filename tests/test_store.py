@@ -68,7 +68,7 @@ def test_other_net_refused(tmp_path: Path) -> None:
 def test_corrupt_store_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="unusable"):
+    with pytest.raises(StoreError, match="is corrupt .*backup"):
         SqliteStore(path)
 
 
@@ -124,7 +124,7 @@ def test_batch_is_one_transaction_committed_at_the_end(tmp_path: Path) -> None:
     assert Replica(NET, SqliteStore(path)).ledger.digest_hex == s.ledger.digest_hex
 
 
-def test_batch_commits_what_was_written_when_the_block_raises(tmp_path: Path) -> None:
+def test_batch_undoes_everything_when_the_block_raises(tmp_path: Path) -> None:
     s = reference_scenario()
     path = tmp_path / "s.db"
     replica = Replica(NET, SqliteStore(path))
@@ -132,18 +132,21 @@ def test_batch_commits_what_was_written_when_the_block_raises(tmp_path: Path) ->
         with replica.batch():
             replica.receive_raw(s.events[0].raw)
             raise RuntimeError("a bug in the caller")
-    # the ledger accepted the event, so the store keeps it: the two stay in step
-    assert _rows_seen_by_another_connection(path) == 1
-    replica.receive_raw(s.events[1].raw)  # and the store is usable afterwards (autocommit again)
-    assert _rows_seen_by_another_connection(path) == 2
+    # neither the store nor the ledger keeps the event: the two stay in step
+    assert _rows_seen_by_another_connection(path) == 0
+    assert not replica.ledger.has(s.events[0].id) and replica.ledger.digest == 0
+    replica.receive_raw(s.events[0].raw)  # and both are usable afterwards (autocommit again)
+    replica.receive_raw(s.events[1].raw)
+    assert _rows_seen_by_another_connection(path) == 2 and len(replica.ledger) == 2
 
 
-def test_memory_store_batch_is_a_no_op() -> None:
+def test_memory_store_batch_commits_at_the_end() -> None:
     s = reference_scenario()
     replica = Replica(NET, MemoryStore())
     with replica.batch():
         replica.receive_raw(s.events[0].raw)
-        assert len(replica.store) == 1
+        assert len(replica.store) == 0 and replica.get_raw(s.events[0].id) == s.events[0].raw
+    assert len(replica.store) == 1
 
 
 # ------------------------------------------------------------------ kill -9

@@ -127,6 +127,11 @@ class GossipConfig:
     ban_seconds: float = 600.0
     score_recovery: float = 0.1              # points per second back towards 0
     penalty_invalid_event: float = 20.0
+    # per pending event of this peer that left the buffer unresolved (evicted, or its dep was
+    # invalid): small, as an honest peer's events resolve; 400 in a short while ban a flooder
+    penalty_unresolved_event: float = 0.25
+    # the ledger expires pending events still unresolved after 10 sweeps, one every this many s
+    pending_sweep_interval: float = 30.0
     penalty_malformed: float = 60.0         # two malformed frames in a short while: banned
     penalty_violation: float = 50.0
     penalty_rate_limit: float = 50.0

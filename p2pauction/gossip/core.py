@@ -19,7 +19,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from p2pauction.errors import ProtocolError
+import structlog
+
+from p2pauction.errors import ProtocolError, StoreError
 from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
 from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
@@ -34,9 +36,12 @@ from p2pauction.gossip.messages import (
     WantPrefix,
 )
 
+log = structlog.get_logger(__name__)
+
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
 
 _EVENT_COUNTERS = ("copies_received", "duplicates", "accepted", "own", "pending", "rejected",
+                   "store_failures", "unresolved",
                    "ae_rounds", "ae_events_received", "ae_events_served", "ae_accepted",
                    "graft_served", "serve_throttled", "bootstrap_dials", "dials", "dial_failures", "samples_asked",
                    "shuffles", "wanta_sent", "wanta_ids_sent", "wanta_served", "serve_queued", "serve_dropped",
@@ -91,6 +96,10 @@ class GossipCore(LinkHost):
         self._next_serve = float("inf")
         self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
         self._store_batch: Callable[[], AbstractContextManager[None]] = getattr(replica, "batch", nullcontext)
+        self._take_unresolved: Callable[[], list[Any]] = getattr(replica, "take_unresolved", list)
+        self._sweep: Callable[[], object] = getattr(replica, "sweep_pending", int)
+        self._next_pending_sweep = now + config.pending_sweep_interval
+        self._held: list[tuple[Any, str | None, int, bool, str]] | None = None  # see data_received
         self._load_history()
         for key, addr in replica.store.known_peers(config.passive_max):
             if key != self.key:
@@ -116,11 +125,38 @@ class GossipCore(LinkHost):
     # --- local inputs -------------------------------------------------------------------------
 
     def data_received(self, conn: int, data: bytes, now: float) -> None:
-        # Group commit: the events accepted from one chunk are stored in one transaction,
-        # committed before the driver sees any output of this call (forwards, Accepted), so
-        # nothing is passed on or acknowledged before it is durable.
-        with self._store_batch():
-            super().data_received(conn, data, now)
+        # Group commit: the events accepted from one chunk are stored in one transaction and
+        # held (not recorded, forwarded nor acknowledged) until it committed, so nothing is passed
+        # on or acknowledged before it is durable. If the commit fails (disk full, I/O error) the
+        # replica has undone them all and they are dropped: gossip or anti-entropy brings them again.
+        self._held = []
+        try:
+            with self._store_batch():
+                super().data_received(conn, data, now)
+        except StoreError as exc:
+            self.ev["store_failures"] += 1
+            log.warning("gossip.store_failed", error=str(exc)[:200], dropped=len(self._held or ()))
+            self._held = None
+        else:
+            held, self._held = self._held, None
+            for args in held:
+                self._accept(*args, now=now)
+        self._penalise_unresolved(now)
+
+    def _penalise_unresolved(self, now: float) -> None:
+        """Lower the score of the peers whose pending events left the buffer unresolved."""
+        for u in self._take_unresolved():
+            if u.origin is None:
+                continue
+            self.ev["unresolved"] += 1
+            if self.scores.is_banned("key:" + u.origin, now):
+                continue  # already banned (its other events are being evicted now)
+            link = self._active.get(u.origin)
+            why = f"pending event never resolved ({u.reason})"
+            if link is not None:
+                self.penalise(link, self.cfg.penalty_unresolved_event, why, now)
+            else:
+                self.scores.penalise(["key:" + u.origin], self.cfg.penalty_unresolved_event, now)
 
     def publish(self, event: Any, now: float) -> Any:
         """Apply a locally authored event and disseminate it; returns the ledger's Outcome."""
@@ -236,7 +272,7 @@ class GossipCore(LinkHost):
     def _receive_text(self, link: Link, text: str, hops: int, via: str, now: float) -> bool:
         """Feed one event from a peer into the replica; True when it was new."""
         raw = self._raw(text)
-        return self._outcome(link, self.replica.receive_raw(raw), hops, via, now, raw)
+        return self._outcome(link, self.replica.receive_raw(raw, origin=link.key), hops, via, now, raw)
 
     def _outcome(self, link: Link, outcome: Any, hops: int, via: str, now: float, raw: bytes) -> bool:
         """Act on the ledger's verdict on an event from ``link``; True when it was new."""
@@ -244,7 +280,10 @@ class GossipCore(LinkHost):
         assert link.key is not None
         if kind == "accepted":
             for ev in outcome.accepted:
-                self._accept(ev, link.key, hops, own=False, via=via, now=now)
+                if self._held is not None:
+                    self._held.append((ev, link.key, hops, False, via))
+                else:
+                    self._accept(ev, link.key, hops, own=False, via=via, now=now)
             return True
         if kind == "duplicate":
             self.ev["duplicates"] += 1
@@ -260,7 +299,7 @@ class GossipCore(LinkHost):
             self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
         return False
 
-    def _accept(self, ev: Any, sender: str | None, hops: int, *, own: bool, via: str, now: float) -> None:
+    def _accept(self, ev: Any, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
         if not self.summary.add(ev.id):
             return
         self.ev["accepted"] += 1
@@ -374,7 +413,8 @@ class GossipCore(LinkHost):
             if link.closed:
                 break
             batch = raws[i:i + 16]
-            outcomes = receive_many(batch) if callable(receive_many) else [self.replica.receive_raw(r) for r in batch]
+            outcomes = (receive_many(batch, origin=link.key) if callable(receive_many)
+                        else [self.replica.receive_raw(r, origin=link.key) for r in batch])
             for raw, outcome in zip(batch, outcomes):
                 # Every accepted event is recorded even if the link closed meanwhile: the
                 # anti-entropy summary must stay in step with the ledger.
@@ -697,6 +737,7 @@ class GossipCore(LinkHost):
             self._next_housekeeping = now + self.cfg.housekeeping_interval
             self._check_links(now)
             self._maintain(now)
+            self._sweep_pending(now)
         if now >= self._next_serve:
             self._next_serve = float("inf")
             for link in list(self._serving.values()):
@@ -704,6 +745,13 @@ class GossipCore(LinkHost):
         if now >= self._next_fetch:
             self._fetch_missing(now)
         self._send_to(self.plumtree.tick(now, self._known))
+
+    def _sweep_pending(self, now: float) -> None:
+        """Every pending_sweep_interval: the ledger expires long-unresolved pending events."""
+        if now >= self._next_pending_sweep:
+            self._next_pending_sweep = now + self.cfg.pending_sweep_interval
+            self._sweep()
+            self._penalise_unresolved(now)
 
     def next_deadline(self) -> float:
         fetch = self._next_fetch if self._missing_deps else float("inf")

@@ -1,14 +1,23 @@
-"""The ledger and its store kept in step: whatever the ledger accepts is stored before returning."""
+"""The ledger and its store kept in step: memory changes only when the store has committed.
+
+Every call that may accept events is atomic: the ledger journals its changes (``Ledger.begin``),
+the accepted events are appended to the store, and only when that commit succeeded are the
+changes kept; a failed write (disk full, I/O error: ``StoreWriteError``) rolls the ledger back,
+so its state, digest, heads and views are exactly what they were, and the error reaches the
+caller. The next write after the cause is fixed simply works: nothing is left half-applied.
+"""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
+from p2pauction.errors import StoreError
 from p2pauction.logs import get_logger
 from p2pauction.state.events import Event, Kind
 from p2pauction.state.identity import SignatureVerifier
-from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status
+from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status, Unresolved
 from p2pauction.state.store import EventStore
 
 log = get_logger(__name__)
@@ -16,7 +25,8 @@ log = get_logger(__name__)
 
 class Replica:
     """A Ledger rebuilt from its store on construction; every event the ledger accepts is
-    appended to the store (one transaction per call) before the call returns."""
+    appended to the store (one transaction per call, or per ``batch()``) and kept in memory only
+    once that transaction has committed."""
 
     def __init__(self, net: str, store: EventStore, *, verifier: SignatureVerifier | None = None,
                  pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20) -> None:
@@ -27,6 +37,8 @@ class Replica:
         self.store = store
         self.ledger = Ledger(net, verifier=verifier, pending_max_count=pending_max_count,
                              pending_max_bytes=pending_max_bytes)
+        self._batch_depth = 0
+        self._batch_error: StoreError | None = None   # a write inside the open batch failed
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -39,38 +51,98 @@ class Replica:
         if bad:
             log.warning("store_replay_rejected", count=bad, reason="stored events that no longer validate")
 
-    def receive_raw(self, raw: bytes) -> Outcome:
-        outcome = self.ledger.receive_raw(raw)
-        self._persist(outcome)
+    def receive_raw(self, raw: bytes, *, origin: str | None = None) -> Outcome:
+        """One event from the wire; ``origin`` (the sender) comes back in take_unresolved()."""
+        with self._atomic():
+            outcome = self.ledger.receive_raw(raw, origin=origin)
+            self._store(outcome.accepted)
         return outcome
 
-    def receive(self, event: Event) -> Outcome:
-        outcome = self.ledger.receive(event)
-        self._persist(outcome)
+    def receive(self, event: Event, *, origin: str | None = None) -> Outcome:
+        with self._atomic():
+            outcome = self.ledger.receive(event, origin=origin)
+            self._store(outcome.accepted)
         return outcome
 
-    def receive_many(self, raws: Iterable[bytes]) -> list[Outcome]:
+    def receive_many(self, raws: Iterable[bytes], *, origin: str | None = None) -> list[Outcome]:
         """Several events from the wire, stored in ONE transaction (durable when this returns)."""
-        outcomes = [self.ledger.receive_raw(raw) for raw in raws]
-        self._store([e for o in outcomes for e in o.accepted])
+        with self._atomic():
+            outcomes = [self.ledger.receive_raw(raw, origin=origin) for raw in raws]
+            self._store([e for o in outcomes for e in o.accepted])
         return outcomes
 
-    def batch(self) -> AbstractContextManager[None]:
-        """Appends inside go to the store in one transaction, committed when the block ends, for
-        a caller that acknowledges nothing before then (a store without transactions writes as it
-        goes)."""
+    def sweep_pending(self) -> int:
+        """Expire long-unresolved pending events (see Ledger.sweep_pending); nothing is stored."""
+        return self.ledger.sweep_pending()
+
+    def take_unresolved(self) -> list[Unresolved]:
+        """Pending events that left the buffer unresolved since the last call, with their origin."""
+        return self.ledger.take_unresolved()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every call inside is one atomic change, committed when the block ends: the store's
+        ``transaction()`` and the ledger's journal together. Outcomes returned inside are final
+        only when the block ends without an error, so the caller acknowledges or forwards
+        nothing before then. If a write inside fails, the rest of the block still runs (in
+        memory) and the block ends with that StoreWriteError, every change of the block undone.
+        If the block raises, everything is undone too. (A store without ``transaction()`` keeps
+        what it wrote before a failure: it may hold more than memory, never less.)"""
+        if self._batch_depth:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+            return
         transaction = getattr(self.store, "transaction", None)
-        return transaction() if callable(transaction) else nullcontext()
+        self.ledger.begin()
+        self._batch_depth = 1
+        try:
+            with transaction() if callable(transaction) else _no_transaction():
+                yield
+                if self._batch_error is not None:
+                    raise self._batch_error  # (also rolls the store's transaction back)
+        except BaseException:
+            self.ledger.rollback()
+            raise
+        finally:
+            self._batch_depth = 0
+            self._batch_error = None
+        self.ledger.commit()
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self.store.get_raw(event_id)
 
-    def _persist(self, outcome: Outcome) -> None:
-        self._store(outcome.accepted)
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One call's changes: joined to the open batch, else kept only if the block succeeds."""
+        if self._batch_depth:
+            yield
+            return
+        self.ledger.begin()
+        try:
+            yield
+        except BaseException:
+            self.ledger.rollback()
+            raise
+        self.ledger.commit()
 
     def _store(self, accepted: Sequence[Event]) -> None:
         if not accepted:
             return
+        if self._batch_depth:
+            if self._batch_error is not None:
+                return  # the batch is doomed: it will be undone as a whole
+            try:
+                self._append(accepted)
+            except StoreError as exc:
+                # Not raised here: the caller is in the middle of a chunk; the batch ends with it.
+                self._batch_error = exc
+            return
+        self._append(accepted)
+
+    def _append(self, accepted: Sequence[Event]) -> None:
         finished = self._finished(accepted)
         if finished:
             self.store.append(accepted, finished)
@@ -82,3 +154,8 @@ class Replica:
         closed = {e.auction_id: None for e in accepted if e.kind is Kind.CLOSE}
         views = [self.ledger.auction(aid) for aid in closed]
         return [v for v in views if v.status is not Status.OPEN]
+
+
+@contextmanager
+def _no_transaction() -> Iterator[None]:
+    yield

@@ -1,7 +1,12 @@
 """Stores for accepted events, peers and finished-auction analytics.
 
 ``MemoryStore`` (simulator) and ``SqliteStore`` (real nodes) implement the same ``EventStore``
-protocol. Analytics sums are computed exactly with Decimal in Python over the window's rows
+protocol.
+
+Failures: a write that fails (disk full, I/O error) raises ``StoreWriteError`` and leaves the store
+as it was; inside ``transaction()`` any failed write dooms the whole transaction, which is rolled
+back when the block ends (``StoreWriteError`` again), as it is when the block raises. A store
+that cannot be read (a corrupt file) raises ``StoreError`` naming the file and what to do. Analytics sums are computed exactly with Decimal in Python over the window's rows
 (prices are stored as canonical money strings; ``price_num`` is a REAL copy for ordering only).
 """
 
@@ -11,14 +16,17 @@ import sqlite3
 from contextlib import contextmanager
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from p2pauction.errors import StoreError
+import structlog
+
+from p2pauction.errors import StoreError, StoreWriteError
 from p2pauction.state.events import Event
 from p2pauction.state.ledger import AuctionView, Status
 from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
 TOP_N = 10
+log = structlog.get_logger(__name__)
 
 
 class EventStore(Protocol):
@@ -139,13 +147,19 @@ def _compute_stats(rows: Iterable[dict[str, Any]], bids: Iterable[dict[str, Any]
 
 
 class MemoryStore:
-    """Dict-backed store: survives a simulated crash because the simulator keeps the object."""
+    """Dict-backed store: survives a simulated crash because the simulator keeps the object.
+
+    It has the same commit semantics as SqliteStore: ``transaction()`` stages the writes and
+    applies them all when the block ends, or none (block raised, or ``_check_commit`` refused).
+    ``_check_commit`` is where a subclass injects storage faults (the simulator does)."""
 
     def __init__(self) -> None:
         self._raw: dict[str, bytes] = {}
         self._peers: dict[str, tuple[str, float]] = {}
         self._finished: dict[str, dict[str, Any]] = {}
         self._bids: dict[str, list[dict[str, Any]]] = {}
+        self._staged: list[tuple[Sequence[Event], Sequence[AuctionView]]] | None = None
+        self._staged_raw: dict[str, bytes] = {}
         self.net: str | None = None
         self.closed = False
 
@@ -155,14 +169,44 @@ class MemoryStore:
         elif self.net != net:
             raise StoreError(f"this store holds network {self.net!r}, not {net!r}")
 
+    def _check_commit(self) -> None:
+        """Called before every commit; raise StoreWriteError to make it fail (fault injection)."""
+
     def append(self, events: Sequence[Event], finished: Sequence[AuctionView] = ()) -> None:
+        if self._staged is not None:
+            self._staged.append((list(events), list(finished)))
+            for e in events:
+                self._staged_raw.setdefault(e.id, e.raw)
+            return
+        self._check_commit()
+        self._write(events, finished)
+
+    def _write(self, events: Sequence[Event], finished: Sequence[AuctionView]) -> None:
         for e in events:
             self._raw.setdefault(e.id, e.raw)
         for view in finished:
             self.record_finished(view)
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._staged is not None:
+            yield
+            return
+        self._staged = []
+        try:
+            yield
+            if self._staged:
+                self._check_commit()
+        except BaseException:
+            self._staged = None
+            self._staged_raw = {}
+            raise
+        staged, self._staged, self._staged_raw = self._staged, None, {}
+        for events, finished in staged:
+            self._write(events, finished)
+
     def get_raw(self, event_id: str) -> bytes | None:
-        return self._raw.get(event_id)
+        return self._raw.get(event_id) or self._staged_raw.get(event_id)
 
     def iter_raw(self) -> Iterator[bytes]:
         return iter(list(self._raw.values()))
@@ -219,6 +263,8 @@ _WAL_SIZE_LIMIT = 64 * 2**20          # the WAL file is truncated back to this a
 # Peers are remembered to re-dial after a restart without the bootstrap. Every handshaken key is
 # remembered, so a peer minting keys could grow the table: keep the most recently seen ones only.
 MAX_KNOWN_PEERS = 1000
+# SQLite primary result codes (the sqlite3 module names them only from Python 3.11 on)
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
 _INSERT = "INSERT OR IGNORE INTO events(id, auction, raw) VALUES (?,?,?)"
 _FINISHED_COLS = ("auction", "seller", "seller_name", "item", "currency", "winner", "winner_name",
                   "winning_bid", "price", "opened_ts", "closed_ts", "status", "bids", "late_bids")
@@ -250,58 +296,103 @@ class SqliteStore:
             elif row[0] != _SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema {row[0]}, expected {_SCHEMA_VERSION}")
             self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-        except (sqlite3.DatabaseError, StoreError) as exc:
+        except (sqlite3.Error, StoreError) as exc:
             if hasattr(self, "_db"):
                 self._db.close()
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"store {self.path} is unusable: {exc}") from None
+            raise self._error("cannot open it", exc) from None
+        self._failed: StoreWriteError | None = None  # a write inside the open transaction failed
         if net is not None:
             self.check_net(net)
+
+    def _error(self, doing: str, exc: sqlite3.Error) -> StoreError:
+        """Our own one-line error for an SQLite failure: which file, what failed, what to do."""
+        text = str(exc)
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF   # the primary result code
+        if code in (_SQLITE_FULL, _SQLITE_IOERR) or "disk is full" in text or "disk I/O" in text:
+            what = "free some disk space" if code == _SQLITE_FULL or "full" in text else "check the disk"
+            return StoreWriteError(f"store {self.path}: {doing}: {text}; nothing was changed, "
+                                   f"{what} and retry (the node recovers by itself)")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+            return StoreError(f"store {self.path} is corrupt ({text}): with the node stopped, restore "
+                              "the file from a backup, or move it away to start afresh (the node then "
+                              "fetches the network's events again from its peers)")
+        return StoreError(f"store {self.path}: {doing}: {text}")
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise self._error("cannot run a query", exc) from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a query and fetch every row (a corrupt page can fail while fetching, too)."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error("cannot read", exc) from None
+
+    def _write(self, doing: str, write: Callable[[], None]) -> None:
+        """Run ``write`` in its own committed transaction, or inside the open transaction(), which
+        a failure dooms (SQLite may already have rolled it back: later writes would autocommit)."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            if self._tx_depth:
+                write()
+            else:
+                with self._db:  # committed on exit, rolled back on an exception
+                    self._db.execute("BEGIN")
+                    write()
+        except sqlite3.Error as exc:
+            error = self._error(doing, exc)
+            if self._tx_depth and isinstance(error, StoreWriteError):
+                self._failed = error
+            elif not self._tx_depth and self._db.in_transaction:
+                self._abort(self._count)  # a failed commit may leave its transaction open
+            raise error from None
 
     def check_net(self, net: str) -> None:
         """Bind the store to a network on first use; refuse a store of another network."""
-        row = self._run("SELECT value FROM meta WHERE key='net'").fetchone()
-        if row is None:
-            self._run("INSERT INTO meta VALUES ('net', ?)", (net,))
-        elif row[0] != net:
-            raise StoreError(f"store {self.path} holds network {row[0]!r}, not {net!r} "
+        rows = self._rows("SELECT value FROM meta WHERE key='net'")
+        if not rows:
+            def write() -> None:
+                self._db.execute("INSERT INTO meta VALUES ('net', ?)", (net,))
+
+            self._write("cannot bind it to a network", write)
+        elif rows[0][0] != net:
+            raise StoreError(f"store {self.path} holds network {rows[0][0]!r}, not {net!r} "
                              "(use that --net or another data directory)")
 
     def append(self, events: Sequence[Event], finished: Sequence[AuctionView] = ()) -> None:
-        """Store events (and, optionally, finished-auction rows) in ONE committed transaction."""
+        """Store events (and, optionally, finished-auction rows) in ONE committed transaction
+        (or in the open transaction())."""
         rows = [(e.id, e.auction_id, e.raw) for e in events]
         finished = [v for v in finished if not self._already_recorded(v)]
         if not rows and not finished:
             return
-        try:
-            if len(rows) == 1 and not finished:   # autocommit: one statement, one transaction
-                before = self._db.total_changes
-                self._db.execute(_INSERT, rows[0])
-                self._count += self._db.total_changes - before
-                return
-            with self._one_transaction():  # committed on exit: durable against kill -9 once this returns
-                before = self._db.total_changes
-                self._db.executemany(_INSERT, rows)
-                self._count += self._db.total_changes - before
-                for view in finished:
-                    self._write_finished(view)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path}: cannot append events: {exc}") from None
+        added = 0
+
+        def write() -> None:
+            nonlocal added
+            before = self._db.total_changes
+            self._db.executemany(_INSERT, rows)
+            added = self._db.total_changes - before
+            for view in finished:
+                self._write_finished(view)
+
+        self._write("cannot save events", write)
+        self._count += added
         for view in finished:
             self._recorded[view.id] = (view.status, view.closes)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group commit: every write inside goes into ONE transaction, committed when the block
-        ends (also when it raises: the ledger already holds what was written). Nothing written
-        inside is durable before that, so a caller acknowledges those events only afterwards."""
+        ends. If the block raises, or a write inside failed (StoreWriteError), or the commit
+        fails, the transaction is rolled back and nothing inside is stored. Nothing written inside
+        is durable before the end, so a caller acknowledges those events only afterwards."""
         if self._tx_depth:
             self._tx_depth += 1
             try:
@@ -311,39 +402,42 @@ class SqliteStore:
             return
         self._run("BEGIN")
         self._tx_depth = 1
+        count = self._count
         try:
             yield
+            if self._failed is not None:
+                raise self._failed
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(count)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error("cannot commit", exc) from None
+            raise
         finally:
             self._tx_depth = 0
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._recorded.clear()  # those rows may be gone: let them be written again
-                raise StoreError(f"store {self.path}: cannot commit: {exc}") from None
+            self._failed = None
 
-    @contextmanager
-    def _one_transaction(self) -> Iterator[None]:
-        """A transaction of its own, or a part of the open group (inside transaction())."""
-        if self._tx_depth:
-            yield
-            return
-        with self._db:  # committed on exit, rolled back on an exception
-            self._db.execute("BEGIN")
-            yield
+    def _abort(self, count: int) -> None:
+        """Roll the open transaction back (SQLite may have done so already on a full disk)."""
+        self._count = count
+        self._recorded.clear()  # those rows may be gone: let them be written again
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
         return self._recorded.get(view.id) == (view.status, view.closes)
 
     def get_raw(self, event_id: str) -> bytes | None:
-        row = self._run("SELECT raw FROM events WHERE id=?", (event_id,)).fetchone()
-        return bytes(row[0]) if row else None
+        rows = self._rows("SELECT raw FROM events WHERE id=?", (event_id,))
+        return bytes(rows[0][0]) if rows else None
 
     def iter_raw(self) -> Iterator[bytes]:
         last = 0
         while True:
-            rows = self._run("SELECT seq, raw FROM events WHERE seq > ? ORDER BY seq LIMIT 2048",
-                             (last,)).fetchall()
+            rows = self._rows("SELECT seq, raw FROM events WHERE seq > ? ORDER BY seq LIMIT 2048", (last,))
             if not rows:
                 return
             for seq, raw in rows:
@@ -354,24 +448,28 @@ class SqliteStore:
         return self._count
 
     def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None:
-        self._run("INSERT INTO peers VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET addr=excluded.addr, "
-                  "seen_at=excluded.seen_at", (public_hex, addr, seen_at))
-        self._run("DELETE FROM peers WHERE key NOT IN "
-                  "(SELECT key FROM peers ORDER BY seen_at DESC, key LIMIT ?)", (MAX_KNOWN_PEERS,))
+        """Best effort (peers are learnt again): a failed write is logged, not raised; inside a
+        transaction it still dooms that transaction."""
+        def write() -> None:
+            self._db.execute("INSERT INTO peers VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                             "addr=excluded.addr, seen_at=excluded.seen_at", (public_hex, addr, seen_at))
+            self._db.execute("DELETE FROM peers WHERE key NOT IN "
+                             "(SELECT key FROM peers ORDER BY seen_at DESC, key LIMIT ?)", (MAX_KNOWN_PEERS,))
+
+        try:
+            self._write("cannot remember a peer", write)
+        except StoreWriteError as exc:
+            log.warning("store_write_failed", what="peer", error=str(exc))
 
     def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
-        rows = self._run("SELECT key, addr FROM peers ORDER BY seen_at DESC, key LIMIT ?", (limit,))
-        return [(str(k), str(a)) for k, a in rows.fetchall()]
+        rows = self._rows("SELECT key, addr FROM peers ORDER BY seen_at DESC, key LIMIT ?", (limit,))
+        return [(str(k), str(a)) for k, a in rows]
 
     def record_finished(self, view: AuctionView) -> None:
         """Upsert the analytics rows of a closed or disputed auction (idempotent)."""
         if self._already_recorded(view):
             return
-        try:
-            with self._one_transaction():
-                self._write_finished(view)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path}: cannot record auction {view.id}: {exc}") from None
+        self._write(f"cannot record auction {view.id}", lambda: self._write_finished(view))
         self._recorded[view.id] = (view.status, view.closes)
 
     def _write_finished(self, view: AuctionView) -> None:
@@ -400,18 +498,18 @@ class SqliteStore:
 
     def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
         where, params = self._window(since_ms, until_ms)
-        cur = self._run(f"SELECT {', '.join(_FINISHED_COLS)} FROM finished{where} "
-                        "ORDER BY closed_ts, auction", params)
-        return [dict(zip(_FINISHED_COLS, r)) for r in cur.fetchall()]
+        rows = self._rows(f"SELECT {', '.join(_FINISHED_COLS)} FROM finished{where} "
+                          "ORDER BY closed_ts, auction", params)
+        return [dict(zip(_FINISHED_COLS, r)) for r in rows]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
         rows = self.history(since_ms, until_ms)
         where, params = self._window(since_ms, until_ms)
-        cur = self._run("SELECT b.auction, b.bid, b.bidder, b.name, b.amount, b.late FROM finished_bids b "
-                        f"JOIN finished f ON f.auction = b.auction{where.replace('closed_ts', 'f.closed_ts')}",
-                        params)
+        found = self._rows("SELECT b.auction, b.bid, b.bidder, b.name, b.amount, b.late FROM finished_bids b "
+                           f"JOIN finished f ON f.auction = b.auction{where.replace('closed_ts', 'f.closed_ts')}",
+                           params)
         bids = [{"auction": a, "bid": b, "bidder": k, "name": n, "amount": m, "late": bool(l)}
-                for a, b, k, n, m, l in cur.fetchall()]
+                for a, b, k, n, m, l in found]
         for r in rows:
             r["bids"] = int(r["bids"])
         return compute_stats(rows, bids, since_ms, until_ms)
@@ -419,5 +517,5 @@ class SqliteStore:
     def close(self) -> None:
         try:
             self._db.close()
-        except sqlite3.DatabaseError:  # pragma: no cover
+        except sqlite3.Error:  # pragma: no cover
             pass
