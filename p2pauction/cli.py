@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="closed at or after, e.g. 2026-11-25 or 2026-11-25T14:00 (naive times are UTC; "
                         "default: the beginning)")
     p.add_argument("--until", default=None, metavar="ISO", help="closed before (default: now and later)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="at most N auctions per page, 1..10000 (default 1000); ignored with --stats")
+    p.add_argument("--offset", type=int, default=0, metavar="N",
+                   help="skip the first N auctions of the window: the next page is --offset OFFSET+LIMIT")
     p.add_argument("--stats", action="store_true",
                    help="analytics instead of the list: count, volume, average and maximum price per "
                         "currency, top sellers and bidders")
@@ -371,7 +375,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     since, until = to_ms(args.since), to_ms(args.until)
     if args.stats:
         return _out(args, _client(args).call("stats", since=since, until=until), render.render_stats)
-    return _out(args, _client(args).call("history", since=since, until=until), render.render_history)
+    from p2pauction.control import HISTORY_PAGE
+
+    limit = HISTORY_PAGE if args.limit is None else args.limit
+    rows = _client(args).call("history", since=since, until=until, limit=limit, offset=args.offset)
+    return _out(args, rows, lambda page: render.render_history(page, limit=limit, offset=args.offset))
 
 
 def cmd_peers(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ that cannot be read (a corrupt file) raises ``StoreError`` naming the file and w
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from contextlib import contextmanager
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -37,7 +38,8 @@ class EventStore(Protocol):
     def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None: ...
     def known_peers(self, limit: int = 100) -> list[tuple[str, str]]: ...
     def record_finished(self, view: AuctionView) -> None: ...
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]: ...
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]: ...
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]: ...
     def check_net(self, net: str) -> None: ...
     def close(self) -> None: ...
@@ -229,10 +231,12 @@ class MemoryStore:
         self._finished[view.id] = finished_row(view)
         self._bids[view.id] = bid_rows(view)
 
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
         rows = [dict(r) for r in self._finished.values()
                 if _in_window(r["closed_ts"], since_ms, until_ms)]
-        return sorted(rows, key=lambda r: (r["closed_ts"], r["auction"]))
+        rows.sort(key=lambda r: (r["closed_ts"], r["auction"]))
+        return rows[offset:] if limit is None else rows[offset:offset + limit]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
         rows = self.history(since_ms, until_ms)
@@ -254,8 +258,13 @@ CREATE TABLE IF NOT EXISTS finished (auction TEXT PRIMARY KEY, seller TEXT NOT N
     price TEXT, price_num REAL, opened_ts INTEGER NOT NULL, closed_ts INTEGER NOT NULL,
     status TEXT NOT NULL, bids INTEGER NOT NULL, late_bids INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS finished_closed ON finished(closed_ts);
+CREATE INDEX IF NOT EXISTS finished_closed_auction ON finished(closed_ts, auction);
+CREATE INDEX IF NOT EXISTS finished_seller ON finished(seller, closed_ts);
+CREATE INDEX IF NOT EXISTS finished_winner ON finished(winner, closed_ts);
+CREATE INDEX IF NOT EXISTS finished_currency ON finished(currency, closed_ts);
 CREATE TABLE IF NOT EXISTS finished_bids (auction TEXT NOT NULL, bid TEXT NOT NULL, bidder TEXT NOT NULL,
     name TEXT, amount TEXT NOT NULL, late INTEGER NOT NULL, PRIMARY KEY (auction, bid));
+CREATE INDEX IF NOT EXISTS finished_bids_bidder ON finished_bids(bidder, auction, bid);
 """
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
@@ -486,36 +495,142 @@ class SqliteStore:
              for b in bid_rows(view)])
 
     @staticmethod
-    def _window(since_ms: int | None, until_ms: int | None) -> tuple[str, list[int]]:
-        where, params = [], []
+    def _window(since_ms: int | None, until_ms: int | None, column: str = "closed_ts") -> tuple[str, list[Any]]:
+        """A WHERE clause (always present, so that callers can add ``AND ...``) and its parameters."""
+        where, params = ["1"], []
         if since_ms is not None:
-            where.append("closed_ts >= ?")
+            where.append(f"{column} >= ?")
             params.append(since_ms)
         if until_ms is not None:
-            where.append("closed_ts < ?")
+            where.append(f"{column} < ?")
             params.append(until_ms)
-        return (" WHERE " + " AND ".join(where)) if where else "", params
+        return " WHERE " + " AND ".join(where), params
 
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """One page of the finished auctions closed in [since, until), by (close time, id): a
+        range of the (closed_ts, auction) index, so a page costs the same however long the history."""
         where, params = self._window(since_ms, until_ms)
         rows = self._rows(f"SELECT {', '.join(_FINISHED_COLS)} FROM finished{where} "
-                          "ORDER BY closed_ts, auction", params)
+                          "ORDER BY closed_ts, auction LIMIT ? OFFSET ?",
+                          [*params, -1 if limit is None else limit, offset])
         return [dict(zip(_FINISHED_COLS, r)) for r in rows]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-        rows = self.history(since_ms, until_ms)
-        where, params = self._window(since_ms, until_ms)
-        found = self._rows("SELECT b.auction, b.bid, b.bidder, b.name, b.amount, b.late FROM finished_bids b "
-                           f"JOIN finished f ON f.auction = b.auction{where.replace('closed_ts', 'f.closed_ts')}",
-                           params)
-        bids = [{"auction": a, "bid": b, "bidder": k, "name": n, "amount": m, "late": bool(l)}
-                for a, b, k, n, m, l in found]
-        for r in rows:
-            r["bids"] = int(r["bids"])
-        return compute_stats(rows, bids, since_ms, until_ms)
-
+        """The figures of ``compute_stats`` (the reference a test compares with), computed by SQL
+        aggregates over the indexed tables: memory is O(currencies + TOP_N), never O(rows)."""
+        with localcontext(TOTALS_CONTEXT):
+            return _SqlStats(self, since_ms, until_ms).compute()
     def close(self) -> None:
         try:
             self._db.close()
         except sqlite3.Error:  # pragma: no cover
             pass
+
+
+class _DecimalSum:
+    """SQLite aggregate: the exact sum of canonical money strings (a REAL sum would round)."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total = TOTALS_CONTEXT.add(self.total, Decimal(value))
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+class _DecimalMax:
+    """SQLite aggregate: the largest of canonical money strings, compared exactly."""
+
+    def __init__(self) -> None:
+        self.best: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            v = Decimal(value)
+            if self.best is None or v > self.best:
+                self.best = v
+
+    def finalize(self) -> str | None:
+        return None if self.best is None else str(self.best)
+
+
+class _SqlStats:
+    """One ``stats`` query: each figure is an aggregate or a ranked GROUP BY over the window."""
+
+    def __init__(self, store: SqliteStore, since_ms: int | None, until_ms: int | None) -> None:
+        self.store, self.since, self.until = store, since_ms, until_ms
+        self.where, self.params = store._window(since_ms, until_ms, "f.closed_ts")
+        store._db.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
+        store._db.create_aggregate("dmax", 1, _DecimalMax)  # type: ignore[arg-type]
+
+    def q(self, sql: str, extra: Sequence[Any] = ()) -> list[Any]:
+        return self.store._rows(sql, [*self.params, *extra])
+
+    def compute(self) -> dict[str, Any]:
+        status_count = {"closed": 0, "disputed": 0, "unsold": 0}
+        finished = 0
+        for status, count, unsold in self.q(
+                "SELECT f.status, COUNT(*), SUM(f.price IS NULL) FROM finished f"
+                f"{self.where} GROUP BY f.status"):
+            status_count[status] += int(count)
+            finished += int(count)
+            if status == "closed":
+                status_count["unsold"] += int(unsold)
+        currencies: dict[str, dict[str, Any]] = {}
+        for cur, count, volume, top in self.q(
+                "SELECT f.currency, COUNT(*), dsum(f.price), dmax(f.price) FROM finished f"
+                f"{self.where} AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency"):
+            total = Decimal(volume)
+            currencies[cur] = {"count": int(count), "volume": format_total(total),
+                               "average": _avg(total, int(count)), "max": format_money(Decimal(top))}
+        sellers = self.q("SELECT f.seller, COUNT(*) c, COUNT(f.price) sold FROM finished f"
+                         f"{self.where} GROUP BY f.seller ORDER BY sold DESC, c DESC, f.seller LIMIT ?", [TOP_N])
+        bidders = self.q(
+            "SELECT k, SUM(w) wins, SUM(b) bids FROM ("
+            f"SELECT f.winner k, 1 w, 0 b FROM finished f{self.where} AND f.price IS NOT NULL "
+            f"UNION ALL SELECT x.bidder, 0, 1 FROM finished_bids x JOIN finished f ON f.auction = x.auction"
+            f"{self.where}) GROUP BY k ORDER BY wins DESC, bids DESC, k LIMIT ?", [*self.params, TOP_N])
+        return {
+            "since": self.since, "until": self.until, "finished": finished, **status_count,
+            "currencies": currencies,
+            "top_sellers": [{"key": k, "name": self.seller_name(k), "count": int(c), "sold": int(sold),
+                             "volume": self.volumes("seller", k)} for k, c, sold in sellers],
+            "top_bidders": [{"key": k, "name": self.bidder_name(k), "bids": int(b), "wins": int(w),
+                             "volume": self.volumes("winner", k)} for k, w, b in bidders],
+            "top_sellers_by_volume": {cur: self.by_volume("seller", cur, self.seller_name) for cur in currencies},
+            "top_bidders_by_volume": {cur: self.by_volume("winner", cur, self.bidder_name) for cur in currencies},
+        }
+
+    def volumes(self, column: str, key: str) -> dict[str, str]:
+        rows = self.q(f"SELECT f.currency, dsum(f.price) FROM finished f{self.where} AND f.{column} = ? "
+                      "AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency", [key])
+        return {cur: format_total(Decimal(v)) for cur, v in rows}
+
+    def by_volume(self, column: str, cur: str, name: Callable[[str], str | None]) -> list[dict[str, Any]]:
+        """The TOP_N parties by exact volume in ``cur``: the groups stream through a heap."""
+        groups = self.store._run(
+            f"SELECT f.{column}, dsum(f.price) FROM finished f{self.where} AND f.currency = ? "
+            f"AND f.price IS NOT NULL GROUP BY f.{column}", [*self.params, cur])
+        ranked = heapq.nsmallest(TOP_N, ((-Decimal(v), k) for k, v in groups))
+        return [{"key": k, "name": name(k), "volume": format_total(-v)} for v, k in ranked]
+
+    def seller_name(self, key: str) -> str | None:
+        """As compute_stats: the seller name of the seller's first row in (closed_ts, auction) order."""
+        rows = self.q(f"SELECT f.seller_name FROM finished f{self.where} AND f.seller = ? "
+                      "ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
+        return rows[0][0] if rows else None
+
+    def bidder_name(self, key: str) -> str | None:
+        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+        won = self.q(f"SELECT f.winner_name FROM finished f{self.where} AND f.winner = ? "
+                     "AND f.price IS NOT NULL ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
+        if won and won[0][0] is not None:
+            return str(won[0][0])
+        named = self.q("SELECT x.name FROM finished_bids x JOIN finished f ON f.auction = x.auction"
+                       f"{self.where} AND x.bidder = ? AND x.name IS NOT NULL ORDER BY x.auction, x.bid LIMIT 1",
+                       [key])
+        return str(named[0][0]) if named else None
