@@ -365,3 +365,30 @@ def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
             assert failures and counters["auto_close_failed"] == 1 and counters["auto_closed"] == 1
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_failed_second_close_keeps_the_first_close_past() -> None:
+    """Rolling back a dispute (a second close) restores the first close's past: its bids stay
+    not-late (a merge once compared that frozenset with ``set`` and dropped it)."""
+    store = FlakyMemoryStore()
+    replica = Replica(NET, store)
+    seller, bidder = author(1, "S"), author(2, "B")
+    fork = Ledger(NET)   # sees the bid but not the first close: its close is concurrent
+    opened = seller.open(replica.ledger, item="Vase", start_price=Decimal(5), wall_ms=1)
+    replica.receive(opened)
+    fork.receive(opened)
+    aid = replica.ledger.auction_ids()[0]
+    bid = bidder.bid(replica.ledger, aid, Decimal(6), wall_ms=2)
+    replica.receive(bid)
+    fork.receive(bid)
+    replica.receive(seller.close(replica.ledger, aid, wall_ms=3))
+    second = seller.close(fork, aid, wall_ms=4)
+    before = snapshot(replica.ledger)
+    assert before["auctions"][0]["bids"][0]["late"] is False
+    store.fail_next = 1
+    with pytest.raises(StoreWriteError):
+        replica.receive(second)
+    assert snapshot(replica.ledger) == before
+    late = author(3, "L").bid(fork, aid, Decimal(7), wall_ms=5)   # has not seen the close
+    assert replica.receive(late).kind == "accepted"
+    assert [b["late"] for b in replica.ledger.auction(aid).to_json()["bids"]] == [False, True]

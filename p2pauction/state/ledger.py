@@ -645,7 +645,7 @@ class Ledger:
                 rec = _Rec(eid, e.kind, aid, author, e.lamport, e.ts, deps, None, False, body.amount, name)
                 rec.best = rec
                 a.bids.append(rec)
-                before: _Rec | set[str] | None = a.leading
+                before: _Rec | frozenset[str] | None = a.leading
                 if _better(rec, a.leading):
                     a.leading = rec
                 # accepted after a close: not in its past, hence late
@@ -669,7 +669,7 @@ class Ledger:
         del self._auctions[rec.id]
         del self._auction_ids[bisect.bisect_left(self._auction_ids, rec.id)]
 
-    def _unapply(self, a: _Auction, rec: _Rec, before: _Rec | set[str] | None, was_heads: list[str]) -> None:
+    def _unapply(self, a: _Auction, rec: _Rec, before: _Rec | frozenset[str] | None, was_heads: list[str]) -> None:
         """Undo _apply of a bid or close (journal steps run newest first, so it is the last one)."""
         del self._recs[rec.id]
         if rec.kind is Kind.BID:
@@ -677,7 +677,7 @@ class Ledger:
             a.leading = before if isinstance(before, _Rec) else None
         else:
             a.closes.pop()
-            a.in_close_past = before if isinstance(before, set) else None
+            a.in_close_past = before if isinstance(before, frozenset) else None
         del a.heads[rec.id]
         for d in was_heads:
             a.heads[d] = None
