@@ -18,7 +18,7 @@ from p2pauction.logs import get_logger
 from p2pauction.state.events import Event, Kind
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status, Unresolved
-from p2pauction.state.store import EventStore
+from p2pauction.state.store import AuctionState, DerivedState, EventStore
 
 log = get_logger(__name__)
 
@@ -50,6 +50,16 @@ class Replica:
                 bad += 1
         if bad:
             log.warning("store_replay_rejected", count=bad, reason="stored events that no longer validate")
+        load = getattr(self.store, "load_derived", None)
+        saved = load() if callable(load) else None
+        if callable(load) and saved is None:
+            try:
+                self._save_all_derived()
+            except StoreError as exc:  # best effort: the next commit writes the state it changes
+                log.warning("store_write_failed", what="derived state", error=str(exc))
+        elif saved is not None and saved != (self.ledger.digest, self.ledger.counters.accepted):
+            log.warning("store_derived_mismatch", reason="the saved digest differs from the replayed one; "
+                        "run `p2pauction check` with the node stopped")
 
     def receive_raw(self, raw: bytes, *, origin: str | None = None) -> Outcome:
         """One event from the wire; ``origin`` (the sender) comes back in take_unresolved()."""
@@ -143,11 +153,32 @@ class Replica:
         self._append(accepted)
 
     def _append(self, accepted: Sequence[Event]) -> None:
+        """The events, the analytics rows of the auctions they finished and the ledger's derived
+        state (digest, count, changed auctions), in ONE transaction."""
         finished = self._finished(accepted)
-        if finished:
-            self.store.append(accepted, finished)
-        else:   # the plain form: stores written against the original one-argument append work
-            self.store.append(accepted)
+        save = getattr(self.store, "save_derived", None)
+        transaction = getattr(self.store, "transaction", None)
+        with transaction() if callable(transaction) and callable(save) else _no_transaction():
+            if finished:
+                self.store.append(accepted, finished)
+            else:   # the plain form: stores written against the original one-argument append work
+                self.store.append(accepted)
+            if callable(save):
+                save(self._derived(dict.fromkeys(e.auction_id for e in accepted)))
+
+    def _derived(self, auctions: Iterable[str]) -> DerivedState:
+        ledger = self.ledger
+        return DerivedState(ledger.digest, ledger.counters.accepted,
+                            tuple(AuctionState.of(ledger.auction(aid), ledger.heads(aid)) for aid in auctions))
+
+    def _save_all_derived(self) -> None:
+        """A store written before the derived state was kept: write it once, for every auction."""
+        save = getattr(self.store, "save_derived", None)
+        if not callable(save) or len(self.store) == 0:
+            return
+        transaction = getattr(self.store, "transaction", None)
+        with transaction() if callable(transaction) else _no_transaction():
+            save(self._derived(v.id for v in self.ledger.auctions()))
 
     def _finished(self, accepted: Iterable[Event]) -> list[AuctionView]:
         """Views of the auctions a close among ``accepted`` finished (or made disputed)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -30,6 +31,36 @@ TOP_N = 10
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class AuctionState:
+    """What the ledger derived for one auction, persisted with the events that changed it (in
+    the same transaction), so that ``p2pauction check`` can compare it with a re-validation."""
+
+    auction: str
+    status: str
+    leading: str | None          # the leading bid (CLOSED: the winner)
+    winner: str | None
+    heads: tuple[str, ...]       # sorted
+    bids: int
+    closes: tuple[str, ...]      # sorted
+
+    @classmethod
+    def of(cls, view: AuctionView, heads: Sequence[str]) -> AuctionState:
+        return cls(view.id, view.status.value, view.leading.id if view.leading else None,
+                   view.winner.id if view.winner else None, tuple(sorted(heads)), view.bid_count,
+                   tuple(sorted(view.closes)))
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedState:
+    """The ledger's state after a commit: its digest, how many events it accepted, and the
+    auctions those events changed."""
+
+    digest: int
+    accepted: int
+    auctions: tuple[AuctionState, ...] = ()
+
+
 class EventStore(Protocol):
     def append(self, events: Sequence[Event], finished: Sequence[AuctionView] = ()) -> None: ...
     def get_raw(self, event_id: str) -> bytes | None: ...
@@ -43,6 +74,14 @@ class EventStore(Protocol):
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]: ...
     def check_net(self, net: str) -> None: ...
     def close(self) -> None: ...
+
+
+class DerivedStore(Protocol):
+    """A store that also keeps the ledger's derived state (both stores here do)."""
+
+    def save_derived(self, state: DerivedState) -> None: ...
+    def load_derived(self) -> tuple[int, int] | None: ...
+    def auction_states(self) -> Iterator[AuctionState]: ...
 
 
 def finished_row(view: AuctionView) -> dict[str, Any]:
@@ -162,6 +201,9 @@ class MemoryStore:
         self._bids: dict[str, list[dict[str, Any]]] = {}
         self._staged: list[tuple[Sequence[Event], Sequence[AuctionView]]] | None = None
         self._staged_raw: dict[str, bytes] = {}
+        self._staged_derived: list[DerivedState] = []
+        self._derived: tuple[int, int] | None = None
+        self._auction_states: dict[str, AuctionState] = {}
         self.net: str | None = None
         self.closed = False
 
@@ -202,10 +244,33 @@ class MemoryStore:
         except BaseException:
             self._staged = None
             self._staged_raw = {}
+            self._staged_derived = []
             raise
         staged, self._staged, self._staged_raw = self._staged, None, {}
+        derived, self._staged_derived = self._staged_derived, []
         for events, finished in staged:
             self._write(events, finished)
+        for state in derived:
+            self._write_derived(state)
+
+    def save_derived(self, state: DerivedState) -> None:
+        if self._staged is not None:
+            self._staged_derived.append(state)
+            self._staged.append(((), ()))  # a staged write: the commit is checked
+            return
+        self._check_commit()
+        self._write_derived(state)
+
+    def _write_derived(self, state: DerivedState) -> None:
+        self._derived = (state.digest, state.accepted)
+        for a in state.auctions:
+            self._auction_states[a.auction] = a
+
+    def load_derived(self) -> tuple[int, int] | None:
+        return self._derived
+
+    def auction_states(self) -> Iterator[AuctionState]:
+        return iter(sorted(self._auction_states.values(), key=lambda a: a.auction))
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self._raw.get(event_id) or self._staged_raw.get(event_id)
@@ -265,6 +330,8 @@ CREATE INDEX IF NOT EXISTS finished_currency ON finished(currency, closed_ts);
 CREATE TABLE IF NOT EXISTS finished_bids (auction TEXT NOT NULL, bid TEXT NOT NULL, bidder TEXT NOT NULL,
     name TEXT, amount TEXT NOT NULL, late INTEGER NOT NULL, PRIMARY KEY (auction, bid));
 CREATE INDEX IF NOT EXISTS finished_bids_bidder ON finished_bids(bidder, auction, bid);
+CREATE TABLE IF NOT EXISTS auction_state (auction TEXT PRIMARY KEY, status TEXT NOT NULL, leading TEXT,
+    winner TEXT, heads TEXT NOT NULL, bids INTEGER NOT NULL, closes TEXT NOT NULL);
 """
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
@@ -362,6 +429,11 @@ class SqliteStore:
                 self._abort(self._count)  # a failed commit may leave its transaction open
             raise error from None
 
+    def bound_net(self) -> str | None:
+        """The network this store was bound to (None before the first check_net)."""
+        rows = self._rows("SELECT value FROM meta WHERE key='net'")
+        return str(rows[0][0]) if rows else None
+
     def check_net(self, net: str) -> None:
         """Bind the store to a network on first use; refuse a store of another network."""
         rows = self._rows("SELECT value FROM meta WHERE key='net'")
@@ -434,6 +506,37 @@ class SqliteStore:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+    def save_derived(self, state: DerivedState) -> None:
+        """The ledger's digest, accepted count and changed auctions (in the open transaction)."""
+        def write() -> None:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("digest", f"{state.digest:064x}"), ("accepted", str(state.accepted))])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO auction_state VALUES (?,?,?,?,?,?,?)",
+                [(a.auction, a.status, a.leading, a.winner, " ".join(a.heads), a.bids, " ".join(a.closes))
+                 for a in state.auctions])
+
+        self._write("cannot save the derived state", write)
+
+    def load_derived(self) -> tuple[int, int] | None:
+        """(digest, accepted) as last committed, or None for a store written before they were kept."""
+        rows = dict(self._rows("SELECT key, value FROM meta WHERE key IN ('digest', 'accepted')"))
+        if "digest" not in rows or "accepted" not in rows:
+            return None
+        return int(rows["digest"], 16), int(rows["accepted"])
+
+    def auction_states(self) -> Iterator[AuctionState]:
+        last = ""
+        while True:
+            rows = self._rows("SELECT auction, status, leading, winner, heads, bids, closes FROM auction_state "
+                              "WHERE auction > ? ORDER BY auction LIMIT 2048", (last,))
+            if not rows:
+                return
+            for aid, status, leading, winner, heads, bids, closes in rows:
+                yield AuctionState(aid, status, leading, winner, tuple(heads.split()), int(bids),
+                                   tuple(closes.split()))
+            last = rows[-1][0]
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
