@@ -39,6 +39,7 @@ class Replica:
                              pending_max_bytes=pending_max_bytes)
         self._batch_depth = 0
         self._batch_error: StoreError | None = None   # a write inside the open batch failed
+        self._batch_touched: dict[str, None] = {}      # auctions the open batch changed
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -111,6 +112,9 @@ class Replica:
         try:
             with transaction() if callable(transaction) else _no_transaction():
                 yield
+                if self._batch_error is None and self._batch_touched:
+                    # the derived state once per batch, in its transaction (not once per event)
+                    self._save_derived(self._batch_touched)
                 if self._batch_error is not None:
                     raise self._batch_error  # (also rolls the store's transaction back)
         except BaseException:
@@ -119,6 +123,7 @@ class Replica:
         finally:
             self._batch_depth = 0
             self._batch_error = None
+            self._batch_touched = {}
         self.ledger.commit()
 
     def get_raw(self, event_id: str) -> bytes | None:
@@ -156,15 +161,28 @@ class Replica:
         """The events, the analytics rows of the auctions they finished and the ledger's derived
         state (digest, count, changed auctions), in ONE transaction."""
         finished = self._finished(accepted)
-        save = getattr(self.store, "save_derived", None)
+        touched = dict.fromkeys(e.auction_id for e in accepted)
         transaction = getattr(self.store, "transaction", None)
-        with transaction() if callable(transaction) and callable(save) else _no_transaction():
+        deferred = self._batch_depth > 0   # the batch saves the derived state once, at its end
+        with transaction() if callable(transaction) and not deferred else _no_transaction():
             if finished:
                 self.store.append(accepted, finished)
             else:   # the plain form: stores written against the original one-argument append work
                 self.store.append(accepted)
-            if callable(save):
-                save(self._derived(dict.fromkeys(e.auction_id for e in accepted)))
+            if deferred:
+                self._batch_touched.update(touched)
+            else:
+                self._save_derived(touched)
+
+    def _save_derived(self, auctions: Iterable[str]) -> None:
+        save = getattr(self.store, "save_derived", None)
+        if callable(save):
+            try:
+                save(self._derived(auctions))
+            except StoreError as exc:
+                if not self._batch_depth:
+                    raise
+                self._batch_error = exc
 
     def _derived(self, auctions: Iterable[str]) -> DerivedState:
         ledger = self.ledger
