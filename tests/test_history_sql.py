@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ def _fill(store: SqliteStore, rows: list[dict[str, Any]], bids: list[dict[str, A
                        [r[c] for c in cols])
         db.executemany("INSERT INTO finished_bids VALUES (?,?,?,?,?,?)",
                        [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"])) for b in bids])
+        store.rebuild_finished_bidders()
 
 
 def _in(ts: int, since: int | None, until: int | None) -> bool:
@@ -86,3 +88,24 @@ def test_history_pages_cover_the_window_once(tmp_path: Path) -> None:
     seen = [r["auction"] for p in pages for r in p]
     assert sorted(seen) == sorted(str(r["auction"]) for r in rows) and len(set(seen)) == 23
     store.close()
+
+
+def test_an_older_store_gets_its_bidder_counts_on_open(tmp_path: Path) -> None:
+    from p2pauction.state.replica import Replica
+    from tests.state_helpers import NET, reference_scenario
+
+    path = tmp_path / "s.db"
+    replica = Replica(NET, SqliteStore(path))
+    for e in reference_scenario().events:
+        replica.receive_raw(e.raw)
+    before = replica.store.stats(None, None)
+    assert before["top_bidders"] and sum(b["bids"] for b in before["top_bidders"]) == 3
+    replica.store.close()
+    db = sqlite3.connect(path)
+    with db:  # as written before the table existed
+        db.execute("DELETE FROM finished_bidders")
+        db.execute("DELETE FROM meta WHERE key = 'finished_bidders'")
+    db.close()
+    again = SqliteStore(path)
+    assert again.stats(None, None) == before
+    again.close()
