@@ -135,3 +135,31 @@ def test_check_needs_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no store at" in capsys.readouterr().err
 
 
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_late_bid_after_the_close_updates_the_history_row(tmp_path: Path, kind: str) -> None:
+    """The analytics rows depend on the events, not their order: a late bid that arrives after
+    the close is counted as one that arrived before it would be."""
+    from p2pauction.state.ledger import Ledger
+
+    seller, bidder, late_bidder = author(1, "S"), author(2, "B"), author(3, "L")
+    fork = Ledger(NET)
+    store: SqliteStore | MemoryStore = SqliteStore(tmp_path / "s.db") if kind == "sqlite" else MemoryStore()
+    replica = Replica(NET, store)
+    opened = seller.open(fork, item="Vase", start_price=Decimal(5), wall_ms=1)
+    fork.receive(opened)
+    bid = bidder.bid(fork, opened.id, Decimal(6), wall_ms=2)
+    fork.receive(bid)
+    late = late_bidder.bid(fork, opened.id, Decimal(7), wall_ms=4)   # never sees the close
+    for e in (opened, bid):
+        replica.receive(e)
+    close = seller.close(replica.ledger, opened.id, wall_ms=3)
+    replica.receive(close)
+    replica.receive(late)
+    other = Replica(NET, MemoryStore())
+    for e in (opened, bid, late, close):
+        other.receive(e)
+    assert store.history(None, None) == other.store.history(None, None)
+    assert store.history(None, None)[0]["late_bids"] == 1
+    assert store.stats(None, None) == other.store.stats(None, None)

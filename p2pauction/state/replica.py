@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from p2pauction.errors import StoreError
 from p2pauction.logs import get_logger
-from p2pauction.state.events import Event, Kind
+from p2pauction.state.events import Event
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status, Unresolved
 from p2pauction.state.store import AuctionState, DerivedState, EventStore
@@ -199,9 +199,11 @@ class Replica:
             save(self._derived(v.id for v in self.ledger.auctions()))
 
     def _finished(self, accepted: Iterable[Event]) -> list[AuctionView]:
-        """Views of the auctions a close among ``accepted`` finished (or made disputed)."""
-        closed = {e.auction_id: None for e in accepted if e.kind is Kind.CLOSE}
-        views = [self.ledger.auction(aid) for aid in closed]
+        """Views of the finished auctions ``accepted`` changed: a close finished it (or made it
+        disputed), or a late bid arrived after it finished. Their analytics rows are rewritten,
+        so that they depend on the set of events, not on the order they came in."""
+        touched = dict.fromkeys(e.auction_id for e in accepted)
+        views = [self.ledger.auction(aid) for aid in touched]
         return [v for v in views if v.status is not Status.OPEN]
 
 

@@ -355,7 +355,7 @@ class SqliteStore:
 
     def __init__(self, path: Path | str, *, net: str | None = None) -> None:
         self.path = str(path)
-        self._recorded: dict[str, tuple[Status, tuple[str, ...]]] = {}
+        self._recorded: dict[str, tuple[Status, tuple[str, ...], int]] = {}
         self._tx_depth = 0  # > 0 inside transaction(): writes join its one open transaction
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -474,7 +474,7 @@ class SqliteStore:
         self._write("cannot save events", write)
         self._count += added
         for view in finished:
-            self._recorded[view.id] = (view.status, view.closes)
+            self._recorded[view.id] = (view.status, view.closes, view.bid_count)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -555,7 +555,7 @@ class SqliteStore:
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
-        return self._recorded.get(view.id) == (view.status, view.closes)
+        return self._recorded.get(view.id) == (view.status, view.closes, view.bid_count)
 
     def get_raw(self, event_id: str) -> bytes | None:
         rows = self._rows("SELECT raw FROM events WHERE id=?", (event_id,))
@@ -597,7 +597,7 @@ class SqliteStore:
         if self._already_recorded(view):
             return
         self._write(f"cannot record auction {view.id}", lambda: self._write_finished(view))
-        self._recorded[view.id] = (view.status, view.closes)
+        self._recorded[view.id] = (view.status, view.closes, view.bid_count)
 
     def _write_finished(self, view: AuctionView) -> None:
         row = finished_row(view)
