@@ -163,3 +163,13 @@ def test_a_late_bid_after_the_close_updates_the_history_row(tmp_path: Path, kind
     assert store.history(None, None) == other.store.history(None, None)
     assert store.history(None, None)[0]["late_bids"] == 1
     assert store.stats(None, None) == other.store.stats(None, None)
+    if isinstance(store, SqliteStore):   # the rows written bid by bid equal a full re-validation
+        from p2pauction.state.check import check_store
+
+        assert check_store(store, NET).ok
+        two_late = late_bidder.bid(fork, opened.id, Decimal(8), wall_ms=5)
+        replica.receive(two_late)
+        other.receive(two_late)
+        assert store.history(None, None) == other.store.history(None, None)
+        assert store.stats(None, None) == other.store.stats(None, None)
+        assert check_store(store, NET).ok

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import structlog
 
 from p2pauction.errors import StoreError, StoreWriteError
-from p2pauction.state.events import Event
+from p2pauction.state.events import BidBody, Event, Kind
 from p2pauction.state.ledger import AuctionView, Status
 from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
@@ -469,7 +469,11 @@ class SqliteStore:
             self._db.executemany(_INSERT, rows)
             added = self._db.total_changes - before
             for view in finished:
-                self._write_finished(view)
+                late = self._late_bids_only(view, events)
+                if late is not None:
+                    self._add_late_bids(view, late)
+                else:
+                    self._write_finished(view)
 
         self._write("cannot save events", write)
         self._count += added
@@ -552,6 +556,30 @@ class SqliteStore:
         self._db.execute("DELETE FROM finished_bidders")
         self._db.execute("INSERT INTO finished_bidders SELECT b.auction, b.bidder, COUNT(*), f.closed_ts "
                          "FROM finished_bids b JOIN finished f ON f.auction = b.auction GROUP BY b.auction, b.bidder")
+
+    def _late_bids_only(self, view: AuctionView, events: Sequence[Event]) -> list[Event] | None:
+        """The bids ``events`` add to a finished auction whose rows are already written for the
+        same status and closes, when that is all that changed (then they are late bids: not in
+        the past of any close); None when its rows must be written whole."""
+        held = self._recorded.get(view.id)
+        if held is None or held[:2] != (view.status, view.closes):
+            return None
+        bids = [e for e in events if e.auction_id == view.id and e.kind is Kind.BID]
+        return bids if held[2] + len(bids) == view.bid_count else None
+
+    def _add_late_bids(self, view: AuctionView, bids: Sequence[Event]) -> None:
+        """O(new bids): a late bid does not change the winner, the price or the status."""
+        rows = []
+        for e in bids:
+            body = e.body
+            assert isinstance(body, BidBody)
+            rows.append((view.id, e.id, e.author, body.name, format_money(body.amount)))
+        self._db.executemany("INSERT OR IGNORE INTO finished_bids VALUES (?,?,?,?,?,1)", rows)
+        self._db.execute("UPDATE finished SET bids = bids + ?, late_bids = late_bids + ? WHERE auction = ?",
+                         (len(rows), len(rows), view.id))
+        self._db.executemany(
+            "INSERT INTO finished_bidders SELECT ?, ?, 1, closed_ts FROM finished WHERE auction = ? "
+            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(view.id, r[2], view.id) for r in rows])
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
