@@ -167,6 +167,9 @@ def test_a_late_bid_after_the_close_updates_the_history_row(tmp_path: Path, kind
         from p2pauction.state.check import check_store
 
         assert check_store(store, NET).ok
+        store.close()   # a restart: the next late bid is added from the saved auction state
+        store = SqliteStore(tmp_path / "s.db")
+        replica = Replica(NET, store)
         two_late = late_bidder.bid(fork, opened.id, Decimal(8), wall_ms=5)
         replica.receive(two_late)
         other.receive(two_late)

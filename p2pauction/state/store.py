@@ -562,7 +562,13 @@ class SqliteStore:
         same status and closes, when that is all that changed (then they are late bids: not in
         the past of any close); None when its rows must be written whole."""
         held = self._recorded.get(view.id)
-        if held is None or held[:2] != (view.status, view.closes):
+        if held is None:   # after a restart: the saved state of the last commit (same transaction as the rows)
+            saved = self._db.execute("SELECT status, closes, bids FROM auction_state WHERE auction = ?",
+                                     (view.id,)).fetchone()
+            if saved is None:
+                return None
+            held = (Status(saved[0]), tuple(saved[1].split()), int(saved[2]))
+        if held[:2] != (view.status, view.closes):
             return None
         bids = [e for e in events if e.auction_id == view.id and e.kind is Kind.BID]
         return bids if held[2] + len(bids) == view.bid_count else None
