@@ -86,6 +86,8 @@ _COMMANDS_HELP: dict[str, tuple[str, str]] = {
     "peers": ("connected peers", "p2pauction peers --data-dir c1"),
     "status": ("identity, address, state digest and counters", "p2pauction status --data-dir c1"),
     "demo": ("the reference scenario on real local processes", "p2pauction demo"),
+    "check": ("offline consistency check: re-validate every stored event and compare with the saved "
+              "state (exit 1 on a difference)", "p2pauction check --data-dir c1"),
 }
 
 
@@ -160,9 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="closed at or after, e.g. 2026-11-25 or 2026-11-25T14:00 (naive times are UTC; "
                         "default: the beginning)")
     p.add_argument("--until", default=None, metavar="ISO", help="closed before (default: now and later)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="at most N auctions per page, 1..10000 (default 1000); ignored with --stats")
+    p.add_argument("--offset", type=int, default=0, metavar="N",
+                   help="skip the first N auctions of the window: the next page is --offset OFFSET+LIMIT")
     p.add_argument("--stats", action="store_true",
                    help="analytics instead of the list: count, volume, average and maximum price per "
                         "currency, top sellers and bidders")
+
+    add("check")
 
     p = add("watch")
     p.add_argument("auction", nargs="?", default=None, help="only this auction, id or prefix (default: all)")
@@ -371,7 +379,28 @@ def cmd_history(args: argparse.Namespace) -> int:
     since, until = to_ms(args.since), to_ms(args.until)
     if args.stats:
         return _out(args, _client(args).call("stats", since=since, until=until), render.render_stats)
-    return _out(args, _client(args).call("history", since=since, until=until), render.render_history)
+    from p2pauction.control import HISTORY_PAGE
+
+    limit = HISTORY_PAGE if args.limit is None else args.limit
+    rows = _client(args).call("history", since=since, until=until, limit=limit, offset=args.offset)
+    return _out(args, rows, lambda page: render.render_history(page, limit=limit, offset=args.offset))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from p2pauction.gossip.config import DEFAULT_NET
+    from p2pauction.state.check import check_store
+    from p2pauction.state.store import SqliteStore
+
+    path = Path(args.data_dir) / "store.db"
+    if not path.is_file():
+        raise errors.UsageError(f"no store at {path}: give the node's --data-dir")
+    store = SqliteStore(path)
+    try:
+        report = check_store(store, store.bound_net() or DEFAULT_NET)
+    finally:
+        store.close()
+    _out(args, report.to_json(), lambda _: report.render())
+    return 0 if report.ok else EXIT_ERROR
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -401,7 +430,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "node": cmd_node, "bootstrap": cmd_bootstrap, "open": cmd_open, "bid": cmd_bid, "close": cmd_close,
-    "auctions": cmd_auctions, "show": cmd_show, "history": cmd_history, "watch": cmd_watch,
+    "auctions": cmd_auctions, "show": cmd_show, "history": cmd_history, "check": cmd_check, "watch": cmd_watch,
     "peers": cmd_peers, "status": cmd_status, "demo": cmd_demo,
 }
 

@@ -143,6 +143,9 @@ def _json_type(value: Any) -> str:
 _TEXT = Arg((str,))
 _NEEDED_TEXT = Arg((str,), required=True, nullable=False)
 _TIME_BOUND = Arg((int, str), low=0, high=MAX_INT)   # epoch ms or ISO text (see node.to_ms)
+# history comes in pages: a reply holds at most this many finished auctions
+HISTORY_PAGE = 1000
+MAX_HISTORY_PAGE = 10_000
 
 # The one place that says what each op accepts; the handlers can trust their arguments' types.
 OP_SCHEMAS: dict[str, dict[str, Arg]] = {
@@ -153,7 +156,8 @@ OP_SCHEMAS: dict[str, dict[str, Arg]] = {
     "close": {"auction": _NEEDED_TEXT},
     "auctions": {"status": Arg((str,), choices=("open", "closed", "disputed", "all"))},
     "show": {"auction": _NEEDED_TEXT},
-    "history": {"since": _TIME_BOUND, "until": _TIME_BOUND},
+    "history": {"since": _TIME_BOUND, "until": _TIME_BOUND, "limit": Arg((int,), low=1, high=MAX_HISTORY_PAGE),
+                "offset": Arg((int,), low=0, high=MAX_INT)},
     "stats": {"since": _TIME_BOUND, "until": _TIME_BOUND},
     "status": {},
     "peers": {},

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from p2pauction import errors
-from p2pauction.control import MAX_DURATION_S, ControlConfig, ControlServer
+from p2pauction.control import HISTORY_PAGE, MAX_DURATION_S, MAX_HISTORY_PAGE, ControlConfig, ControlServer
 from p2pauction.feeds import DEFAULT_QUEUE_SIZE, Feeds, Listener, Notification, Subscription, wait_event
 from p2pauction.gossip.config import DEFAULT_NET  # re-exported: callers import it from here
 from p2pauction.logs import get_logger
@@ -567,10 +567,17 @@ class AuctionNode:
         return list(self._rep.ledger.auctions(wanted))
 
     def history(self, since: datetime | int | str | None = None,
-                until: datetime | int | str | None = None) -> list[HistoryRow]:
-        """Finished (closed or disputed) auctions closed in [since, until]."""
+                until: datetime | int | str | None = None, *, limit: int = HISTORY_PAGE,
+                offset: int = 0) -> list[HistoryRow]:
+        """One page of the finished (closed or disputed) auctions closed in [since, until), by close
+        time then id: at most ``limit`` (1..10,000) of them, skipping the first ``offset``. The
+        next page is ``offset + limit``; a page shorter than ``limit`` is the last."""
         self._require()
-        return [_history_row(row) for row in self._rep.store.history(to_ms(since), to_ms(until))]
+        if not 1 <= limit <= MAX_HISTORY_PAGE or offset < 0:
+            raise errors.UsageError(f"history: limit must be 1..{MAX_HISTORY_PAGE} and offset at least 0, "
+                                    f"not {limit} and {offset}")
+        rows = self._rep.store.history(to_ms(since), to_ms(until), limit=limit, offset=offset)
+        return [_history_row(row) for row in rows]
 
     def stats(self, since: datetime | int | str | None = None,
               until: datetime | int | str | None = None) -> Stats:
@@ -735,7 +742,9 @@ class AuctionNode:
             return self.auction(str(a["auction"])).to_json()
 
         async def history(a: dict[str, Any]) -> JSONValue:
-            return [_json_object(row) for row in self.history(a.get("since"), a.get("until"))]
+            page = self.history(a.get("since"), a.get("until"), limit=a.get("limit") or HISTORY_PAGE,
+                                offset=a.get("offset") or 0)
+            return [_json_object(row) for row in page]
 
         async def stats(a: dict[str, Any]) -> JSONValue:
             return self.stats(a.get("since"), a.get("until"))

@@ -127,9 +127,10 @@ def render_auction(v: JSONMap) -> str:
     return "\n".join(lines)
 
 
-def render_history(rows: Sequence[JSONMap]) -> str:
+def render_history(rows: Sequence[JSONMap], *, limit: int | None = None, offset: int = 0) -> str:
+    """The table of one page; a full page ends with the command line option of the next one."""
     if not rows:
-        return "no finished auctions in that window"
+        return "no finished auctions in that window" + (f" after the first {offset}" if offset else "")
     columns = (Column("AUCTION"), Column("STATUS"), Column("ITEM", max_width=ITEM_WIDTH), Column("PRICE", "right"),
                Column("BUYER", max_width=NAME_WIDTH), Column("SELLER", max_width=NAME_WIDTH), Column("CLOSED"))
     table = [(str(r.get("auction_id", ""))[:12], str(r.get("status", "")).upper(), str(r.get("item", "")),
@@ -137,7 +138,10 @@ def render_history(rows: Sequence[JSONMap]) -> str:
               _who(r.get("buyer"), r.get("buyer_name")) if r.get("buyer") else "-",
               _who(r.get("seller"), r.get("seller_name")), _when(r.get("closed_ts")))
              for r in rows]
-    return render_table(columns, table)
+    text = render_table(columns, table)
+    if limit is not None and len(rows) >= limit:
+        text += f"\n(auctions {offset + 1}-{offset + len(rows)}; there may be more: --offset {offset + len(rows)})"
+    return text
 
 
 def render_stats(stats: JSONMap) -> str:

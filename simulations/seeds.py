@@ -72,11 +72,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replays", type=Path, default=None,
                    help="replay.json of each failing seed goes to DIR/SEED/ (default: OUT's name + '-replays')")
     p.add_argument("--budget", type=float, default=0.0, help="stop starting new seeds after this many wall seconds")
-    p.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
-                   help="also fail this share of honest store commits (disk full / I/O error), 2-24 s in")
     p.add_argument("--hooks", default=None, metavar="MODULE:NAME", help="planted bugs (see run --hooks)")
     p.add_argument("--progress", choices=MODES, default="auto", help="on stderr (see run --progress)")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between plain progress lines")
+    p.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
+                   help="also fail this share of honest store commits (disk full / I/O error), 2-24 s in")
     return p
 
 
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --count must be at least 1 and --retries at least 0", file=sys.stderr)
         return 2
     replays = args.replays if args.replays is not None else args.out.with_name(args.out.stem + "-replays")
-    specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks, args.storage_faults))
+    specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks,
+                                   args.storage_faults))
              for s in range(args.start, args.start + args.count)]
     display = Display(args.progress, every=args.progress_every)
     sweep: Sweep | None = None

@@ -212,6 +212,14 @@ def test_history_stats_and_time_window(solo: Proc) -> None:
     assert auction in {r["auction_id"] for r in cli(d, "history", "--since", "2000-01-01").data}
     assert cli(d, "history", "--until", "2000-01-01").data == []
     assert isinstance(cli(d, "history", "--stats").data, dict)
+    other = cli(d, "open", "Globe", "3").data["auction_id"]
+    cli(d, "close", other)
+    everything = [r["auction_id"] for r in query(d, "history")]
+    assert {auction, other} <= set(everything)
+    pages = [query(d, "history", limit=2, offset=o) for o in range(0, len(everything) + 1, 2)]
+    assert [r["auction_id"] for p in pages for r in p] == everything and pages[-1] == pages[-1][:1]
+    page = cli(d, "history", "--limit", "1", json_out=False).stdout
+    assert "--offset 1" in page  # a full page says how to get the next one
     assert_one_line_error(cli(d, "history", "--since", "yesterday-ish", check=False), "yesterday-ish")
 
 

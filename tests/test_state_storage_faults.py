@@ -344,6 +344,7 @@ def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
 
     async def scenario() -> None:
         async with AuctionNode(tmp_path / "n", network=False, control=False, auto_close_grace=0.0) as node:
+            assert node._replica is not None
             store = node._replica.store
             real_append = store.append
             failures: list[int] = []
@@ -354,14 +355,43 @@ def test_node_retries_an_auto_close_the_store_failed_to_commit(tmp_path: Path,
                     raise StoreWriteError("store: cannot save events: database or disk is full")
                 real_append(events, finished)
 
-            store.append = append
+            store.append = append  # type: ignore[method-assign]
             auction = await node.open_auction("Soon", "1", duration=0.3)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 20
             while str(node.auction(auction).status) != "closed":
                 assert loop.time() < deadline, "the auto-close was not retried"
                 await asyncio.sleep(0.05)  # polling interval of a bounded wait
-            counters = node.status()["node"]
+            counters: Any = node.status()["node"]
             assert failures and counters["auto_close_failed"] == 1 and counters["auto_closed"] == 1
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_failed_second_close_keeps_the_first_close_past() -> None:
+    """Rolling back a dispute (a second close) restores the first close's past: its bids stay
+    not-late (a merge once compared that frozenset with ``set`` and dropped it)."""
+    store = FlakyMemoryStore()
+    replica = Replica(NET, store)
+    seller, bidder = author(1, "S"), author(2, "B")
+    fork = Ledger(NET)   # sees the bid but not the first close: its close is concurrent
+    opened = seller.open(replica.ledger, item="Vase", start_price=Decimal(5), wall_ms=1)
+    replica.receive(opened)
+    fork.receive(opened)
+    aid = replica.ledger.auction_ids()[0]
+    bid = bidder.bid(replica.ledger, aid, Decimal(6), wall_ms=2)
+    replica.receive(bid)
+    fork.receive(bid)
+    replica.receive(seller.close(replica.ledger, aid, wall_ms=3))
+    second = seller.close(fork, aid, wall_ms=4)
+    before = snapshot(replica.ledger)
+    bids: Any = before["auctions"][0]["bids"]
+    assert bids[0]["late"] is False
+    store.fail_next = 1
+    with pytest.raises(StoreWriteError):
+        replica.receive(second)
+    assert snapshot(replica.ledger) == before
+    late = author(3, "L").bid(fork, aid, Decimal(7), wall_ms=5)   # has not seen the close
+    assert replica.receive(late).kind == "accepted"
+    after: Any = replica.ledger.auction(aid).to_json()["bids"]
+    assert [b["late"] for b in after] == [False, True]

@@ -15,10 +15,10 @@ from typing import Iterable, Sequence
 
 from p2pauction.errors import StoreError
 from p2pauction.logs import get_logger
-from p2pauction.state.events import Event, Kind
+from p2pauction.state.events import Event
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status, Unresolved
-from p2pauction.state.store import EventStore
+from p2pauction.state.store import AuctionState, DerivedState, EventStore
 
 log = get_logger(__name__)
 
@@ -39,6 +39,7 @@ class Replica:
                              pending_max_bytes=pending_max_bytes)
         self._batch_depth = 0
         self._batch_error: StoreError | None = None   # a write inside the open batch failed
+        self._batch_touched: dict[str, None] = {}      # auctions the open batch changed
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -50,6 +51,16 @@ class Replica:
                 bad += 1
         if bad:
             log.warning("store_replay_rejected", count=bad, reason="stored events that no longer validate")
+        load = getattr(self.store, "load_derived", None)
+        saved = load() if callable(load) else None
+        if callable(load) and saved is None:
+            try:
+                self._save_all_derived()
+            except StoreError as exc:  # best effort: the next commit writes the state it changes
+                log.warning("store_write_failed", what="derived state", error=str(exc))
+        elif saved is not None and saved != (self.ledger.digest, self.ledger.counters.accepted):
+            log.warning("store_derived_mismatch", reason="the saved digest differs from the replayed one; "
+                        "run `p2pauction check` with the node stopped")
 
     def receive_raw(self, raw: bytes, *, origin: str | None = None) -> Outcome:
         """One event from the wire; ``origin`` (the sender) comes back in take_unresolved()."""
@@ -101,6 +112,9 @@ class Replica:
         try:
             with transaction() if callable(transaction) else _no_transaction():
                 yield
+                if self._batch_error is None and self._batch_touched:
+                    # the derived state once per batch, in its transaction (not once per event)
+                    self._save_derived(self._batch_touched)
                 if self._batch_error is not None:
                     raise self._batch_error  # (also rolls the store's transaction back)
         except BaseException:
@@ -109,6 +123,7 @@ class Replica:
         finally:
             self._batch_depth = 0
             self._batch_error = None
+            self._batch_touched = {}
         self.ledger.commit()
 
     def get_raw(self, event_id: str) -> bytes | None:
@@ -143,16 +158,52 @@ class Replica:
         self._append(accepted)
 
     def _append(self, accepted: Sequence[Event]) -> None:
+        """The events, the analytics rows of the auctions they finished and the ledger's derived
+        state (digest, count, changed auctions), in ONE transaction."""
         finished = self._finished(accepted)
-        if finished:
-            self.store.append(accepted, finished)
-        else:   # the plain form: stores written against the original one-argument append work
-            self.store.append(accepted)
+        touched = dict.fromkeys(e.auction_id for e in accepted)
+        transaction = getattr(self.store, "transaction", None)
+        deferred = self._batch_depth > 0   # the batch saves the derived state once, at its end
+        with transaction() if callable(transaction) and not deferred else _no_transaction():
+            if finished:
+                self.store.append(accepted, finished)
+            else:   # the plain form: stores written against the original one-argument append work
+                self.store.append(accepted)
+            if deferred:
+                self._batch_touched.update(touched)
+            else:
+                self._save_derived(touched)
+
+    def _save_derived(self, auctions: Iterable[str]) -> None:
+        save = getattr(self.store, "save_derived", None)
+        if callable(save):
+            try:
+                save(self._derived(auctions))
+            except StoreError as exc:
+                if not self._batch_depth:
+                    raise
+                self._batch_error = exc
+
+    def _derived(self, auctions: Iterable[str]) -> DerivedState:
+        ledger = self.ledger
+        return DerivedState(ledger.digest, ledger.counters.accepted,
+                            tuple(AuctionState.of(ledger.auction(aid), ledger.heads(aid)) for aid in auctions))
+
+    def _save_all_derived(self) -> None:
+        """A store written before the derived state was kept: write it once, for every auction."""
+        save = getattr(self.store, "save_derived", None)
+        if not callable(save) or len(self.store) == 0:
+            return
+        transaction = getattr(self.store, "transaction", None)
+        with transaction() if callable(transaction) else _no_transaction():
+            save(self._derived(v.id for v in self.ledger.auctions()))
 
     def _finished(self, accepted: Iterable[Event]) -> list[AuctionView]:
-        """Views of the auctions a close among ``accepted`` finished (or made disputed)."""
-        closed = {e.auction_id: None for e in accepted if e.kind is Kind.CLOSE}
-        views = [self.ledger.auction(aid) for aid in closed]
+        """Views of the finished auctions ``accepted`` changed: a close finished it (or made it
+        disputed), or a late bid arrived after it finished. Their analytics rows are rewritten,
+        so that they depend on the set of events, not on the order they came in."""
+        touched = dict.fromkeys(e.auction_id for e in accepted)
+        views = [self.ledger.auction(aid) for aid in touched]
         return [v for v in views if v.status is not Status.OPEN]
 
 

@@ -12,20 +12,52 @@ that cannot be read (a corrupt file) raises ``StoreError`` naming the file and w
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from p2pauction.errors import StoreError, StoreWriteError
 from p2pauction.logs import get_logger
-from p2pauction.state.events import Event
+from p2pauction.state.events import BidBody, Event, Kind
 from p2pauction.state.ledger import AuctionView, Status
 from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
 TOP_N = 10
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionState:
+    """What the ledger derived for one auction, persisted with the events that changed it (in
+    the same transaction), so that ``p2pauction check`` can compare it with a re-validation."""
+
+    auction: str
+    status: str
+    leading: str | None          # the leading bid (CLOSED: the winner)
+    winner: str | None
+    heads: tuple[str, ...]       # sorted
+    bids: int
+    closes: tuple[str, ...]      # sorted
+
+    @classmethod
+    def of(cls, view: AuctionView, heads: Sequence[str]) -> AuctionState:
+        return cls(view.id, view.status.value, view.leading.id if view.leading else None,
+                   view.winner.id if view.winner else None, tuple(sorted(heads)), view.bid_count,
+                   tuple(sorted(view.closes)))
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedState:
+    """The ledger's state after a commit: its digest, how many events it accepted, and the
+    auctions those events changed."""
+
+    digest: int
+    accepted: int
+    auctions: tuple[AuctionState, ...] = ()
 
 
 class EventStore(Protocol):
@@ -36,10 +68,19 @@ class EventStore(Protocol):
     def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None: ...
     def known_peers(self, limit: int = 100) -> list[tuple[str, str]]: ...
     def record_finished(self, view: AuctionView) -> None: ...
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]: ...
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]: ...
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]: ...
     def check_net(self, net: str) -> None: ...
     def close(self) -> None: ...
+
+
+class DerivedStore(Protocol):
+    """A store that also keeps the ledger's derived state (both stores here do)."""
+
+    def save_derived(self, state: DerivedState) -> None: ...
+    def load_derived(self) -> tuple[int, int] | None: ...
+    def auction_states(self) -> Iterator[AuctionState]: ...
 
 
 def finished_row(view: AuctionView) -> dict[str, Any]:
@@ -159,6 +200,9 @@ class MemoryStore:
         self._bids: dict[str, list[dict[str, Any]]] = {}
         self._staged: list[tuple[Sequence[Event], Sequence[AuctionView]]] | None = None
         self._staged_raw: dict[str, bytes] = {}
+        self._staged_derived: list[DerivedState] = []
+        self._derived: tuple[int, int] | None = None
+        self._auction_states: dict[str, AuctionState] = {}
         self.net: str | None = None
         self.closed = False
 
@@ -199,10 +243,33 @@ class MemoryStore:
         except BaseException:
             self._staged = None
             self._staged_raw = {}
+            self._staged_derived = []
             raise
         staged, self._staged, self._staged_raw = self._staged, None, {}
+        derived, self._staged_derived = self._staged_derived, []
         for events, finished in staged:
             self._write(events, finished)
+        for state in derived:
+            self._write_derived(state)
+
+    def save_derived(self, state: DerivedState) -> None:
+        if self._staged is not None:
+            self._staged_derived.append(state)
+            self._staged.append(((), ()))  # a staged write: the commit is checked
+            return
+        self._check_commit()
+        self._write_derived(state)
+
+    def _write_derived(self, state: DerivedState) -> None:
+        self._derived = (state.digest, state.accepted)
+        for a in state.auctions:
+            self._auction_states[a.auction] = a
+
+    def load_derived(self) -> tuple[int, int] | None:
+        return self._derived
+
+    def auction_states(self) -> Iterator[AuctionState]:
+        return iter(sorted(self._auction_states.values(), key=lambda a: a.auction))
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self._raw.get(event_id) or self._staged_raw.get(event_id)
@@ -228,10 +295,12 @@ class MemoryStore:
         self._finished[view.id] = finished_row(view)
         self._bids[view.id] = bid_rows(view)
 
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
         rows = [dict(r) for r in self._finished.values()
                 if _in_window(r["closed_ts"], since_ms, until_ms)]
-        return sorted(rows, key=lambda r: (r["closed_ts"], r["auction"]))
+        rows.sort(key=lambda r: (r["closed_ts"], r["auction"]))
+        return rows[offset:] if limit is None else rows[offset:offset + limit]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
         rows = self.history(since_ms, until_ms)
@@ -253,8 +322,18 @@ CREATE TABLE IF NOT EXISTS finished (auction TEXT PRIMARY KEY, seller TEXT NOT N
     price TEXT, price_num REAL, opened_ts INTEGER NOT NULL, closed_ts INTEGER NOT NULL,
     status TEXT NOT NULL, bids INTEGER NOT NULL, late_bids INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS finished_closed ON finished(closed_ts);
+CREATE INDEX IF NOT EXISTS finished_closed_auction ON finished(closed_ts, auction);
+CREATE INDEX IF NOT EXISTS finished_seller ON finished(seller, closed_ts);
+CREATE INDEX IF NOT EXISTS finished_winner ON finished(winner, closed_ts);
+CREATE INDEX IF NOT EXISTS finished_currency ON finished(currency, closed_ts);
 CREATE TABLE IF NOT EXISTS finished_bids (auction TEXT NOT NULL, bid TEXT NOT NULL, bidder TEXT NOT NULL,
     name TEXT, amount TEXT NOT NULL, late INTEGER NOT NULL, PRIMARY KEY (auction, bid));
+CREATE INDEX IF NOT EXISTS finished_bids_bidder ON finished_bids(bidder, auction, bid);
+CREATE TABLE IF NOT EXISTS finished_bidders (auction TEXT NOT NULL, bidder TEXT NOT NULL, bids INTEGER NOT NULL,
+    closed_ts INTEGER NOT NULL, PRIMARY KEY (auction, bidder));
+CREATE INDEX IF NOT EXISTS finished_bidders_closed ON finished_bidders(closed_ts, bidder);
+CREATE TABLE IF NOT EXISTS auction_state (auction TEXT PRIMARY KEY, status TEXT NOT NULL, leading TEXT,
+    winner TEXT, heads TEXT NOT NULL, bids INTEGER NOT NULL, closes TEXT NOT NULL);
 """
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
@@ -275,7 +354,7 @@ class SqliteStore:
 
     def __init__(self, path: Path | str, *, net: str | None = None) -> None:
         self.path = str(path)
-        self._recorded: dict[str, tuple[Status, tuple[str, ...]]] = {}
+        self._recorded: dict[str, tuple[Status, tuple[str, ...], int]] = {}
         self._tx_depth = 0  # > 0 inside transaction(): writes join its one open transaction
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -295,6 +374,11 @@ class SqliteStore:
             elif row[0] != _SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema {row[0]}, expected {_SCHEMA_VERSION}")
             self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            if self._db.execute("SELECT 1 FROM meta WHERE key='finished_bidders'").fetchone() is None:
+                with self._db:   # a store from before that table: fill it once
+                    self._db.execute("BEGIN")
+                    self.rebuild_finished_bidders()
+                    self._db.execute("INSERT INTO meta VALUES ('finished_bidders', '1')")
         except (sqlite3.Error, StoreError) as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -352,6 +436,11 @@ class SqliteStore:
                 self._abort(self._count)  # a failed commit may leave its transaction open
             raise error from None
 
+    def bound_net(self) -> str | None:
+        """The network this store was bound to (None before the first check_net)."""
+        rows = self._rows("SELECT value FROM meta WHERE key='net'")
+        return str(rows[0][0]) if rows else None
+
     def check_net(self, net: str) -> None:
         """Bind the store to a network on first use; refuse a store of another network."""
         rows = self._rows("SELECT value FROM meta WHERE key='net'")
@@ -379,12 +468,16 @@ class SqliteStore:
             self._db.executemany(_INSERT, rows)
             added = self._db.total_changes - before
             for view in finished:
-                self._write_finished(view)
+                late = self._late_bids_only(view, events)
+                if late is not None:
+                    self._add_late_bids(view, late)
+                else:
+                    self._write_finished(view)
 
         self._write("cannot save events", write)
         self._count += added
         for view in finished:
-            self._recorded[view.id] = (view.status, view.closes)
+            self._recorded[view.id] = (view.status, view.closes, view.bid_count)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -425,9 +518,77 @@ class SqliteStore:
         except sqlite3.Error:
             pass
 
+    def save_derived(self, state: DerivedState) -> None:
+        """The ledger's digest, accepted count and changed auctions (in the open transaction)."""
+        def write() -> None:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("digest", f"{state.digest:064x}"), ("accepted", str(state.accepted))])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO auction_state VALUES (?,?,?,?,?,?,?)",
+                [(a.auction, a.status, a.leading, a.winner, " ".join(a.heads), a.bids, " ".join(a.closes))
+                 for a in state.auctions])
+
+        self._write("cannot save the derived state", write)
+
+    def load_derived(self) -> tuple[int, int] | None:
+        """(digest, accepted) as last committed, or None for a store written before they were kept."""
+        rows = dict(self._rows("SELECT key, value FROM meta WHERE key IN ('digest', 'accepted')"))
+        if "digest" not in rows or "accepted" not in rows:
+            return None
+        return int(rows["digest"], 16), int(rows["accepted"])
+
+    def auction_states(self) -> Iterator[AuctionState]:
+        last = ""
+        while True:
+            rows = self._rows("SELECT auction, status, leading, winner, heads, bids, closes FROM auction_state "
+                              "WHERE auction > ? ORDER BY auction LIMIT 2048", (last,))
+            if not rows:
+                return
+            for aid, status, leading, winner, heads, bids, closes in rows:
+                yield AuctionState(aid, status, leading, winner, tuple(heads.split()), int(bids),
+                                   tuple(closes.split()))
+            last = rows[-1][0]
+
+    def rebuild_finished_bidders(self) -> None:
+        """Recompute the per-(auction, bidder) bid counts from ``finished_bids`` (in the open
+        transaction): ``stats`` counts bids from this table, ~bids/bidders times fewer rows."""
+        self._db.execute("DELETE FROM finished_bidders")
+        self._db.execute("INSERT INTO finished_bidders SELECT b.auction, b.bidder, COUNT(*), f.closed_ts "
+                         "FROM finished_bids b JOIN finished f ON f.auction = b.auction GROUP BY b.auction, b.bidder")
+
+    def _late_bids_only(self, view: AuctionView, events: Sequence[Event]) -> list[Event] | None:
+        """The bids ``events`` add to a finished auction whose rows are already written for the
+        same status and closes, when that is all that changed (then they are late bids: not in
+        the past of any close); None when its rows must be written whole."""
+        held = self._recorded.get(view.id)
+        if held is None:   # after a restart: the saved state of the last commit (same transaction as the rows)
+            saved = self._db.execute("SELECT status, closes, bids FROM auction_state WHERE auction = ?",
+                                     (view.id,)).fetchone()
+            if saved is None:
+                return None
+            held = (Status(saved[0]), tuple(saved[1].split()), int(saved[2]))
+        if held[:2] != (view.status, view.closes):
+            return None
+        bids = [e for e in events if e.auction_id == view.id and e.kind is Kind.BID]
+        return bids if held[2] + len(bids) == view.bid_count else None
+
+    def _add_late_bids(self, view: AuctionView, bids: Sequence[Event]) -> None:
+        """O(new bids): a late bid does not change the winner, the price or the status."""
+        rows = []
+        for e in bids:
+            body = e.body
+            assert isinstance(body, BidBody)
+            rows.append((view.id, e.id, e.author, body.name, format_money(body.amount)))
+        self._db.executemany("INSERT OR IGNORE INTO finished_bids VALUES (?,?,?,?,?,1)", rows)
+        self._db.execute("UPDATE finished SET bids = bids + ?, late_bids = late_bids + ? WHERE auction = ?",
+                         (len(rows), len(rows), view.id))
+        self._db.executemany(
+            "INSERT INTO finished_bidders SELECT ?, ?, 1, closed_ts FROM finished WHERE auction = ? "
+            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(view.id, r[2], view.id) for r in rows])
+
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
-        return self._recorded.get(view.id) == (view.status, view.closes)
+        return self._recorded.get(view.id) == (view.status, view.closes, view.bid_count)
 
     def get_raw(self, event_id: str) -> bytes | None:
         rows = self._rows("SELECT raw FROM events WHERE id=?", (event_id,))
@@ -469,7 +630,7 @@ class SqliteStore:
         if self._already_recorded(view):
             return
         self._write(f"cannot record auction {view.id}", lambda: self._write_finished(view))
-        self._recorded[view.id] = (view.status, view.closes)
+        self._recorded[view.id] = (view.status, view.closes, view.bid_count)
 
     def _write_finished(self, view: AuctionView) -> None:
         row = finished_row(view)
@@ -483,38 +644,148 @@ class SqliteStore:
             "INSERT INTO finished_bids VALUES (?,?,?,?,?,?)",
             [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"]))
              for b in bid_rows(view)])
+        self._db.execute("DELETE FROM finished_bidders WHERE auction=?", (view.id,))
+        self._db.execute("INSERT INTO finished_bidders SELECT auction, bidder, COUNT(*), ? FROM finished_bids "
+                         "WHERE auction=? GROUP BY bidder", (row["closed_ts"], view.id))
 
     @staticmethod
-    def _window(since_ms: int | None, until_ms: int | None) -> tuple[str, list[int]]:
-        where, params = [], []
+    def _window(since_ms: int | None, until_ms: int | None, column: str = "closed_ts") -> tuple[str, list[Any]]:
+        """A WHERE clause (always present, so that callers can add ``AND ...``) and its parameters."""
+        where, params = ["1"], []
         if since_ms is not None:
-            where.append("closed_ts >= ?")
+            where.append(f"{column} >= ?")
             params.append(since_ms)
         if until_ms is not None:
-            where.append("closed_ts < ?")
+            where.append(f"{column} < ?")
             params.append(until_ms)
-        return (" WHERE " + " AND ".join(where)) if where else "", params
+        return " WHERE " + " AND ".join(where), params
 
-    def history(self, since_ms: int | None, until_ms: int | None) -> list[dict[str, Any]]:
+    def history(self, since_ms: int | None, until_ms: int | None, *, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """One page of the finished auctions closed in [since, until), by (close time, id): a
+        range of the (closed_ts, auction) index, so a page costs the same however long the history."""
         where, params = self._window(since_ms, until_ms)
         rows = self._rows(f"SELECT {', '.join(_FINISHED_COLS)} FROM finished{where} "
-                          "ORDER BY closed_ts, auction", params)
+                          "ORDER BY closed_ts, auction LIMIT ? OFFSET ?",
+                          [*params, -1 if limit is None else limit, offset])
         return [dict(zip(_FINISHED_COLS, r)) for r in rows]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-        rows = self.history(since_ms, until_ms)
-        where, params = self._window(since_ms, until_ms)
-        found = self._rows("SELECT b.auction, b.bid, b.bidder, b.name, b.amount, b.late FROM finished_bids b "
-                           f"JOIN finished f ON f.auction = b.auction{where.replace('closed_ts', 'f.closed_ts')}",
-                           params)
-        bids = [{"auction": a, "bid": b, "bidder": k, "name": n, "amount": m, "late": bool(l)}
-                for a, b, k, n, m, l in found]
-        for r in rows:
-            r["bids"] = int(r["bids"])
-        return compute_stats(rows, bids, since_ms, until_ms)
-
+        """The figures of ``compute_stats`` (the reference a test compares with), computed by SQL
+        aggregates over the indexed tables: memory is O(currencies + TOP_N), never O(rows)."""
+        with localcontext(TOTALS_CONTEXT):
+            return _SqlStats(self, since_ms, until_ms).compute()
     def close(self) -> None:
         try:
             self._db.close()
         except sqlite3.Error:  # pragma: no cover
             pass
+
+
+class _DecimalSum:
+    """SQLite aggregate: the exact sum of canonical money strings (a REAL sum would round)."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total = TOTALS_CONTEXT.add(self.total, Decimal(value))
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+class _DecimalMax:
+    """SQLite aggregate: the largest of canonical money strings, compared exactly."""
+
+    def __init__(self) -> None:
+        self.best: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            v = Decimal(value)
+            if self.best is None or v > self.best:
+                self.best = v
+
+    def finalize(self) -> str | None:
+        return None if self.best is None else str(self.best)
+
+
+class _SqlStats:
+    """One ``stats`` query: each figure is an aggregate or a ranked GROUP BY over the window."""
+
+    def __init__(self, store: SqliteStore, since_ms: int | None, until_ms: int | None) -> None:
+        self.store, self.since, self.until = store, since_ms, until_ms
+        self.where, self.params = store._window(since_ms, until_ms, "f.closed_ts")
+        self.bidders_where, _ = store._window(since_ms, until_ms, "fb.closed_ts")
+        store._db.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
+        store._db.create_aggregate("dmax", 1, _DecimalMax)  # type: ignore[arg-type]
+
+    def q(self, sql: str, extra: Sequence[Any] = ()) -> list[Any]:
+        return self.store._rows(sql, [*self.params, *extra])
+
+    def compute(self) -> dict[str, Any]:
+        status_count = {"closed": 0, "disputed": 0, "unsold": 0}
+        finished = 0
+        for status, count, unsold in self.q(
+                "SELECT f.status, COUNT(*), SUM(f.price IS NULL) FROM finished f"
+                f"{self.where} GROUP BY f.status"):
+            status_count[status] += int(count)
+            finished += int(count)
+            if status == "closed":
+                status_count["unsold"] += int(unsold)
+        currencies: dict[str, dict[str, Any]] = {}
+        for cur, count, volume, top in self.q(
+                "SELECT f.currency, COUNT(*), dsum(f.price), dmax(f.price) FROM finished f"
+                f"{self.where} AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency"):
+            total = Decimal(volume)
+            currencies[cur] = {"count": int(count), "volume": format_total(total),
+                               "average": _avg(total, int(count)), "max": format_money(Decimal(top))}
+        sellers = self.q("SELECT f.seller, COUNT(*) c, COUNT(f.price) sold FROM finished f"
+                         f"{self.where} GROUP BY f.seller ORDER BY sold DESC, c DESC, f.seller LIMIT ?", [TOP_N])
+        bidders = self.q(
+            "SELECT k, SUM(w) wins, SUM(b) bids FROM ("
+            f"SELECT f.winner k, 1 w, 0 b FROM finished f{self.where} AND f.price IS NOT NULL "
+            f"UNION ALL SELECT fb.bidder, 0, fb.bids FROM finished_bidders fb{self.bidders_where}) "
+            "GROUP BY k ORDER BY wins DESC, bids DESC, k LIMIT ?", [*self.params, TOP_N])
+        return {
+            "since": self.since, "until": self.until, "finished": finished, **status_count,
+            "currencies": currencies,
+            "top_sellers": [{"key": k, "name": self.seller_name(k), "count": int(c), "sold": int(sold),
+                             "volume": self.volumes("seller", k)} for k, c, sold in sellers],
+            "top_bidders": [{"key": k, "name": self.bidder_name(k), "bids": int(b), "wins": int(w),
+                             "volume": self.volumes("winner", k)} for k, w, b in bidders],
+            "top_sellers_by_volume": {cur: self.by_volume("seller", cur, self.seller_name) for cur in currencies},
+            "top_bidders_by_volume": {cur: self.by_volume("winner", cur, self.bidder_name) for cur in currencies},
+        }
+
+    def volumes(self, column: str, key: str) -> dict[str, str]:
+        rows = self.q(f"SELECT f.currency, dsum(f.price) FROM finished f{self.where} AND f.{column} = ? "
+                      "AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency", [key])
+        return {cur: format_total(Decimal(v)) for cur, v in rows}
+
+    def by_volume(self, column: str, cur: str, name: Callable[[str], str | None]) -> list[dict[str, Any]]:
+        """The TOP_N parties by exact volume in ``cur``: the groups stream through a heap."""
+        groups = self.store._run(
+            f"SELECT f.{column}, dsum(f.price) FROM finished f{self.where} AND f.currency = ? "
+            f"AND f.price IS NOT NULL GROUP BY f.{column}", [*self.params, cur])
+        ranked = heapq.nsmallest(TOP_N, ((-Decimal(v), k) for k, v in groups))
+        return [{"key": k, "name": name(k), "volume": format_total(-v)} for v, k in ranked]
+
+    def seller_name(self, key: str) -> str | None:
+        """As compute_stats: the seller name of the seller's first row in (closed_ts, auction) order."""
+        rows = self.q(f"SELECT f.seller_name FROM finished f{self.where} AND f.seller = ? "
+                      "ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
+        return rows[0][0] if rows else None
+
+    def bidder_name(self, key: str) -> str | None:
+        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+        won = self.q(f"SELECT f.winner_name FROM finished f{self.where} AND f.winner = ? "
+                     "AND f.price IS NOT NULL ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
+        if won and won[0][0] is not None:
+            return str(won[0][0])
+        named = self.q("SELECT x.name FROM finished_bids x JOIN finished f ON f.auction = x.auction"
+                       f"{self.where} AND x.bidder = ? AND x.name IS NOT NULL ORDER BY x.auction, x.bid LIMIT 1",
+                       [key])
+        return str(named[0][0]) if named else None
