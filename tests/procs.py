@@ -110,6 +110,12 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, message: str =
         time.sleep(interval)
 
 
+def ddir(node: Proc) -> Path:
+    """A node process's data directory (every node has one; a bootstrap may not)."""
+    assert node.data_dir is not None, f"{node.name} has no data directory"
+    return node.data_dir
+
+
 def read_info(directory: Path, filename: str = "node.json") -> dict[str, Any]:
     return dict(json.loads((directory / filename).read_text()))
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from p2pauction.display import display_width
-from tests.procs import Cluster, Proc, Watch, cli, p2pauction_cmd, query, start_node, wait_converged, wait_until
+from tests.procs import (Cluster, Proc, Watch, cli, ddir, p2pauction_cmd, query, start_node, wait_converged,
+                         wait_until)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -22,10 +23,6 @@ BIDI_NAME = "\u202eV2\u2066"              # a display name that would reverse wh
 WIDE_ITEMS = ("日本語の品物", "😀 emoji 👨\u200d👩\u200d👧")
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff]")
 
-
-def ddir(node: Proc) -> Path:
-    assert node.data_dir is not None
-    return node.data_dir
 
 
 def assert_inert(stdout: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Cluster, Proc, Watch, cli, digest, query, start_node, wait_until
+from tests.procs import Cluster, Proc, Watch, cli, ddir, digest, query, start_node, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,13 +40,9 @@ def solo(tmp_path_factory: pytest.TempPathFactory) -> object:
         yield node
 
 
-def data_dir(node: Proc) -> Path:
-    assert node.data_dir is not None
-    return node.data_dir
-
 
 def test_open_show_auctions_and_close_without_bids(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     opened = cli(d, "open", "Lamp", "12.5", "--increment", "0.5")
     auction = opened.data["auction_id"]
     assert len(auction) == 64
@@ -71,7 +67,7 @@ def test_open_show_auctions_and_close_without_bids(solo: Proc) -> None:
 
 
 def test_bad_input_is_one_line_and_changes_nothing(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     own = cli(d, "open", "Vase", "10").data["auction_id"]
     done = cli(d, "open", "Book", "5").data["auction_id"]
     cli(d, "close", done)
@@ -89,7 +85,7 @@ def test_bad_input_is_one_line_and_changes_nothing(solo: Proc) -> None:
 
 
 def test_ambiguous_prefix(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     # 17 auctions: by pigeonhole two of them share a first hex digit.
     ids = [query(d, "open", item=f"Lot {i}", price="1")["auction_id"] for i in range(17)]
     firsts: dict[str, int] = {}
@@ -111,7 +107,7 @@ def test_ambiguous_prefix(solo: Proc) -> None:
 
 
 def test_ambiguous_prefix_lists_at_most_ten_candidates(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     for i in range(40):       # 40+ auctions over 16 first digits: some digit has 3 or more
         query(d, "open", item=f"Many {i}", price="1")
     counts: dict[str, int] = {}
@@ -124,7 +120,7 @@ def test_ambiguous_prefix_lists_at_most_ten_candidates(solo: Proc) -> None:
 
 
 def test_status_is_short_and_verbose_has_every_counter(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     short = cli(d, "status", json_out=False).stdout
     data = cli(d, "status").data
     assert "None" not in short and len(short.splitlines()) <= 10
@@ -165,7 +161,7 @@ def test_second_node_on_same_data_dir_fails_at_once(solo: Proc) -> None:
 
     import subprocess
 
-    d = data_dir(solo)
+    d = ddir(solo)
     before = digest(d)
     done = subprocess.run(p2pauction_cmd("node", "--data-dir", str(d), "--offline"), capture_output=True,
                           text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -177,7 +173,7 @@ def test_second_node_on_same_data_dir_fails_at_once(solo: Proc) -> None:
 
 
 def test_files_and_modes(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     assert stat.S_IMODE(os.stat(d / "control.sock").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(d / "identity.key").st_mode) == 0o600
     status = cli(d, "status").data
@@ -192,7 +188,7 @@ def test_files_and_modes(solo: Proc) -> None:
 
 
 def test_watch_streams_own_events(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     watch = Watch(d)
     try:
         wait_until(lambda: query(d, "status")["subscribers"] >= 1, 20, "the watch to attach")
@@ -206,7 +202,7 @@ def test_watch_streams_own_events(solo: Proc) -> None:
 
 
 def test_history_stats_and_time_window(solo: Proc) -> None:
-    d = data_dir(solo)
+    d = ddir(solo)
     auction = cli(d, "open", "Map", "2").data["auction_id"]
     cli(d, "close", auction)
     assert auction in {r["auction_id"] for r in cli(d, "history", "--since", "2000-01-01").data}

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Cluster, Proc, cli, digest, query, read_address, wait_converged, wait_until
+from tests.procs import Cluster, Proc, cli, ddir, digest, query, read_address, wait_converged, wait_until
 from tests.test_cli_local import assert_one_line_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 NAMES = ("C1", "C2", "C3")
 
-
-def ddir(node: Proc) -> Path:
-    assert node.data_dir is not None
-    return node.data_dir
 
 
 def wait_meshed(nodes: list[Proc], timeout: float = 30.0) -> None:

@@ -17,7 +17,7 @@ import pytest
 from p2pauction.api import AuctionNode, Notification
 from p2pauction.control import ControlConfig, _short_path, socket_path, validate_request
 from p2pauction.errors import ProtocolError, UsageError
-from tests.procs import Cluster, Proc, cli, query, start_node, wait_until
+from tests.procs import Cluster, Proc, cli, ddir, query, start_node, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,10 +43,6 @@ def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         cluster.procs.append(node)
         yield node
 
-
-def ddir(node: Proc) -> Path:
-    assert node.data_dir is not None
-    return node.data_dir
 
 
 def assert_alive(node: Proc) -> None:

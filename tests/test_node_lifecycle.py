@@ -7,14 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Cluster, Proc, cli, kill, query, start_node, wait_converged, wait_until
+from tests.procs import Cluster, Proc, cli, ddir, kill, query, start_node, wait_converged, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-
-def ddir(node: Proc) -> Path:
-    assert node.data_dir is not None
-    return node.data_dir
 
 
 def test_sigkill_after_bid_then_restart_keeps_the_bid_and_catches_up(cluster: Cluster) -> None:
