@@ -48,6 +48,10 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "first_violation": s["checker"]["violations"][:1], "trace_hash": s["trace_hash"],
         "frames_delivered": s["frames_delivered"], "copies_per_delivered_event": s["copies_per_delivered_event"],
         "wall": s["wall_seconds"], "deliveries_per_wall_second": s["deliveries_per_wall_second"],
+        # what the sweep is evidence of: commits made to fail, and events acknowledged (none lost
+        # unless the checker says acknowledged_lost / acknowledged_not_stored)
+        "storage_faults": s["world"]["storage_faults"], "publish_store_failed": s["world"]["publish_store_failed"],
+        "acknowledged": s["checker"]["acknowledged"], "crashes": s["world"]["crashes"],
     }
     if not s["ok"]:
         row["run"] = replay.spec_of(sim.cfg, sim.plan, spec["hooks"])
@@ -73,6 +77,8 @@ class Tally:
     errors: int = 0
     retried: int = 0
     not_started: int = 0
+    storage_faults: int = 0        # summed over the seeds that ran
+    acknowledged: int = 0
     convergence: list[float] = field(default_factory=list)
     failed: list[Any] = field(default_factory=list)   # seeds that failed or errored
 
@@ -82,6 +88,8 @@ class Tally:
             self.errors += 1
             self.failed.append(row["seed"])
             return
+        self.storage_faults += int(row.get("storage_faults", 0))
+        self.acknowledged += int(row.get("acknowledged", 0))
         if row["violations"] and set(row["violations"]) != {"liveness"}:
             self.violations += 1
         if not row["converged"]:
@@ -105,6 +113,9 @@ def summary_table(t: Tally, wall: float) -> str:
             ("ok", str(t.ok)), ("with safety violations", str(t.violations)),
             ("not converged within the bound", str(t.not_converged)),
             ("errors (no result after retries)", str(t.errors)), ("retries", str(t.retried))]
+    if t.storage_faults:
+        rows.append(("store commits made to fail", str(t.storage_faults)))
+    rows.append(("events acknowledged (all checked)", str(t.acknowledged)))
     if t.convergence:
         c = t.convergence
         rows.append(("convergence after heal (s)",

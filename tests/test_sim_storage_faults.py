@@ -9,6 +9,7 @@ failed to commit (the defect of issue 11) is caught; the honest code under the s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,17 @@ def test_cli_storage_faults_flag(tmp_path: Path, capsys: pytest.CaptureFixture[s
     spec = json.loads((tmp_path / "replay.json").read_text())
     assert spec["faults"]["plan"]["storage"][0]["rate"] == 0.3
     assert f"--plan {tmp_path / 'replay.json'}" in s["replay"]
+
+
+def test_sweep_rows_count_the_storage_faults_and_acknowledged_events() -> None:
+    from simulations.seeds import acceptance_spec
+    from simulations.sweep import Tally, run_spec, summary_table
+
+    row = run_spec(acceptance_spec(3, 8, 30, 60.0, storage=0.3))
+    assert row["ok"], row["first_violation"]
+    assert row["storage_faults"] > 0 and row["acknowledged"] > 0
+    tally = Tally(total=1)
+    tally.add(row)
+    table = summary_table(tally, 1.0)
+    assert re.search(rf"store commits made to fail\s+{row['storage_faults']}\n", table), table
+    assert re.search(rf"events acknowledged \(all checked\)\s+{row['acknowledged']}\n", table), table
