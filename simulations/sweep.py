@@ -115,7 +115,7 @@ def summary_table(t: Tally, wall: float) -> str:
             ("errors (no result after retries)", str(t.errors)), ("retries", str(t.retried))]
     if t.storage_faults:
         rows.append(("store commits made to fail", str(t.storage_faults)))
-    rows.append(("events acknowledged (all checked)", str(t.acknowledged)))
+    rows.append(("acknowledgements checked (node x event)", str(t.acknowledged)))
     if t.convergence:
         c = t.convergence
         rows.append(("convergence after heal (s)",

@@ -97,4 +97,4 @@ def test_sweep_rows_count_the_storage_faults_and_acknowledged_events() -> None:
     tally.add(row)
     table = summary_table(tally, 1.0)
     assert re.search(rf"store commits made to fail\s+{row['storage_faults']}\n", table), table
-    assert re.search(rf"events acknowledged \(all checked\)\s+{row['acknowledged']}\n", table), table
+    assert re.search(rf"acknowledgements checked \(node x event\)\s+{row['acknowledged']}\n", table), table
