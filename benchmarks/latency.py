@@ -104,7 +104,21 @@ def one_run(root: Path, n: int, bids: int, interval: float, degree: int) -> list
                 if done is None:
                     time.sleep(0.01)
             latencies.append(float("inf") if done is None else done - t0)
+        if float("inf") in latencies:
+            explain_missing(nodes, arrivals, [event_id for event_id, _ in sent])
         return latencies
+
+
+def explain_missing(nodes: list[Proc], arrivals: Arrivals, ids: list[str]) -> None:
+    """Which nodes lack events, with what they say about themselves (a benchmark must not hide a loss)."""
+    for i, node in enumerate(nodes):
+        with arrivals.lock:
+            seen = sum(1 for event_id in ids if event_id in arrivals.at[i])
+        if seen < len(ids):
+            status = query(ddir(node), "status")
+            print(f"  {node.name}: watcher saw {seen}/{len(ids)}; node status: events={status.get('events')} "
+                  f"peers={len(query(ddir(node), 'peers'))} pending={status.get('pending')} "
+                  f"alive={node.alive()}", flush=True)
 
 
 def quantile(values: list[float], q: float) -> float:
