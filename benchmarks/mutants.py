@@ -307,7 +307,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "IDS leads to a WANT of ids we already hold",
            (rule("test_ids_message_is_answered_with_want_of_missing_ids_only"),)),
     Mutant("ae-want-pending", CORE,
-           "return event_id in self.summary or self._is_pending(event_id)", "return event_id in self.summary",
+           "return event_id in self.summary or self.replica.ledger.is_pending(event_id)", "return event_id in self.summary",
            "ids parked in the pending buffer are asked for again",
            (rule("test_pending_event_is_neither_wanted_nor_grafted_again"),)),
     Mutant("ae-wantp-removed", AE,

@@ -123,8 +123,6 @@ def test_rollback_restores_the_pending_buffer_and_its_unresolved_reports() -> No
 def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
     core = make_core(1, net=NET)
     core.replica = Replica(NET, MemoryStore(), pending_max_count=20)
-    core._store_batch = core.replica.batch
-    core._take_unresolved = core.replica.take_unresolved
     flooder = RawPeer(core, 5, identity(2), net=NET, remote="10.9.9.1:5000")
     flooder.handshake()
     honest = RawPeer(core, 6, identity(3), net=NET, remote="10.9.9.2:5000")

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pauction.errors import ProtocolError, StoreError
 from p2pauction.gossip import antientropy
@@ -30,15 +29,17 @@ from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evic
 from p2pauction.gossip.limits import Backoff, TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import PassiveView, fix_addr
-from p2pauction.logs import get_logger
 from p2pauction.gossip.messages import (
     MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
     IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
     WantPrefix,
 )
+from p2pauction.gossip.seams import NodeSigner, ReplicaPort
 from p2pauction.logs import get_logger
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from p2pauction.state.events import Event
+    from p2pauction.state.ledger import Outcome
 
 log = get_logger(__name__)
 
@@ -65,7 +66,7 @@ class _MissingDep:
 class GossipCore(LinkHost):
     ROLE = "node"
 
-    def __init__(self, config: GossipConfig, identity: Any, replica: Any, rng: random.Random,
+    def __init__(self, config: GossipConfig, identity: NodeSigner, replica: ReplicaPort, rng: random.Random,
                  now: float, *, entropy: RandBytes) -> None:
         super().__init__(config, identity, rng, now, entropy=entropy)
         self.replica = replica
@@ -102,29 +103,16 @@ class GossipCore(LinkHost):
         # links with events waiting to be served (paced, see _drain_serve)
         self._serving: dict[int, Link] = {}
         self._next_serve = float("inf")
-        self._is_pending = getattr(replica.ledger, "is_pending", lambda _id: False)
-        self._store_batch: Callable[[], AbstractContextManager[None]] = getattr(replica, "batch", nullcontext)
-        self._take_unresolved: Callable[[], list[Any]] = getattr(replica, "take_unresolved", list)
-        self._sweep: Callable[[], object] = getattr(replica, "sweep_pending", int)
         self._next_pending_sweep = now + config.pending_sweep_interval
-        self._held: list[tuple[Any, str | None, int, bool, str]] | None = None  # see data_received
-        self._load_history()
+        self._held: list[tuple[Event, str | None, int, bool, str]] | None = None  # see data_received
+        self.summary.add_many(replica.ledger.ids_in_order())
         for key, addr in replica.store.known_peers(config.passive_max):
             if key != self.key:
                 self.passive.add(key, addr, rng)
 
-    def _load_history(self) -> None:
-        from p2pauction.state.events import decode_event
-
-        ids_in_order = getattr(self.replica.ledger, "ids_in_order", None)
-        if callable(ids_in_order):
-            self.summary.add_many(ids_in_order())
-            return
-        self.summary.add_many(decode_event(raw).id for raw in self.replica.store.iter_raw())
-
     def _known(self, event_id: str) -> bool:
         """Accepted, or parked in the ledger's pending buffer (asking for it again is useless)."""
-        return event_id in self.summary or self._is_pending(event_id)
+        return event_id in self.summary or self.replica.ledger.is_pending(event_id)
 
     def _jittered(self, interval: float) -> float:
         j = self.cfg.ae_jitter
@@ -139,7 +127,7 @@ class GossipCore(LinkHost):
         # replica has undone them all and they are dropped: gossip or anti-entropy brings them again.
         self._held = []
         try:
-            with self._store_batch():
+            with self.replica.batch():
                 super().data_received(conn, data, now)
         except StoreError as exc:
             self.ev["store_failures"] += 1
@@ -153,7 +141,7 @@ class GossipCore(LinkHost):
 
     def _penalise_unresolved(self, now: float) -> None:
         """Lower the score of the peers whose pending events left the buffer unresolved."""
-        for u in self._take_unresolved():
+        for u in self.replica.take_unresolved():
             if u.origin is None:
                 continue
             self.ev["unresolved"] += 1
@@ -166,7 +154,7 @@ class GossipCore(LinkHost):
             else:
                 self.scores.penalise(["key:" + u.origin], self.cfg.penalty_unresolved_event, now)
 
-    def publish(self, event: Any, now: float) -> Any:
+    def publish(self, event: Event, now: float) -> Outcome:
         """Apply a locally authored event and disseminate it; returns the ledger's Outcome."""
         outcome = self.replica.receive(event)
         for ev in outcome.accepted:
@@ -303,7 +291,7 @@ class GossipCore(LinkHost):
         raw = self._raw(text)
         return self._outcome(link, self.replica.receive_raw(raw, origin=link.key), hops, via, now, raw)
 
-    def _outcome(self, link: Link, outcome: Any, hops: int, via: str, now: float, raw: bytes) -> bool:
+    def _outcome(self, link: Link, outcome: Outcome, hops: int, via: str, now: float, raw: bytes) -> bool:
         """Act on the ledger's verdict on an event from ``link``; True when it was new."""
         kind = outcome.kind  # OutcomeKind is a StrEnum: compare with its values
         assert link.key is not None
@@ -323,14 +311,14 @@ class GossipCore(LinkHost):
             self._note_pending(raw, link.key)
         else:
             self.ev["rejected"] += 1
-            reason = str(getattr(outcome.reason, "value", outcome.reason))
+            reason = str(outcome.reason.value if outcome.reason is not None else None)
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
             log.debug("gossip.event_rejected", reason=reason, sender=link.key[:12],
                       event_id=(outcome.event_id or "undecodable")[:16])
             self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
         return False
 
-    def _accept(self, ev: Any, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
+    def _accept(self, ev: Event, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
         if not self.summary.add(ev.id):
             return
         self.ev["accepted"] += 1
@@ -444,7 +432,6 @@ class GossipCore(LinkHost):
         catching_up = bool(self._missing_deps) or link.key in self._fetch_req
         via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max and not catching_up else "ae"
         raws = [self._raw(text) for text in msg.es]
-        receive_many = getattr(self.replica, "receive_many", None)
         new = False
         # Small batches: one store transaction each, and a peer banned mid-message (forged
         # events) costs at most one batch of signature checks more.
@@ -452,8 +439,7 @@ class GossipCore(LinkHost):
             if link.closed:
                 break
             batch = raws[i:i + 16]
-            outcomes = (receive_many(batch, origin=link.key) if callable(receive_many)
-                        else [self.replica.receive_raw(r, origin=link.key) for r in batch])
+            outcomes = self.replica.receive_many(batch, origin=link.key)
             for raw, outcome in zip(batch, outcomes):
                 # Every accepted event is recorded even if the link closed meanwhile: the
                 # anti-entropy summary must stay in step with the ledger.
@@ -527,7 +513,7 @@ class GossipCore(LinkHost):
             return
         todo: list[tuple[int, str]] = []
         for dep, m in list(self._missing_deps.items()):
-            if self._known(dep) or not self._is_pending(m.waiter):
+            if self._known(dep) or not self.replica.ledger.is_pending(m.waiter):
                 del self._missing_deps[dep]   # arrived, or its waiter was evicted or rejected
                 self._fetching.pop(dep, None)
             elif self._fetching.get(dep, -1.0) <= now:
@@ -536,7 +522,7 @@ class GossipCore(LinkHost):
         if not todo or not idle:
             return
         todo.sort(key=lambda t: (-t[0], t[1]))
-        for pid in [p for p in self._pending_ids if not self._is_pending(p)]:
+        for pid in [p for p in self._pending_ids if not self.replica.ledger.is_pending(p)]:
             del self._pending_ids[pid]
         held = HeldFilter.of(list(self._pending_ids), MAX_HELD_HEX).to_hex()
         chunks = [[dep for _, dep in todo[i:i + MAX_ANCESTOR_IDS]]
@@ -794,7 +780,7 @@ class GossipCore(LinkHost):
         """Every pending_sweep_interval: the ledger expires long-unresolved pending events."""
         if now >= self._next_pending_sweep:
             self._next_pending_sweep = now + self.cfg.pending_sweep_interval
-            self._sweep()
+            self.replica.sweep_pending()
             self._penalise_unresolved(now)
 
     def next_deadline(self) -> float:

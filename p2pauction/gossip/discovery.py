@@ -19,6 +19,7 @@ from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import fix_addr
 from p2pauction.gossip.messages import MAX_PEERS, Heartbeat, Message, Peers, Register, Sample
+from p2pauction.gossip.secure import NodeSigner
 
 
 class Registry:
@@ -83,7 +84,7 @@ class Registry:
 class DiscoveryCore(LinkHost):
     ROLE = "bootstrap"
 
-    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float, *,
+    def __init__(self, config: GossipConfig, identity: NodeSigner, rng: random.Random, now: float, *,
                  entropy: RandBytes) -> None:
         super().__init__(config, identity, rng, now, entropy=entropy)
         self._max_inbound = config.discovery_max_inbound

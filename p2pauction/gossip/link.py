@@ -34,7 +34,7 @@ from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, e
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
 from p2pauction.gossip.membership import ip_of
 from p2pauction.gossip.messages import MESSAGE_TYPES, Error, Message, Ping, Pong, parse_message
-from p2pauction.gossip.secure import LocalIdentity, PeerIdentity, SecureSession, v1_refusal
+from p2pauction.gossip.secure import LocalIdentity, NodeSigner, PeerIdentity, SecureSession, v1_refusal
 from p2pauction.logs import get_logger
 
 log = get_logger(__name__)
@@ -101,7 +101,7 @@ class LinkHost:
 
     ROLE = "node"
 
-    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float, *,
+    def __init__(self, config: GossipConfig, identity: NodeSigner, rng: random.Random, now: float, *,
                  entropy: RandBytes) -> None:
         """``rng`` is for protocol choices only (whom to dial, jitter); ``entropy`` for secrets and
         nonces: ``os.urandom`` in a real node, a SeededEntropy in the simulator and tests."""
