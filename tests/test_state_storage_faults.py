@@ -299,7 +299,7 @@ def test_core_forwards_and_acknowledges_nothing_of_a_chunk_whose_commit_failed()
     forwarded = [m for m in watcher.collect() if m["t"] in ("event", "ihave")]
     assert forwarded == [] and sender.closed is None and watcher.closed is None
     assert len(core.replica.ledger) == 0 and len(core.summary) == 0
-    assert core.ev["store_failures"] == 1 and core.ev["accepted"] == 0
+    assert core.ev.store_failures == 1 and core.ev.accepted == 0
 
     backlog = core.__dict__.get("_wire_backlog", [])
     assert not any(isinstance(a, Accepted) for a in backlog)

@@ -23,6 +23,7 @@ from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
 from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evict
@@ -45,12 +46,6 @@ log = get_logger(__name__)
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
 
-_EVENT_COUNTERS = ("copies_received", "duplicates", "accepted", "own", "pending", "rejected",
-                   "store_failures", "unresolved",
-                   "ae_rounds", "ae_events_received", "ae_events_served", "ae_accepted",
-                   "graft_served", "serve_throttled", "bootstrap_dials", "dials", "dial_failures", "samples_asked",
-                   "shuffles", "wanta_sent", "wanta_ids_sent", "wanta_served", "serve_queued", "serve_dropped",
-                   "push_deferred")
 _DEPS_MEMO = 16_384   # event id -> deps, for walking ancestors without decoding each time
 
 
@@ -74,7 +69,7 @@ class GossipCore(LinkHost):
         self.plumtree = Plumtree(config)
         self.passive = PassiveView(config.passive_max)
         self.backoff = Backoff(base=config.dial_backoff_base, cap=config.dial_backoff_cap)
-        self.ev: dict[str, int] = dict.fromkeys(_EVENT_COUNTERS, 0)
+        self.ev = CoreCounters()
         self.rejected_by_reason: dict[str, int] = {}
         self._active: dict[str, Link] = {}        # key -> established node link
         # Eclipse resistance (see GossipConfig.outbound_slots and _admit_inbound).
@@ -130,7 +125,7 @@ class GossipCore(LinkHost):
             with self.replica.batch():
                 super().data_received(conn, data, now)
         except StoreError as exc:
-            self.ev["store_failures"] += 1
+            self.ev.store_failures += 1
             log.warning("gossip.store_failed", error=str(exc)[:200], dropped=len(self._held or ()))
             self._held = None
         else:
@@ -144,7 +139,7 @@ class GossipCore(LinkHost):
         for u in self.replica.take_unresolved():
             if u.origin is None:
                 continue
-            self.ev["unresolved"] += 1
+            self.ev.unresolved += 1
             if self.scores.is_banned("key:" + u.origin, now):
                 continue  # already banned (its other events are being evicted now)
             link = self._active.get(u.origin)
@@ -163,7 +158,7 @@ class GossipCore(LinkHost):
 
     def dial_failed(self, addr: Address, now: float) -> None:
         self._dialing.pop(addr, None)
-        self.ev["dial_failures"] += 1
+        self.ev.dial_failures += 1
         self.backoff.failed(addr, now, self.rng.uniform(0.0, 0.25))
         if addr == self._boot_dialing:
             self._boot_dialing = None
@@ -185,7 +180,7 @@ class GossipCore(LinkHost):
         if link.outbound:
             self._dialing.pop(link.remote_addr, None)
             if link.remote_addr == self._boot_dialing:
-                link.extra["boot"] = True
+                link.bootstrap_dial = True
                 self._boot_dialing = None
 
     def _on_established(self, link: Link, now: float) -> None:
@@ -202,7 +197,7 @@ class GossipCore(LinkHost):
             return
         if not link.outbound and not self._admit_inbound(link, now):
             return
-        if link.extra.get("boot"):
+        if link.bootstrap_dial:
             self._seed_nodes[link.remote_addr] = None
         link.listen = link.dial_addr if link.outbound else fix_addr(link.peer.addr, link.remote_addr)
         if link.outbound:
@@ -239,7 +234,7 @@ class GossipCore(LinkHost):
         if victim is None:
             self._close(link, "no inbound slot free (every inbound peer is protected)", now)
             return False
-        self.counters["inbound_evicted"] += 1
+        self.counters.inbound_evicted += 1
         self._close(self._active[victim], "evicted for a newcomer (inbound slots full)", now)
         return True
 
@@ -251,7 +246,7 @@ class GossipCore(LinkHost):
             return
         if link.outbound and not link.established:
             self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
-        if link.extra.get("boot") and not link.established:
+        if link.bootstrap_dial and not link.established:
             self._boot_index += 1
         self._serving.pop(link.conn, None)
         if link.key is not None and self._active.get(link.key) is link:
@@ -276,7 +271,7 @@ class GossipCore(LinkHost):
         handler(self, link, msg, now)
 
     def _on_event(self, link: Link, msg: EventMsg, now: float) -> None:
-        self.ev["copies_received"] += 1
+        self.ev.copies_received += 1
         self._receive_text(link, msg.e, msg.h, "push", now)
 
     @staticmethod
@@ -303,14 +298,14 @@ class GossipCore(LinkHost):
                     self._accept(ev, link.key, hops, own=False, via=via, now=now)
             return True
         if kind == "duplicate":
-            self.ev["duplicates"] += 1
+            self.ev.duplicates += 1
             if via == "push":
                 self._send_to(self.plumtree.on_duplicate(link.key, now))
         elif kind == "pending":
-            self.ev["pending"] += 1
+            self.ev.pending += 1
             self._note_pending(raw, link.key)
         else:
-            self.ev["rejected"] += 1
+            self.ev.rejected += 1
             reason = str(outcome.reason.value if outcome.reason is not None else None)
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
             log.debug("gossip.event_rejected", reason=reason, sender=link.key[:12],
@@ -321,11 +316,11 @@ class GossipCore(LinkHost):
     def _accept(self, ev: Event, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
         if not self.summary.add(ev.id):
             return
-        self.ev["accepted"] += 1
+        self.ev.accepted += 1
         if own:
-            self.ev["own"] += 1
+            self.ev.own += 1
         if via != "push":
-            self.ev["ae_accepted"] += 1
+            self.ev.ae_accepted += 1
         # Hop counts reported: 0 for own events, -1 when unknown (repaired by anti-entropy, or a
         # copy served by a node that had it so); MAX_HOPS on the wire means unknown.
         shown = -1 if via != "push" or hops >= MAX_HOPS else hops
@@ -350,11 +345,11 @@ class GossipCore(LinkHost):
             if link is None:
                 continue
             if isinstance(msg, EventMsg):
-                bucket = link.extra.get("push")
+                bucket = link.push_budget
                 if bucket is None:
-                    bucket = link.extra["push"] = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
+                    bucket = link.push_budget = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
                 if self._backlogged(link, now) or not bucket.take(len(msg.e), now):
-                    self.ev["push_deferred"] += 1
+                    self.ev.push_deferred += 1
                     self.plumtree.defer(key, event_id, hops, now)
                     continue
             self._send(link, msg)
@@ -364,14 +359,14 @@ class GossipCore(LinkHost):
         self._send_to(self.plumtree.on_ihave(link.key, msg.ids, msg.hs, self._known, now))
 
     def _serve_allowance(self, link: Link, wanted: int, now: float) -> int:
-        bucket = link.extra.get("serve")
+        bucket = link.serve_budget
         if bucket is None:
-            bucket = link.extra["serve"] = TokenBucket(self.cfg.serve_rate, self.cfg.serve_burst, now)
+            bucket = link.serve_budget = TokenBucket(self.cfg.serve_rate, self.cfg.serve_burst, now)
         n = wanted
         while n > 0 and not bucket.take(n, now):
             n //= 2
         if n < wanted:
-            self.ev["serve_throttled"] += wanted - n
+            self.ev.serve_throttled += wanted - n
         return n
 
     def _on_graft(self, link: Link, msg: Graft, now: float) -> None:
@@ -383,7 +378,7 @@ class GossipCore(LinkHost):
         for event_id in ids[:self._serve_allowance(link, len(ids), now)]:
             raw = self.replica.get_raw(event_id)
             if raw is not None:
-                self.ev["graft_served"] += 1
+                self.ev.graft_served += 1
                 self._send(link, EventMsg(e=raw.decode("utf-8"), h=min(self.plumtree.hops_of(event_id) + 1, MAX_HOPS)))
 
     def _on_prune(self, link: Link, msg: Prune, now: float) -> None:
@@ -423,7 +418,7 @@ class GossipCore(LinkHost):
         self._run_plan(link, antientropy.on_wantp(self.summary, msg.prefixes, serve_max=self.cfg.ae_serve_max), now)
 
     def _on_events(self, link: Link, msg: Events, now: float) -> None:
-        self.ev["ae_events_received"] += len(msg.es)
+        self.ev.ae_events_received += len(msg.es)
         # A few repaired events are most likely in flight (this node's subtree lacks them too):
         # push them on like new ones. A big batch is a catch-up whose events the other peers
         # already hold: only announce those.
@@ -449,7 +444,7 @@ class GossipCore(LinkHost):
             self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
 
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
-        self.ev["wanta_served"] += 1
+        self.ev.wanta_served += 1
         held = HeldFilter.from_hex(msg.held)
         self._serve(link, self._ancestors(msg.ids, self.cfg.fetch_ancestors, held), now)
 
@@ -537,8 +532,8 @@ class GossipCore(LinkHost):
             self._fetch_req[key] = (now + cfg.fetch_timeout, ids)
             for dep in ids:
                 self._fetching[dep] = now + cfg.fetch_timeout
-            self.ev["wanta_sent"] += 1
-            self.ev["wanta_ids_sent"] += len(ids)
+            self.ev.wanta_sent += 1
+            self.ev.wanta_ids_sent += len(ids)
             self._send(self._active[key], WantAncestors(ids=ids, held=held))
 
     def _fetch_idle(self, key: str, now: float) -> bool:
@@ -572,25 +567,23 @@ class GossipCore(LinkHost):
     def _serve(self, link: Link, ids: list[str], now: float) -> None:
         """Queue events for ``link`` in store (causal) order; they leave paced (_drain_serve)."""
         ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]
-        queue: dict[str, None] | None = link.extra.get("serve_q")
-        if queue is None:
-            queue = link.extra["serve_q"] = {}
+        queue = link.serve_queue
         room = self.cfg.serve_queue_max - len(queue)
         allowed = ordered[:self._serve_allowance(link, len(ordered), now)]
         if len(allowed) > room:
-            self.ev["serve_dropped"] += len(allowed) - room  # the asker asks again later
+            self.ev.serve_dropped += len(allowed) - room  # the asker asks again later
         for event_id in allowed[:max(0, room)]:
             queue[event_id] = None
-        self.ev["serve_queued"] += min(len(allowed), max(0, room))
+        self.ev.serve_queued += min(len(allowed), max(0, room))
         self._drain_serve(link, now)
 
     def _drain_serve(self, link: Link, now: float) -> None:
         """Send what the byte pace allows of the link's queue, in frames bounded by count and
         bytes; the rest waits for the next serve tick."""
-        queue: dict[str, None] = link.extra.get("serve_q") or {}
-        bucket = link.extra.get("pace")
+        queue = link.serve_queue
+        bucket = link.serve_pace
         if bucket is None:
-            bucket = link.extra["pace"] = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
+            bucket = link.serve_pace = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
         batch: list[str] = []
         size = 0
         while queue and not link.closed and not self._backlogged(link, now):
@@ -606,7 +599,7 @@ class GossipCore(LinkHost):
                 batch, size = [], 0
             batch.append(raw.decode("utf-8"))
             size += len(raw) + len(raw) // 4  # JSON escaping of quotes inflates the text a little
-            self.ev["ae_events_served"] += 1
+            self.ev.ae_events_served += 1
         if batch:
             self._send(link, Events(es=tuple(batch)))
         if queue and not link.closed:
@@ -634,7 +627,7 @@ class GossipCore(LinkHost):
         return out[:MAX_PEERS]
 
     def _send_shuffle(self, link: Link, now: float) -> None:
-        self.ev["shuffles"] += 1
+        self.ev.shuffles += 1
         self._send(link, Shuffle(peers=tuple(self._peer_sample(exclude=link.key))))
 
     def _merge_peers(self, peers: tuple[tuple[str, str], ...], now: float, sender: Link | None = None) -> None:
@@ -650,7 +643,7 @@ class GossipCore(LinkHost):
             return
         if force or now - self._last_sample >= self.cfg.sample_interval:
             self._last_sample = now
-            self.ev["samples_asked"] += 1
+            self.ev.samples_asked += 1
             self._send(self._boot, Sample(n=min(self.cfg.sample_size, MAX_PEERS)))
 
     def _maintain(self, now: float) -> None:
@@ -664,7 +657,7 @@ class GossipCore(LinkHost):
         n_outbound = sum(1 for x in self._active.values() if x.outbound)
         if n_active < cfg.target_degree or n_outbound < self._outbound_min:
             handshaking_out = sum(1 for x in self._links.values()
-                                  if x.outbound and not x.closed and not x.established and not x.extra.get("boot"))
+                                  if x.outbound and not x.closed and not x.established and not x.bootstrap_dial)
             pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
             # Enough links, and enough of them dialed by us (inbound peers cannot take them).
             want = max(cfg.target_degree - n_active, self._outbound_min - n_outbound) - pending
@@ -686,7 +679,7 @@ class GossipCore(LinkHost):
         if now >= self._next_ae:
             self._next_ae = now + self._jittered(cfg.ae_interval)
             if cfg.anti_entropy and self._active:
-                self.ev["ae_rounds"] += 1
+                self.ev.ae_rounds += 1
                 self._send(self.rng.choice(list(self._active.values())), Sync(r=self.summary.root()))
 
     def _refresh(self, now: float) -> None:
@@ -731,7 +724,7 @@ class GossipCore(LinkHost):
         dialed = []
         for _, addr in self.rng.sample(candidates, min(n, len(candidates))):
             self._dialing[addr] = now
-            self.ev["dials"] += 1
+            self.ev.dials += 1
             self._actions.append(Dial(addr))
             dialed.append(addr)
         return dialed
@@ -742,7 +735,7 @@ class GossipCore(LinkHost):
             return
         if self._boot is not None or self._boot_dialing is not None:
             return
-        if any(x.extra.get("boot") and not x.closed and not x.established for x in self._links.values()):
+        if any(x.bootstrap_dial and not x.closed and not x.established for x in self._links.values()):
             return
         if not boots:
             # Every "bootstrap" is an ordinary node: dial one only when isolated.
@@ -757,7 +750,7 @@ class GossipCore(LinkHost):
             return
         self._boot_dialing = addr
         self._dialing[addr] = now
-        self.ev["bootstrap_dials"] += 1
+        self.ev.bootstrap_dials += 1
         self._actions.append(Dial(addr))
 
     # --- time -----------------------------------------------------------------------------------
@@ -818,8 +811,8 @@ class GossipCore(LinkHost):
             "eager": len(self.plumtree.eager),
             "lazy": len(self.plumtree.lazy),
             "bootstrap_connected": self._boot is not None,
-            "events": {**self.ev, "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "events": {**self.ev.to_json(), "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
                        "summary_count": len(self.summary)},
-            "plumtree": dict(self.plumtree.counters),
+            "plumtree": self.plumtree.counters.to_json(),
             "links": self.link_stats(t),
         }

@@ -15,6 +15,7 @@ from typing import Any
 
 from p2pauction.errors import ProtocolError
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import DiscoveryCounters
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.link import Link, LinkHost
 from p2pauction.gossip.membership import fix_addr
@@ -90,7 +91,7 @@ class DiscoveryCore(LinkHost):
         self._max_inbound = config.discovery_max_inbound
         self._max_handshaking = config.discovery_max_handshaking
         self.registry = Registry(config.discovery_max_entries)
-        self.disc: dict[str, int] = dict.fromkeys(("registered", "heartbeats", "samples", "expired"), 0)
+        self.disc = DiscoveryCounters()
 
     def _on_established(self, link: Link, now: float) -> None:
         if link.role != "node":
@@ -103,13 +104,13 @@ class DiscoveryCore(LinkHost):
                 raise ProtocolError("REGISTER for a key other than the one authenticated")
             addr = fix_addr(msg.addr, link.remote_addr)
             if addr is not None:
-                self.disc["registered"] += 1
+                self.disc.registered += 1
                 self.registry.refresh(link.key, addr, now)
         elif isinstance(msg, Heartbeat):
-            self.disc["heartbeats"] += 1
+            self.disc.heartbeats += 1
             self.registry.refresh(link.key, None, now)
         elif isinstance(msg, Sample):
-            self.disc["samples"] += 1
+            self.disc.samples += 1
             peers = self.registry.sample(min(msg.n, MAX_PEERS), link.key, self.rng)
             self._send(link, Peers(peers=tuple(peers)))
         else:
@@ -120,14 +121,14 @@ class DiscoveryCore(LinkHost):
             self._next_housekeeping = now + self.cfg.housekeeping_interval
             self._check_links(now)
             horizon = self.cfg.heartbeat_interval * self.cfg.heartbeat_missed
-            self.disc["expired"] += self.registry.expire(now - horizon)
+            self.disc.expired += self.registry.expire(now - horizon)
 
     def next_deadline(self) -> float:
         return self._next_housekeeping
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         t = now if now is not None else self._next_housekeeping
-        return {"registered": len(self.registry), **self.disc, "links": self.link_stats(t)}
+        return {"registered": len(self.registry), **self.disc.to_json(), "links": self.link_stats(t)}
 
     def peers(self) -> list[dict[str, Any]]:
         return [{"key": x.key, "remote": x.remote_addr, "since": x.established_at, "role": x.role}

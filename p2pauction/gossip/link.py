@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from p2pauction.errors import ChannelError, FrameError, HandshakeError, ProtocolError, UsageError
 from p2pauction.gossip.actions import Action, CloseConn, Send
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import LinkCounters, TypeTraffic
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_body
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
@@ -78,7 +79,12 @@ class Link:
     frame_started: float | None = None    # when the frame being received began (slowloris guard)
     backlogged_since: float | None = None # since when the driver holds much unsent for this peer
     closed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # What a node's core keeps per link (unused by a discovery node):
+    bootstrap_dial: bool = False          # we dialed it as a configured bootstrap (it may be a node)
+    serve_queue: dict[str, None] = field(default_factory=dict)   # event ids to serve, paced
+    push_budget: TokenBucket | None = None    # bytes of EVENT pushes; made at the first push
+    serve_budget: TokenBucket | None = None   # events served on request; made at the first request
+    serve_pace: TokenBucket | None = None     # bytes served on request; made at the first serve
 
     @property
     def established(self) -> bool:
@@ -87,13 +93,6 @@ class Link:
     @property
     def role(self) -> str:
         return self.peer.role if self.peer is not None else "?"
-
-
-def _counter_names() -> list[str]:
-    return ["frames_in", "frames_out", "bytes_in", "bytes_out", "conns_in", "conns_out",
-            "handshakes_ok", "handshake_failed", "handshake_timeouts", "malformed", "violations",
-            "rate_limited", "inbound_rejected", "banned_rejected", "bans", "peer_errors",
-            "internal_errors", "dead_links", "duplicate_links", "handshake_evicted", "frame_timeouts", "undecryptable", "inbound_evicted"]
 
 
 class LinkHost:
@@ -118,9 +117,9 @@ class LinkHost:
         self._actions: list[Action] = []
         self.scores = ScoreBoard(threshold=config.score_threshold, ban_seconds=config.ban_seconds,
                                  recovery_per_second=config.score_recovery, exempt_ips=config.exempt_ips)
-        self.counters: dict[str, int] = dict.fromkeys(_counter_names(), 0)
+        self.counters = LinkCounters()
         self.close_reasons: dict[str, int] = {}  # reason (up to its first ':') -> count
-        self.by_type: dict[str, list[int]] = {}  # type -> [in frames, in bytes, out frames, out bytes]
+        self.by_type: dict[str, TypeTraffic] = {}  # message type -> its traffic
         self._next_housekeeping = now + config.housekeeping_interval
         self._max_inbound = config.max_inbound
         self._max_handshaking = config.max_handshaking
@@ -158,7 +157,10 @@ class LinkHost:
                     bytes=TokenBucket(self.cfg.rate_bytes, self.cfg.rate_bytes_burst, now),
                     session=session, last_recv=now)
         self._links[conn] = link
-        self.counters["conns_out" if outbound else "conns_in"] += 1
+        if outbound:
+            self.counters.conns_out += 1
+        else:
+            self.counters.conns_in += 1
         self._n_handshaking += 1
         if not outbound:
             self._n_inbound += 1
@@ -168,7 +170,7 @@ class LinkHost:
         else:
             refusal = self._inbound_refusal(link, now)
             if refusal is not None:
-                self.counters["inbound_rejected"] += 1
+                self.counters.inbound_rejected += 1
                 self._close(link, refusal, now)
                 return
         if outbound:
@@ -177,7 +179,7 @@ class LinkHost:
 
     def _inbound_refusal(self, link: Link, now: float) -> str | None:
         if self.scores.is_banned("ip:" + link.ip, now):
-            self.counters["banned_rejected"] += 1
+            self.counters.banned_rejected += 1
             return "banned"
         # Over a cap, evict the oldest half-open inbound connection rather than refuse the
         # newcomer: an honest peer finishes its handshake in a round trip, so a flood of idle
@@ -195,7 +197,7 @@ class LinkHost:
                        if not x.outbound and not x.established and not x.closed and x is not newcomer), None)
         if oldest is None:
             return False
-        self.counters["handshake_evicted"] += 1
+        self.counters.handshake_evicted += 1
         self._close(oldest, "too many connections in handshake", now)
         return True
 
@@ -206,7 +208,7 @@ class LinkHost:
         link.last_recv = now
         link.ping_out = False
         counters = self.counters
-        counters["bytes_in"] += len(data)
+        counters.bytes_in += len(data)
         if not link.bytes.take(len(data), now):
             self._rate_limited(link, "bytes", now, blame_key=False)   # bytes not yet authenticated
             return
@@ -222,7 +224,7 @@ class LinkHost:
             if not bodies:
                 return
             data = data[used:]
-            counters["frames_in"] += 1
+            counters.frames_in += 1
             if not link.frames.take(1, now):
                 self._rate_limited(link, "frames", now)
                 return
@@ -242,7 +244,7 @@ class LinkHost:
         for body in bodies:
             if link.closed:
                 return
-            counters["frames_in"] += 1
+            counters.frames_in += 1
             try:
                 plain = session.decrypt(body)
             except ChannelError as exc:
@@ -279,7 +281,7 @@ class LinkHost:
                 return
             except FrameError:
                 pass
-        self.counters["undecryptable"] += 1
+        self.counters.undecryptable += 1
         # Only the connection is to blame, not the key: whoever made a frame that fails to decrypt
         # does not hold the session keys (a relay or a path attacker corrupting an honest peer's
         # stream must not get that peer's key banned). The IP is the one that sent the bytes.
@@ -307,7 +309,7 @@ class LinkHost:
         try:
             reply = link.session.receive_handshake(body)
         except HandshakeError as exc:
-            self.counters["handshake_failed"] += 1
+            self.counters.handshake_failed += 1
             refusal = v1_refusal(body)
             if refusal is not None:   # an old node: tell it in words it understands
                 self._send_body(link, refusal, "error")
@@ -342,15 +344,19 @@ class LinkHost:
                 self._undecryptable(link, body, exc, now)
                 return
 
-    def _count_in(self, t: str, body_size: int) -> None:
+    def _traffic(self, t: str) -> TypeTraffic:
         entry = self.by_type.get(t)
         if entry is None:
-            entry = self.by_type.setdefault(t, [0, 0, 0, 0])
-        entry[0] += 1
-        entry[1] += body_size + HEADER_BYTES
+            entry = self.by_type[t] = TypeTraffic()
+        return entry
+
+    def _count_in(self, t: str, body_size: int) -> None:
+        entry = self._traffic(t)
+        entry.in_frames += 1
+        entry.in_bytes += body_size + HEADER_BYTES
 
     def _malformed(self, link: Link, exc: FrameError, now: float, *, blame_key: bool = True) -> None:
-        self.counters["malformed"] += 1
+        self.counters.malformed += 1
         self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed,
                     blame_key=blame_key)
 
@@ -359,7 +365,7 @@ class LinkHost:
         try:
             return parse_message(frame)
         except ProtocolError as exc:
-            self.counters["violations"] += 1
+            self.counters.violations += 1
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
             return None
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
@@ -370,14 +376,14 @@ class LinkHost:
         try:
             self._dispatch(link, msg, now)
         except ProtocolError as exc:
-            self.counters["violations"] += 1
+            self.counters.violations += 1
             self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
             self._internal_error(link, f"handling {msg.T}", exc, now)
 
     def _internal_error(self, link: Link, what: str, exc: Exception, now: float) -> None:
         """A handler raised: log it with the traceback, report it, close only this link."""
-        self.counters["internal_errors"] += 1
+        self.counters.internal_errors += 1
         log.error("gossip.internal_error", conn=link.conn, what=what, exc_info=exc)
         if self.on_internal_error is not None:
             tb = traceback.extract_tb(exc.__traceback__)
@@ -400,7 +406,7 @@ class LinkHost:
 
     def _dispatch(self, link: Link, msg: Message, now: float) -> None:
         if isinstance(msg, Error):
-            self.counters["peer_errors"] += 1
+            self.counters.peer_errors += 1
             self._close(link, f"peer reported: {msg.reason}", now, send_error=False)
             return
         if isinstance(msg, Ping):
@@ -414,7 +420,7 @@ class LinkHost:
         try:
             self._on_handshake_done(link, now)
         except HandshakeError as exc:
-            self.counters["handshake_failed"] += 1
+            self.counters.handshake_failed += 1
             self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
             self._internal_error(link, "handshake", exc, now)
@@ -424,13 +430,13 @@ class LinkHost:
         assert peer is not None
         key = peer.key
         if self.scores.is_banned("key:" + key, now):
-            self.counters["banned_rejected"] += 1
+            self.counters.banned_rejected += 1
             raise HandshakeError("banned")
         existing = self._by_key.get(key)
         if existing is not None and not existing.closed:
             # Both ends apply the same rule, so they keep the same connection: the newer one when
             # the same side dialed both (a reconnect), else the one dialed by the smaller key.
-            self.counters["duplicate_links"] += 1
+            self.counters.duplicate_links += 1
             dialer_old = self.key if existing.outbound else key
             dialer_new = self.key if link.outbound else key
             if dialer_old != dialer_new and dialer_old == min(self.key, key):
@@ -443,7 +449,7 @@ class LinkHost:
         link.decoder.max_size = link.session.max_body  # authenticated: full-size frames from now on
         self._n_handshaking -= 1
         self._by_key[key] = link
-        self.counters["handshakes_ok"] += 1
+        self.counters.handshakes_ok += 1
         log.info("gossip.peer_connected", peer=key[:12], addr=link.remote_addr, role=peer.role,
                  direction="outbound" if link.outbound else "inbound")
         self._on_established(link, now)
@@ -472,13 +478,11 @@ class LinkHost:
     def _send_body(self, link: Link, body: bytes, t: str) -> None:
         data = _frame(body)
         self._actions.append(Send(link.conn, data))
-        self.counters["frames_out"] += 1
-        self.counters["bytes_out"] += len(data)
-        entry = self.by_type.get(t)
-        if entry is None:
-            entry = self.by_type.setdefault(t, [0, 0, 0, 0])
-        entry[2] += 1
-        entry[3] += len(data)
+        self.counters.frames_out += 1
+        self.counters.bytes_out += len(data)
+        entry = self._traffic(t)
+        entry.out_frames += 1
+        entry.out_bytes += len(data)
 
     def _close(self, link: Link, reason: str, now: float, *, penalty: float = 0.0,
                send_error: bool = True, blame_key: bool = True) -> None:
@@ -504,7 +508,7 @@ class LinkHost:
         subjects = ["ip:" + link.ip] + (["key:" + link.key] if link.key and blame_key else [])
         banned = self.scores.penalise(subjects, amount, now)
         if banned:
-            self.counters["bans"] += 1
+            self.counters.bans += 1
             log.warning("gossip.banned", subjects=banned, reason=reason[:120])
         return bool(banned)
 
@@ -523,7 +527,7 @@ class LinkHost:
         self._on_link_down(link, now)
 
     def _rate_limited(self, link: Link, what: str, now: float, *, blame_key: bool = True) -> None:
-        self.counters["rate_limited"] += 1
+        self.counters.rate_limited += 1
         self._close(link, f"rate limit exceeded ({what})", now, penalty=self.cfg.penalty_rate_limit,
                     blame_key=blame_key)
 
@@ -553,17 +557,17 @@ class LinkHost:
                 continue
             if not link.established:
                 if now - link.created >= self.cfg.handshake_timeout:
-                    self.counters["handshake_timeouts"] += 1
+                    self.counters.handshake_timeouts += 1
                     self._close(link, "handshake timeout", now)
                 continue
             if link.frame_started is not None and now - link.frame_started >= self.cfg.frame_timeout:
-                self.counters["frame_timeouts"] += 1
+                self.counters.frame_timeouts += 1
                 self._close(link, f"frame not completed within {self.cfg.frame_timeout:.0f} s", now,
                             penalty=self.cfg.penalty_violation / 2, blame_key=False)  # a path can stall it
                 continue
             idle = now - link.last_recv
             if idle >= self.cfg.dead_after:
-                self.counters["dead_links"] += 1
+                self.counters.dead_links += 1
                 self._close(link, f"peer silent for {idle:.0f} s", now)
             elif idle >= self.cfg.ping_after and not link.ping_out:
                 link.ping_out = True
@@ -575,11 +579,10 @@ class LinkHost:
         return {
             "connections": len(open_links),
             "handshaking": sum(1 for x in open_links if not x.established),
-            **self.counters,
+            **self.counters.to_json(),
             "bans_active": self.scores.active_bans(now),
             "close_reasons": dict(sorted(self.close_reasons.items())),
-            "by_type": {t: {"in_frames": v[0], "in_bytes": v[1], "out_frames": v[2], "out_bytes": v[3]}
-                        for t, v in sorted(self.by_type.items())},
+            "by_type": {t: v.to_json() for t, v in sorted(self.by_type.items())},
         }
 
     # --- hooks for subclasses -------------------------------------------------------------------
