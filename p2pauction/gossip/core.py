@@ -244,9 +244,9 @@ class GossipCore(LinkHost):
             self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
             self._boot_index += 1
             return
-        if link.outbound and not link.established:
+        if link.outbound and not link.authenticated:
             self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
-        if link.bootstrap_dial and not link.established:
+        if link.bootstrap_dial and not link.authenticated:
             self._boot_index += 1
         self._serving.pop(link.conn, None)
         if link.key is not None and self._active.get(link.key) is link:
@@ -657,7 +657,7 @@ class GossipCore(LinkHost):
         n_outbound = sum(1 for x in self._active.values() if x.outbound)
         if n_active < cfg.target_degree or n_outbound < self._outbound_min:
             handshaking_out = sum(1 for x in self._links.values()
-                                  if x.outbound and not x.closed and not x.established and not x.bootstrap_dial)
+                                  if x.outbound and x.handshaking and not x.bootstrap_dial)
             pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
             # Enough links, and enough of them dialed by us (inbound peers cannot take them).
             want = max(cfg.target_degree - n_active, self._outbound_min - n_outbound) - pending
@@ -735,7 +735,7 @@ class GossipCore(LinkHost):
             return
         if self._boot is not None or self._boot_dialing is not None:
             return
-        if any(x.bootstrap_dial and not x.closed and not x.established for x in self._links.values()):
+        if any(x.bootstrap_dial and x.handshaking for x in self._links.values()):
             return
         if not boots:
             # Every "bootstrap" is an ordinary node: dial one only when isolated.

@@ -132,4 +132,4 @@ class DiscoveryCore(LinkHost):
 
     def peers(self) -> list[dict[str, Any]]:
         return [{"key": x.key, "remote": x.remote_addr, "since": x.established_at, "role": x.role}
-                for x in self._links.values() if x.established and not x.closed]
+                for x in self._links.values() if x.established]

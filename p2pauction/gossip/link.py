@@ -24,6 +24,7 @@ import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from p2pauction.errors import ChannelError, FrameError, HandshakeError, ProtocolError, UsageError
@@ -56,6 +57,34 @@ class MessageCache(Protocol):
     def put(self, body: bytes, msg: Message) -> None: ...
 
 
+class LinkState(Enum):
+    """Where one connection is in its life; ``LINK_TRANSITIONS`` says how it moves on."""
+
+    HANDSHAKING = "handshaking"   # connected: the Noise handshake runs (plaintext only for an ERROR)
+    ESTABLISHED = "established"   # the peer's key is proven and it was admitted: messages flow
+    CLOSING = "closing"           # we asked the driver to close it (after the frames queued)
+    CLOSED = "closed"             # the driver reported it gone: nothing more happens to it
+
+
+class LinkInput(Enum):
+    AUTHENTICATED = "authenticate"   # the handshake completed and the peer was admitted
+    CLOSE = "close"                  # this side closes it
+    LOST = "lose"                    # the driver reports it gone (the peer or the network closed it)
+
+
+_L, _LI = LinkState, LinkInput
+LINK_TRANSITIONS: dict[tuple[LinkState, LinkInput], LinkState] = {
+    (_L.HANDSHAKING, _LI.AUTHENTICATED): _L.ESTABLISHED,
+    (_L.HANDSHAKING, _LI.CLOSE): _L.CLOSING,
+    (_L.HANDSHAKING, _LI.LOST): _L.CLOSED,
+    (_L.ESTABLISHED, _LI.CLOSE): _L.CLOSING,
+    (_L.ESTABLISHED, _LI.LOST): _L.CLOSED,
+    (_L.CLOSING, _LI.LOST): _L.CLOSED,
+}
+"""Every legal (state, input) -> next state. ``Link.advance`` refuses anything else (UsageError):
+a link is authenticated once, closed once, and lost once."""
+
+
 @dataclass(eq=False, slots=True)
 class Link:
     conn: int
@@ -72,13 +101,13 @@ class Link:
     peer: PeerIdentity | None = None      # what the handshake proved (key) and claims (addr, role)
     key: str | None = None                # set once the handshake completed: proven by the channel
     established_at: float | None = None
+    state: LinkState = LinkState.HANDSHAKING
     last_useful: float | None = None      # when the peer last delivered an event we had not seen
     decrypted: int = 0                    # frames decrypted so far
     listen: str | None = None             # where the peer can be dialed
     ping_out: bool = False
     frame_started: float | None = None    # when the frame being received began (slowloris guard)
     backlogged_since: float | None = None # since when the driver holds much unsent for this peer
-    closed: bool = False
     # What a node's core keeps per link (unused by a discovery node):
     bootstrap_dial: bool = False          # we dialed it as a configured bootstrap (it may be a node)
     serve_queue: dict[str, None] = field(default_factory=dict)   # event ids to serve, paced
@@ -86,8 +115,39 @@ class Link:
     serve_budget: TokenBucket | None = None   # events served on request; made at the first request
     serve_pace: TokenBucket | None = None     # bytes served on request; made at the first serve
 
+    def advance(self, event: LinkInput) -> LinkState:
+        """The one place a link changes state: apply LINK_TRANSITIONS; returns the state it left."""
+        left = self.state
+        target = LINK_TRANSITIONS.get((left, event))
+        if target is None:
+            raise UsageError(f"connection {self.conn}: cannot {event.value} a link that is {left.value}")
+        self.state = target
+        return left
+
+    def authenticate(self, peer: PeerIdentity, now: float) -> None:
+        """The handshake proved ``peer`` and the host admitted it."""
+        self.advance(LinkInput.AUTHENTICATED)
+        self.peer = peer
+        self.key = peer.key
+        self.established_at = now
+
+    @property
+    def handshaking(self) -> bool:
+        return self.state is LinkState.HANDSHAKING
+
     @property
     def established(self) -> bool:
+        """Open and authenticated: messages flow."""
+        return self.state is LinkState.ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        """Closing or gone: nothing more is sent or handled on it."""
+        return self.state is LinkState.CLOSING or self.state is LinkState.CLOSED
+
+    @property
+    def authenticated(self) -> bool:
+        """The handshake completed (still true once the link closed): ``key`` is proven."""
         return self.key is not None
 
     @property
@@ -194,7 +254,7 @@ class LinkHost:
 
     def _evict_half_open(self, newcomer: Link, now: float) -> bool:
         oldest = next((x for x in self._links.values()
-                       if not x.outbound and not x.established and not x.closed and x is not newcomer), None)
+                       if not x.outbound and x.handshaking and x is not newcomer), None)
         if oldest is None:
             return False
         self.counters.handshake_evicted += 1
@@ -212,7 +272,7 @@ class LinkHost:
         if not link.bytes.take(len(data), now):
             self._rate_limited(link, "bytes", now, blame_key=False)   # bytes not yet authenticated
             return
-        while not link.established:
+        while link.handshaking:
             # Handshaking: one frame at a time, since the frame cap rises once it completes and
             # the peer's first encrypted frames may follow in the same chunk.
             try:
@@ -330,7 +390,7 @@ class LinkHost:
         They are decrypted (so the record counters stay in step) and dropped; any failure is
         handled as it would be for ``data_received``."""
         link = self._links.get(conn)
-        if link is None or link.closed or not link.established:
+        if link is None or not link.established:
             return
         try:
             bodies = link.decoder.split(data)
@@ -395,9 +455,9 @@ class LinkHost:
         link = self._links.pop(conn, None)
         if link is None:
             return
-        if not link.closed:
-            link.closed = True
-            if link.established:
+        left = link.advance(LinkInput.LOST)
+        if left is not LinkState.CLOSING:   # not closed by us already: the peer or the network did
+            if left is LinkState.ESTABLISHED:
                 log.info("gossip.peer_lost", peer=(link.key or "")[:12], addr=link.remote_addr,
                          reason="connection closed by the peer or the network")
             self._link_down(link, now)
@@ -443,9 +503,7 @@ class LinkHost:
                 self._close(link, "duplicate connection", now, send_error=True)
                 return
             self._close(existing, "duplicate connection (replaced)", now)
-        link.peer = peer
-        link.key = key
-        link.established_at = now
+        link.authenticate(peer, now)
         link.decoder.max_size = link.session.max_body  # authenticated: full-size frames from now on
         self._n_handshaking -= 1
         self._by_key[key] = link
@@ -467,7 +525,7 @@ class LinkHost:
         session = link.session
         if session.established:
             body = session.encrypt(plain)
-        elif isinstance(msg, Error) and not link.established:
+        elif isinstance(msg, Error) and link.handshaking:
             body = plain
         else:
             return   # nothing else can go out before the channel exists (or after it failed)
@@ -491,12 +549,12 @@ class LinkHost:
             return
         if send_error:
             self._send(link, Error(reason=reason))
-        link.closed = True
+        left = link.advance(LinkInput.CLOSE)
         self._actions.append(CloseConn(link.conn, reason))
         tag = reason.split(":")[0][:40]
         if tag in self.close_reasons or len(self.close_reasons) < 64:
             self.close_reasons[tag] = self.close_reasons.get(tag, 0) + 1
-        if link.established:
+        if left is LinkState.ESTABLISHED:
             log.info("gossip.peer_lost", peer=(link.key or "")[:12], addr=link.remote_addr, reason=reason[:120])
         if penalty > 0:
             # Only a key the channel proved: a peer that failed its handshake is known by IP alone.
@@ -513,7 +571,7 @@ class LinkHost:
         return bool(banned)
 
     def _link_down(self, link: Link, now: float) -> None:
-        if not link.established:
+        if not link.authenticated:
             self._n_handshaking -= 1
         if not link.outbound:
             self._n_inbound -= 1
@@ -555,7 +613,7 @@ class LinkHost:
         for link in list(self._links.values()):
             if link.closed:
                 continue
-            if not link.established:
+            if link.handshaking:
                 if now - link.created >= self.cfg.handshake_timeout:
                     self.counters.handshake_timeouts += 1
                     self._close(link, "handshake timeout", now)
@@ -578,7 +636,7 @@ class LinkHost:
         open_links = [x for x in self._links.values() if not x.closed]
         return {
             "connections": len(open_links),
-            "handshaking": sum(1 for x in open_links if not x.established),
+            "handshaking": sum(1 for x in open_links if x.handshaking),
             **self.counters.to_json(),
             "bans_active": self.scores.active_bans(now),
             "close_reasons": dict(sorted(self.close_reasons.items())),
