@@ -170,7 +170,7 @@ def test_peer_connected_and_lost_are_logged_at_info_with_key_address_and_reason(
     assert any(p.key[:12] in m and "10.0.0.2:40001" in m and "inbound" in m for m in connected), connected
     assert all(r.levelno == logging.INFO for r in caplog.records if "peer_connected" in r.getMessage())
     caplog.clear()
-    t._close(t._active[p.key], "test: going away", 5.0)
+    t._close(t.membership.active[p.key], "test: going away", 5.0)
     net.pump(5.0)
     lost = [r for r in caplog.records if "peer_lost" in r.getMessage()]
     assert any(p.key[:12] in r.getMessage() and "going away" in r.getMessage() for r in lost), lost

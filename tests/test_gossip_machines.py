@@ -123,7 +123,7 @@ def test_a_core_link_goes_through_its_states_and_is_brought_down_once() -> None:
     assert a.active_keys() == [] and a.link_stats(1.0)["connections"] == 0
     a.connection_lost(1, 1.0)   # the driver confirms: nothing is brought down a second time
     assert link.state is LinkState.CLOSED and 1 not in a._links
-    assert a.active_keys() == [] and len(a.passive) == 1
+    assert a.active_keys() == [] and len(a.membership.passive) == 1
     inbound = b._links[2]
     b._close(inbound, "test: going away", 1.0)
     b.connection_lost(2, 1.0)

@@ -26,14 +26,12 @@ from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.entropy import RandBytes
-from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evict
-from p2pauction.gossip.limits import Backoff, TokenBucket
+from p2pauction.gossip.limits import TokenBucket
 from p2pauction.gossip.link import Link, LinkHost
-from p2pauction.gossip.membership import PassiveView, fix_addr
+from p2pauction.gossip.membership import Membership, jittered
 from p2pauction.gossip.messages import (
-    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, MAX_PEERS, EventMsg, Events, Graft, Heartbeat, Ids,
-    IHave, Message, Peers, Prune, Register, Sample, Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors,
-    WantPrefix,
+    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
+    Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
 from p2pauction.gossip.seams import NodeSigner, ReplicaPort
 from p2pauction.logs import get_logger
@@ -67,27 +65,16 @@ class GossipCore(LinkHost):
         self.replica = replica
         self.summary = PrefixSummary(config.ae_depth)
         self.plumtree = Plumtree(config)
-        self.passive = PassiveView(config.passive_max)
-        self.backoff = Backoff(base=config.dial_backoff_base, cap=config.dial_backoff_cap)
         self.ev = CoreCounters()
         self.rejected_by_reason: dict[str, int] = {}
-        self._active: dict[str, Link] = {}        # key -> established node link
-        # Eclipse resistance (see GossipConfig.outbound_slots and _admit_inbound).
-        self._outbound_min = min(config.outbound_slots, config.target_degree)
-        self._inbound_share = config.max_degree - self._outbound_min
-        self._eviction_salt = self.entropy(32)   # which network groups are protected: secret
-        self._dialing: dict[str, float] = {}      # addr -> when dialed
-        self._dial_fails: dict[str, int] = {}
-        self._boot: Link | None = None            # link to a discovery node
-        self._boot_dialing: str | None = None
-        self._boot_index = 0
-        self._seed_nodes: dict[str, None] = {}    # bootstrap addresses that turned out to be nodes
-        self._last_sample = -1e18
-        self._next_heartbeat = 0.0
-        self._next_shuffle = now + self._jittered(config.shuffle_interval)
-        self._next_ae = now + self._jittered(config.ae_interval)
-        self._next_refresh = now + self._jittered(config.refresh_interval)
-        self._refresh_dials: dict[str, None] = {}
+        eviction_salt = self.entropy(32)
+        # The three timers draw from the rng in this order (a seeded run depends on it).
+        next_shuffle = now + jittered(config.shuffle_interval, config.ae_jitter, rng)
+        self._next_ae = now + jittered(config.ae_interval, config.ae_jitter, rng)
+        next_refresh = now + jittered(config.refresh_interval, config.ae_jitter, rng)
+        self.membership = Membership(config, self.key, self, replica.store, rng, eviction_salt=eviction_salt,
+                                     counters=self.ev, link_counters=self.counters,
+                                     next_shuffle=next_shuffle, next_refresh=next_refresh)
         # dependency-aware catch-up (see _fetch_missing)
         self._missing_deps: dict[str, _MissingDep] = {}   # insertion order = age
         self._pending_ids: dict[str, None] = {}           # events we hold as pending (WANTA's filter)
@@ -101,17 +88,11 @@ class GossipCore(LinkHost):
         self._next_pending_sweep = now + config.pending_sweep_interval
         self._held: list[tuple[Event, str | None, int, bool, str]] | None = None  # see data_received
         self.summary.add_many(replica.ledger.ids_in_order())
-        for key, addr in replica.store.known_peers(config.passive_max):
-            if key != self.key:
-                self.passive.add(key, addr, rng)
+        self.membership.learn(replica.store.known_peers(config.passive_max))
 
     def _known(self, event_id: str) -> bool:
         """Accepted, or parked in the ledger's pending buffer (asking for it again is useless)."""
         return event_id in self.summary or self.replica.ledger.is_pending(event_id)
-
-    def _jittered(self, interval: float) -> float:
-        j = self.cfg.ae_jitter
-        return interval * (1.0 + self.rng.uniform(-j, j))
 
     # --- local inputs -------------------------------------------------------------------------
 
@@ -142,7 +123,7 @@ class GossipCore(LinkHost):
             self.ev.unresolved += 1
             if self.scores.is_banned("key:" + u.origin, now):
                 continue  # already banned (its other events are being evicted now)
-            link = self._active.get(u.origin)
+            link = self.membership.active.get(u.origin)
             why = f"pending event never resolved ({u.reason})"
             if link is not None:
                 self.penalise(link, self.cfg.penalty_unresolved_event, why, now)
@@ -157,113 +138,56 @@ class GossipCore(LinkHost):
         return outcome
 
     def dial_failed(self, addr: Address, now: float) -> None:
-        self._dialing.pop(addr, None)
-        self.ev.dial_failures += 1
-        self.backoff.failed(addr, now, self.rng.uniform(0.0, 0.25))
-        if addr == self._boot_dialing:
-            self._boot_dialing = None
-            self._boot_index += 1
-            return
-        fails = self._dial_fails.get(addr, 0) + 1
-        self._dial_fails[addr] = fails
-        if fails >= 4:  # a dead address: forget it (shuffles and discovery re-teach live ones)
-            self._dial_fails.pop(addr, None)
-            for key, a in self.passive.items():
-                if a == addr:
-                    self.passive.remove(key)
-        if len(self._dial_fails) > 4096:
-            del self._dial_fails[next(iter(self._dial_fails))]
+        self.membership.dial_failed(addr, now)
 
     # --- link hooks ---------------------------------------------------------------------------
 
     def _on_connection(self, link: Link, now: float) -> None:
-        if link.outbound:
-            self._dialing.pop(link.remote_addr, None)
-            if link.remote_addr == self._boot_dialing:
-                link.bootstrap_dial = True
-                self._boot_dialing = None
+        self.membership.on_connection(link)
 
     def _on_established(self, link: Link, now: float) -> None:
-        assert link.key is not None and link.peer is not None
-        if link.peer.role == "bootstrap":
-            if not link.outbound or self._boot is not None:
-                self._close(link, "unexpected discovery-node connection", now)
-                return
-            self._boot = link
-            self.backoff.succeeded(link.remote_addr)
-            self._send(link, Register(key=self.key, addr=self.cfg.listen_addr))
-            self._next_heartbeat = now + self.cfg.heartbeat_interval
-            self._ask_sample(now, force=True)
-            return
-        if not link.outbound and not self._admit_inbound(link, now):
-            return
-        if link.bootstrap_dial:
-            self._seed_nodes[link.remote_addr] = None
-        link.listen = link.dial_addr if link.outbound else fix_addr(link.peer.addr, link.remote_addr)
-        if link.outbound:
-            self.backoff.succeeded(link.remote_addr)
-            self._dial_fails.pop(link.remote_addr, None)
-        self._active[link.key] = link
-        self.passive.remove(link.key)
-        self.plumtree.add_peer(link.key)
-        if len(self._active) == 1 and self.cfg.anti_entropy:
-            # First peer after start (or after being isolated): catch up now, not in 10 s.
-            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
-        if link.outbound and link.remote_addr in self._refresh_dials:
-            del self._refresh_dials[link.remote_addr]
-            self._drop_one_for_refresh(link, now)
-        if link.listen is not None:
-            self.replica.store.remember_peer(link.key, link.listen, now)
-        if len(self.passive) < self.cfg.target_degree:
-            self._send_shuffle(link, now)  # a joining node learns peers at once, not after 10 s
-        if len(self._active) > self.cfg.max_degree:
-            self._drop_links(len(self._active) - self.cfg.max_degree, link, "over the maximum degree", now,
-                             inbound_first=True)
-
-    def _admit_inbound(self, link: Link, now: float) -> bool:
-        """Room for a new inbound node link: when the inbound share is full, evict the inbound
-        peer that eviction.select_inbound_to_evict picks (never an outbound one: those slots
-        are ours), or refuse the newcomer when every inbound peer is protected."""
-        inbound = [x for x in self._active.values() if not x.outbound]
-        if len(inbound) < self._inbound_share:
-            return True
-        candidates = [EvictionCandidate(key=x.key or "", ip=x.ip, inbound=True,
-                                        connected_at=x.established_at or 0.0, last_useful=x.last_useful)
-                      for x in inbound]
-        victim = select_inbound_to_evict(candidates, self._eviction_salt) if candidates else None
-        if victim is None:
-            self._close(link, "no inbound slot free (every inbound peer is protected)", now)
-            return False
-        self.counters.inbound_evicted += 1
-        self._close(self._active[victim], "evicted for a newcomer (inbound slots full)", now)
-        return True
+        self.membership.on_established(link, now)
 
     def _on_link_down(self, link: Link, now: float) -> None:
-        if link is self._boot:
-            self._boot = None
-            self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
-            self._boot_index += 1
-            return
-        if link.outbound and not link.authenticated:
-            self.backoff.failed(link.remote_addr, now, self.rng.uniform(0.0, 0.25))
-        if link.bootstrap_dial and not link.authenticated:
-            self._boot_index += 1
         self._serving.pop(link.conn, None)
-        if link.key is not None and self._active.get(link.key) is link:
-            del self._active[link.key]
+        if self.membership.on_link_down(link, now):
+            assert link.key is not None
             self._fetch_req.pop(link.key, None)
             self.plumtree.remove_peer(link.key)
-            if link.listen is not None and not self.scores.is_banned("key:" + link.key, now):
-                self.passive.add(link.key, link.listen, self.rng)
+
+    # --- the membership machine's host --------------------------------------------------------
+
+    def send(self, link: Link, msg: Message) -> None:
+        self._send(link, msg)
+
+    def close(self, link: Link, reason: str, now: float) -> None:
+        self._close(link, reason, now)
+
+    def dial(self, addr: str) -> None:
+        self._actions.append(Dial(addr))
+
+    def links(self) -> Iterable[Link]:
+        return self._links.values()
+
+    def is_banned(self, key: str, now: float) -> bool:
+        return self.scores.is_banned("key:" + key, now)
+
+    def tree_weight(self, key: str) -> int:
+        return self.plumtree.tree_weight(key)
+
+    def peer_up(self, link: Link, now: float) -> None:
+        assert link.key is not None
+        self.plumtree.add_peer(link.key)
+        if len(self.membership.active) == 1 and self.cfg.anti_entropy:
+            # First peer after start (or after being isolated): catch up now, not in 10 s.
+            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
 
     # --- messages -------------------------------------------------------------------------------
 
     def _on_message(self, link: Link, msg: Message, now: float) -> None:
-        if link is self._boot:
-            if isinstance(msg, Peers):
-                self._merge_peers(msg.peers, now)
-                return
-            raise ProtocolError(f"{msg.T} from a discovery node")
+        if link is self.membership.boot:
+            self.membership.on_bootstrap_message(msg, now)
+            return
         assert link.key is not None
         handler = self._HANDLERS.get(type(msg))
         if handler is None:
@@ -326,7 +250,7 @@ class GossipCore(LinkHost):
         shown = -1 if via != "push" or hops >= MAX_HOPS else hops
         self._actions.append(Accepted(ev, own, shown))
         if sender is not None:
-            useful = self._active.get(sender)
+            useful = self.membership.active.get(sender)
             if useful is not None:
                 useful.last_useful = now   # it delivered an event we had not seen: protect it
         if via == "ae":
@@ -341,7 +265,7 @@ class GossipCore(LinkHost):
         """Send a new event's pushes; a peer over its push budget gets an IHAVE instead, so a
         burst of thousands of new events never floods its send queue (it GRAFTs, paced)."""
         for key, msg in out:
-            link = self._active.get(key)
+            link = self.membership.active.get(key)
             if link is None:
                 continue
             if isinstance(msg, EventMsg):
@@ -386,11 +310,10 @@ class GossipCore(LinkHost):
         self.plumtree.on_prune(link.key)
 
     def _on_shuffle(self, link: Link, msg: Shuffle, now: float) -> None:
-        self._send(link, ShuffleReply(peers=tuple(self._peer_sample(exclude=link.key))))
-        self._merge_peers(msg.peers, now, sender=link)
+        self.membership.on_shuffle(link, msg, now)
 
     def _on_shuffle_reply(self, link: Link, msg: ShuffleReply, now: float) -> None:
-        self._merge_peers(msg.peers, now, sender=link)
+        self.membership.on_shuffle_reply(link, msg, now)
 
     # anti-entropy
 
@@ -504,7 +427,7 @@ class GossipCore(LinkHost):
         every round makes progress whatever the history's shape."""
         cfg = self.cfg
         self._next_fetch = now + cfg.fetch_interval
-        if not self._missing_deps or not self._active:
+        if not self._missing_deps or not self.membership.active:
             return
         todo: list[tuple[int, str]] = []
         for dep, m in list(self._missing_deps.items()):
@@ -513,7 +436,7 @@ class GossipCore(LinkHost):
                 self._fetching.pop(dep, None)
             elif self._fetching.get(dep, -1.0) <= now:
                 todo.append((m.lamport, dep))
-        idle = [key for key in self._active if self._fetch_idle(key, now)]
+        idle = [key for key in self.membership.active if self._fetch_idle(key, now)]
         if not todo or not idle:
             return
         todo.sort(key=lambda t: (-t[0], t[1]))
@@ -534,7 +457,7 @@ class GossipCore(LinkHost):
                 self._fetching[dep] = now + cfg.fetch_timeout
             self.ev.wanta_sent += 1
             self.ev.wanta_ids_sent += len(ids)
-            self._send(self._active[key], WantAncestors(ids=ids, held=held))
+            self._send(self.membership.active[key], WantAncestors(ids=ids, held=held))
 
     def _fetch_idle(self, key: str, now: float) -> bool:
         """Whether a peer may be asked: its last WANTA was answered in full or timed out."""
@@ -614,144 +537,15 @@ class GossipCore(LinkHost):
         Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events, WantAncestors: _on_wanta,
     }
 
-    # --- membership -----------------------------------------------------------------------------
-
-    def _peer_sample(self, exclude: str | None) -> list[tuple[str, str]]:
-        n = self.cfg.shuffle_size
-        active = [(k, x.listen) for k, x in self._active.items() if x.listen is not None and k != exclude]
-        pool = active if len(active) <= n // 2 else self.rng.sample(active, n // 2)
-        passive = [(k, a) for k, a in self.passive.sample(n, self.rng) if k != exclude]
-        out = pool + passive[:n - len(pool)]
-        if self.cfg.listen_addr is not None:
-            out.append((self.key, self.cfg.listen_addr))
-        return out[:MAX_PEERS]
-
-    def _send_shuffle(self, link: Link, now: float) -> None:
-        self.ev.shuffles += 1
-        self._send(link, Shuffle(peers=tuple(self._peer_sample(exclude=link.key))))
-
-    def _merge_peers(self, peers: tuple[tuple[str, str], ...], now: float, sender: Link | None = None) -> None:
-        for key, addr in peers:
-            if key == self.key or key in self._active or self.scores.is_banned("key:" + key, now):
-                continue
-            if sender is not None and key == sender.key:
-                continue  # already connected to it
-            self.passive.add(key, addr, self.rng)
-
-    def _ask_sample(self, now: float, force: bool = False) -> None:
-        if self._boot is None or self._boot.closed:
-            return
-        if force or now - self._last_sample >= self.cfg.sample_interval:
-            self._last_sample = now
-            self.ev.samples_asked += 1
-            self._send(self._boot, Sample(n=min(self.cfg.sample_size, MAX_PEERS)))
+    # --- anti-entropy rounds ---------------------------------------------------------------------
 
     def _maintain(self, now: float) -> None:
-        cfg = self.cfg
-        if self._dialing:
-            for addr in [a for a, t in self._dialing.items() if now - t > 60.0]:
-                del self._dialing[addr]  # the driver never answered this dial: stop waiting for it
-            if self._boot_dialing is not None and self._boot_dialing not in self._dialing:
-                self._boot_dialing = None
-        n_active = len(self._active)
-        n_outbound = sum(1 for x in self._active.values() if x.outbound)
-        if n_active < cfg.target_degree or n_outbound < self._outbound_min:
-            handshaking_out = sum(1 for x in self._links.values()
-                                  if x.outbound and x.handshaking and not x.bootstrap_dial)
-            pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
-            # Enough links, and enough of them dialed by us (inbound peers cannot take them).
-            want = max(cfg.target_degree - n_active, self._outbound_min - n_outbound) - pending
-            if want > 0:
-                self._dial_passive(min(want, cfg.dials_per_tick), now)
-            self._ask_sample(now)
-        self._maintain_bootstrap(n_active, now)
-        if n_active > cfg.max_degree:
-            self._drop_links(n_active - cfg.max_degree, None, "over the maximum degree", now, inbound_first=True)
-        if self._boot is not None and now >= self._next_heartbeat:
-            self._next_heartbeat = now + cfg.heartbeat_interval
-            self._send(self._boot, Heartbeat())
-        if now >= self._next_shuffle:
-            self._next_shuffle = now + self._jittered(cfg.shuffle_interval)
-            if self._active:
-                self._send_shuffle(self.rng.choice(list(self._active.values())), now)
-        if cfg.refresh_interval > 0 and now >= self._next_refresh:
-            self._refresh(now)
+        self.membership.maintain(now)
         if now >= self._next_ae:
-            self._next_ae = now + self._jittered(cfg.ae_interval)
-            if cfg.anti_entropy and self._active:
+            self._next_ae = now + jittered(self.cfg.ae_interval, self.cfg.ae_jitter, self.rng)
+            if self.cfg.anti_entropy and self.membership.active:
                 self.ev.ae_rounds += 1
-                self._send(self.rng.choice(list(self._active.values())), Sync(r=self.summary.root()))
-
-    def _refresh(self, now: float) -> None:
-        """Mix the overlay: one new random link, then (once it is up) one lazy link dropped."""
-        self._next_refresh = now + self._jittered(self.cfg.refresh_interval)
-        self._ask_sample(now, force=True)
-        if not self.cfg.target_degree <= len(self._active) < self.cfg.max_degree:
-            return
-        for addr in self._dial_passive(1, now):
-            self._refresh_dials[addr] = None
-        if len(self._refresh_dials) > 16:
-            del self._refresh_dials[next(iter(self._refresh_dials))]
-
-    def _drop_one_for_refresh(self, new: Link, now: float) -> None:
-        if len(self._active) > self.cfg.target_degree:
-            self._drop_links(1, new, "overlay refresh", now)
-
-    def _drop_links(self, n: int, keep: Link | None, reason: str, now: float, *,
-                    inbound_first: bool = False) -> None:
-        """Close ``n`` random active links, those the Plumtree eager tree needs least first
-        (and, with ``inbound_first``, inbound links before any link we dialed)."""
-        tiers: list[list[Link]] = [[], [], [], [], [], []]
-        for key, link in self._active.items():
-            if link is not keep:
-                ours = 3 if inbound_first and link.outbound else 0
-                tiers[ours + self.plumtree.tree_weight(key)].append(link)
-        victims: list[Link] = []
-        for tier in tiers:
-            victims += self.rng.sample(tier, min(n - len(victims), len(tier)))
-        for link in victims:
-            self._close(link, reason, now)
-
-    def _dial_passive(self, n: int, now: float) -> list[str]:
-        connected = {x.remote_addr for x in self._links.values() if not x.closed}
-        candidates = [(k, a) for k, a in self.passive.items()
-                      if k not in self._active and a not in self._dialing and a not in connected
-                      and self.backoff.ready(a, now)]
-        seeds = [a for a in self._seed_nodes if a not in self._dialing and a not in connected
-                 and self.backoff.ready(a, now)]
-        if not candidates and seeds and not self._active:
-            candidates = [("", a) for a in seeds]
-        dialed = []
-        for _, addr in self.rng.sample(candidates, min(n, len(candidates))):
-            self._dialing[addr] = now
-            self.ev.dials += 1
-            self._actions.append(Dial(addr))
-            dialed.append(addr)
-        return dialed
-
-    def _maintain_bootstrap(self, n_active: int, now: float) -> None:
-        boots = [a for a in self.cfg.bootstraps if a not in self._seed_nodes]
-        if not boots and not self.cfg.bootstraps:
-            return
-        if self._boot is not None or self._boot_dialing is not None:
-            return
-        if any(x.bootstrap_dial and x.handshaking for x in self._links.values()):
-            return
-        if not boots:
-            # Every "bootstrap" is an ordinary node: dial one only when isolated.
-            if n_active > 0:
-                return
-            boots = list(self.cfg.bootstraps)
-        addr = boots[self._boot_index % len(boots)]
-        if not self.backoff.ready(addr, now):
-            return
-        connected = any(x.remote_addr == addr and not x.closed for x in self._links.values())
-        if connected:
-            return
-        self._boot_dialing = addr
-        self._dialing[addr] = now
-        self.ev.bootstrap_dials += 1
-        self._actions.append(Dial(addr))
+                self._send(self.rng.choice(list(self.membership.active.values())), Sync(r=self.summary.root()))
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -782,35 +576,35 @@ class GossipCore(LinkHost):
 
     def _send_to(self, out: list[tuple[str, Message]]) -> None:
         for key, msg in out:
-            link = self._active.get(key)
+            link = self.membership.active.get(key)
             if link is not None:
                 self._send(link, msg)
 
     # --- introspection --------------------------------------------------------------------------
 
     def active_keys(self) -> list[str]:
-        return list(self._active)
+        return list(self.membership.active)
 
     def peers(self) -> list[dict[str, Any]]:
         out = []
-        for key, link in self._active.items():
+        for key, link in self.membership.active.items():
             out.append({"key": key, "addr": link.listen, "remote": link.remote_addr,
                         "outbound": link.outbound, "since": link.established_at,
                         "eager": key in self.plumtree.eager, "role": "node"})
-        if self._boot is not None:
-            out.append({"key": self._boot.key, "addr": self._boot.remote_addr, "remote": self._boot.remote_addr,
-                        "outbound": True, "since": self._boot.established_at, "eager": False,
+        if self.membership.boot is not None:
+            out.append({"key": self.membership.boot.key, "addr": self.membership.boot.remote_addr, "remote": self.membership.boot.remote_addr,
+                        "outbound": True, "since": self.membership.boot.established_at, "eager": False,
                         "role": "bootstrap"})
         return out
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         t = now if now is not None else self._next_housekeeping
         return {
-            "active": len(self._active),
-            "passive": len(self.passive),
+            "active": len(self.membership.active),
+            "passive": len(self.membership.passive),
             "eager": len(self.plumtree.eager),
             "lazy": len(self.plumtree.lazy),
-            "bootstrap_connected": self._boot is not None,
+            "bootstrap_connected": self.membership.boot is not None,
             "events": {**self.ev.to_json(), "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
                        "summary_count": len(self.summary)},
             "plumtree": self.plumtree.counters.to_json(),

@@ -18,7 +18,7 @@ from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import DiscoveryCounters
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.link import Link, LinkHost
-from p2pauction.gossip.membership import fix_addr
+from p2pauction.gossip.addresses import fix_addr
 from p2pauction.gossip.messages import MAX_PEERS, Heartbeat, Message, Peers, Register, Sample
 from p2pauction.gossip.secure import NodeSigner
 

@@ -34,7 +34,7 @@ from p2pauction.gossip.counters import LinkCounters, TypeTraffic
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_body
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
-from p2pauction.gossip.membership import ip_of
+from p2pauction.gossip.addresses import ip_of
 from p2pauction.gossip.messages import MESSAGE_TYPES, Error, Message, Ping, Pong, parse_message
 from p2pauction.gossip.secure import LocalIdentity, NodeSigner, PeerIdentity, SecureSession, v1_refusal
 from p2pauction.logs import get_logger
