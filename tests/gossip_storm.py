@@ -100,5 +100,5 @@ def run_storm(*, honest: int, sybil_keys: int, sybil_ips: int, storm_seconds: fl
     result.worst_delay = max(result.delays, default=0.0)
     result.sybil_connections = target.core.counters.conns_in - base_conns
     result.evicted = target.core.counters.inbound_evicted
-    result.refused = sum(n for reason, n in target.core.close_reasons.items() if reason.startswith("no inbound slot"))
+    result.refused = sum(n for reason, n in target.core.links.close_reasons.items() if reason.startswith("no inbound slot"))
     return result

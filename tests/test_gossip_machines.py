@@ -69,7 +69,9 @@ def test_stats_carry_every_counter_under_its_old_name_with_its_value() -> None:
 def a_link() -> Link:
     core = make_core(1)
     core.connection_made(1, outbound=True, remote_addr="10.0.0.2:7000", now=0.0)
-    return core._links[1]
+    link = core.links.get(1)
+    assert link is not None
+    return link
 
 
 def test_every_transition_not_in_the_table_is_refused_and_leaves_the_state() -> None:
@@ -109,7 +111,8 @@ def test_the_transition_table_is_total_over_its_states() -> None:
 def test_a_core_link_goes_through_its_states_and_is_brought_down_once() -> None:
     a, b = make_core(1), make_core(2)
     a.connection_made(1, outbound=True, remote_addr="10.0.0.2:7000", now=0.0)
-    link = a._links[1]
+    link = a.links.get(1)
+    assert link is not None
     assert link.state is LinkState.HANDSHAKING and not link.authenticated
     b.connection_made(2, outbound=False, remote_addr="10.0.0.1:40001", now=0.0)
     for _ in range(4):   # the three Noise messages, one hop at a time
@@ -118,13 +121,14 @@ def test_a_core_link_goes_through_its_states_and_is_brought_down_once() -> None:
                 if isinstance(action, Send):
                     dst.data_received(conn, action.data, 0.0)
     assert link.state is LinkState.ESTABLISHED and link.key == b.key and a.active_keys() == [b.key]
-    a._close(link, "test: going away", 1.0)
+    a.links.close(link, "test: going away", 1.0)
     assert link.state is LinkState.CLOSING and link.closed and link.authenticated
-    assert a.active_keys() == [] and a.link_stats(1.0)["connections"] == 0
+    assert a.active_keys() == [] and a.links.stats(1.0)["connections"] == 0
     a.connection_lost(1, 1.0)   # the driver confirms: nothing is brought down a second time
-    assert link.state is LinkState.CLOSED and 1 not in a._links
+    assert link.state is LinkState.CLOSED and a.links.get(1) is None
     assert a.active_keys() == [] and len(a.membership.passive) == 1
-    inbound = b._links[2]
-    b._close(inbound, "test: going away", 1.0)
+    inbound = b.links.get(2)
+    assert inbound is not None
+    b.links.close(inbound, "test: going away", 1.0)
     b.connection_lost(2, 1.0)
-    assert inbound.state is LinkState.CLOSED and b._n_inbound == 0 and b._per_ip == {}
+    assert inbound.state is LinkState.CLOSED and b.links._n_inbound == 0 and b.links._per_ip == {}

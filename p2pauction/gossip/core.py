@@ -27,12 +27,13 @@ from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.limits import TokenBucket
-from p2pauction.gossip.link import Link, LinkHost
+from p2pauction.gossip.link import Link, Links
 from p2pauction.gossip.membership import Membership, jittered
 from p2pauction.gossip.messages import (
     MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
     Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
+from p2pauction.gossip.router import Router
 from p2pauction.gossip.seams import NodeSigner, ReplicaPort
 from p2pauction.logs import get_logger
 
@@ -56,12 +57,19 @@ class _MissingDep:
     sender: str | None
 
 
-class GossipCore(LinkHost):
-    ROLE = "node"
+class GossipCore(Router):
+    """A router over the links, membership, dissemination and anti-entropy machines."""
 
     def __init__(self, config: GossipConfig, identity: NodeSigner, replica: ReplicaPort, rng: random.Random,
                  now: float, *, entropy: RandBytes) -> None:
-        super().__init__(config, identity, rng, now, entropy=entropy)
+        """``rng`` is for protocol choices only (whom to dial, jitter); ``entropy`` for secrets and
+        nonces: ``os.urandom`` in a real node, a SeededEntropy in the simulator and tests."""
+        super().__init__(Links(config, identity, entropy=entropy, role="node", owner=self,
+                               max_inbound=config.max_inbound, max_handshaking=config.max_handshaking))
+        self.cfg = config
+        self.rng = rng
+        self.entropy = entropy
+        self._next_housekeeping = now + config.housekeeping_interval
         self.replica = replica
         self.summary = PrefixSummary(config.ae_depth)
         self.plumtree = Plumtree(config)
@@ -104,7 +112,7 @@ class GossipCore(LinkHost):
         self._held = []
         try:
             with self.replica.batch():
-                super().data_received(conn, data, now)
+                self.links.data_received(conn, data, now)
         except StoreError as exc:
             self.ev.store_failures += 1
             log.warning("gossip.store_failed", error=str(exc)[:200], dropped=len(self._held or ()))
@@ -126,7 +134,7 @@ class GossipCore(LinkHost):
             link = self.membership.active.get(u.origin)
             why = f"pending event never resolved ({u.reason})"
             if link is not None:
-                self.penalise(link, self.cfg.penalty_unresolved_event, why, now)
+                self.links.penalise(link, self.cfg.penalty_unresolved_event, why, now)
             else:
                 self.scores.penalise(["key:" + u.origin], self.cfg.penalty_unresolved_event, now)
 
@@ -140,15 +148,15 @@ class GossipCore(LinkHost):
     def dial_failed(self, addr: Address, now: float) -> None:
         self.membership.dial_failed(addr, now)
 
-    # --- link hooks ---------------------------------------------------------------------------
+    # --- what the links report (LinkOwner) ---------------------------------------------------------------------------
 
-    def _on_connection(self, link: Link, now: float) -> None:
+    def on_connection(self, link: Link, now: float) -> None:
         self.membership.on_connection(link)
 
-    def _on_established(self, link: Link, now: float) -> None:
+    def on_established(self, link: Link, now: float) -> None:
         self.membership.on_established(link, now)
 
-    def _on_link_down(self, link: Link, now: float) -> None:
+    def on_link_down(self, link: Link, now: float) -> None:
         self._serving.pop(link.conn, None)
         if self.membership.on_link_down(link, now):
             assert link.key is not None
@@ -158,16 +166,16 @@ class GossipCore(LinkHost):
     # --- the membership machine's host --------------------------------------------------------
 
     def send(self, link: Link, msg: Message) -> None:
-        self._send(link, msg)
+        self.links.send(link, msg)
 
     def close(self, link: Link, reason: str, now: float) -> None:
-        self._close(link, reason, now)
+        self.links.close(link, reason, now)
 
     def dial(self, addr: str) -> None:
-        self._actions.append(Dial(addr))
+        self.links.emit(Dial(addr))
 
-    def links(self) -> Iterable[Link]:
-        return self._links.values()
+    def connections(self) -> Iterable[Link]:
+        return self.links.connections()
 
     def is_banned(self, key: str, now: float) -> bool:
         return self.scores.is_banned("key:" + key, now)
@@ -184,7 +192,7 @@ class GossipCore(LinkHost):
 
     # --- messages -------------------------------------------------------------------------------
 
-    def _on_message(self, link: Link, msg: Message, now: float) -> None:
+    def on_message(self, link: Link, msg: Message, now: float) -> None:
         if link is self.membership.boot:
             self.membership.on_bootstrap_message(msg, now)
             return
@@ -234,7 +242,7 @@ class GossipCore(LinkHost):
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
             log.debug("gossip.event_rejected", reason=reason, sender=link.key[:12],
                       event_id=(outcome.event_id or "undecodable")[:16])
-            self.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
+            self.links.penalise(link, self.cfg.penalty_invalid_event, f"invalid event ({reason})", now)
         return False
 
     def _accept(self, ev: Event, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
@@ -248,7 +256,7 @@ class GossipCore(LinkHost):
         # Hop counts reported: 0 for own events, -1 when unknown (repaired by anti-entropy, or a
         # copy served by a node that had it so); MAX_HOPS on the wire means unknown.
         shown = -1 if via != "push" or hops >= MAX_HOPS else hops
-        self._actions.append(Accepted(ev, own, shown))
+        self.links.emit(Accepted(ev, own, shown))
         if sender is not None:
             useful = self.membership.active.get(sender)
             if useful is not None:
@@ -276,7 +284,7 @@ class GossipCore(LinkHost):
                     self.ev.push_deferred += 1
                     self.plumtree.defer(key, event_id, hops, now)
                     continue
-            self._send(link, msg)
+            self.links.send(link, msg)
 
     def _on_ihave(self, link: Link, msg: IHave, now: float) -> None:
         assert link.key is not None
@@ -303,7 +311,7 @@ class GossipCore(LinkHost):
             raw = self.replica.get_raw(event_id)
             if raw is not None:
                 self.ev.graft_served += 1
-                self._send(link, EventMsg(e=raw.decode("utf-8"), h=min(self.plumtree.hops_of(event_id) + 1, MAX_HOPS)))
+                self.links.send(link, EventMsg(e=raw.decode("utf-8"), h=min(self.plumtree.hops_of(event_id) + 1, MAX_HOPS)))
 
     def _on_prune(self, link: Link, msg: Prune, now: float) -> None:
         assert link.key is not None
@@ -457,7 +465,7 @@ class GossipCore(LinkHost):
                 self._fetching[dep] = now + cfg.fetch_timeout
             self.ev.wanta_sent += 1
             self.ev.wanta_ids_sent += len(ids)
-            self._send(self.membership.active[key], WantAncestors(ids=ids, held=held))
+            self.links.send(self.membership.active[key], WantAncestors(ids=ids, held=held))
 
     def _fetch_idle(self, key: str, now: float) -> bool:
         """Whether a peer may be asked: its last WANTA was answered in full or timed out."""
@@ -473,7 +481,7 @@ class GossipCore(LinkHost):
     def _backlogged(self, link: Link, now: float) -> bool:
         """The driver still holds much unsent for this peer: wait rather than overflow it, for
         ``serve_backlog_patience`` at most (then the transport's slow-peer rule decides)."""
-        backlog = self.send_backlog
+        backlog = self.links.send_backlog
         if backlog is None or backlog(link.conn) <= self.cfg.serve_backlog_max:
             link.backlogged_since = None
             return False
@@ -483,7 +491,7 @@ class GossipCore(LinkHost):
 
     def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
         for reply in plan.replies:
-            self._send(link, reply)
+            self.links.send(link, reply)
         if plan.serve:
             self._serve(link, plan.serve, now)
 
@@ -518,13 +526,13 @@ class GossipCore(LinkHost):
             if raw is None:
                 continue
             if batch and (len(batch) >= MAX_EVENTS or size + len(raw) > self.cfg.events_chunk_bytes):
-                self._send(link, Events(es=tuple(batch)))
+                self.links.send(link, Events(es=tuple(batch)))
                 batch, size = [], 0
             batch.append(raw.decode("utf-8"))
             size += len(raw) + len(raw) // 4  # JSON escaping of quotes inflates the text a little
             self.ev.ae_events_served += 1
         if batch:
-            self._send(link, Events(es=tuple(batch)))
+            self.links.send(link, Events(es=tuple(batch)))
         if queue and not link.closed:
             self._serving[link.conn] = link
             self._next_serve = min(self._next_serve, now + self.cfg.serve_tick)
@@ -545,14 +553,14 @@ class GossipCore(LinkHost):
             self._next_ae = now + jittered(self.cfg.ae_interval, self.cfg.ae_jitter, self.rng)
             if self.cfg.anti_entropy and self.membership.active:
                 self.ev.ae_rounds += 1
-                self._send(self.rng.choice(list(self.membership.active.values())), Sync(r=self.summary.root()))
+                self.links.send(self.rng.choice(list(self.membership.active.values())), Sync(r=self.summary.root()))
 
     # --- time -----------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.cfg.housekeeping_interval
-            self._check_links(now)
+            self.links.check(now)
             self._maintain(now)
             self._sweep_pending(now)
         if now >= self._next_serve:
@@ -578,7 +586,7 @@ class GossipCore(LinkHost):
         for key, msg in out:
             link = self.membership.active.get(key)
             if link is not None:
-                self._send(link, msg)
+                self.links.send(link, msg)
 
     # --- introspection --------------------------------------------------------------------------
 
@@ -608,5 +616,5 @@ class GossipCore(LinkHost):
             "events": {**self.ev.to_json(), "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
                        "summary_count": len(self.summary)},
             "plumtree": self.plumtree.counters.to_json(),
-            "links": self.link_stats(t),
+            "links": self.links.stats(t),
         }

@@ -1,11 +1,12 @@
-"""Connections shared by GossipCore and DiscoveryCore: framing, secure channel, limits, liveness.
+"""The links machine of GossipCore and DiscoveryCore: framing, secure channel, limits, liveness.
 
-``LinkHost`` owns every connection the driver reports. It decodes frames, runs one
+``Links`` owns every connection the driver reports. It decodes frames, runs one
 :class:`~p2pauction.gossip.secure.SecureSession` per connection (Noise XX bound to node keys: the
 side that dialed sends message 1 on connect; every frame body before establishment is a handshake
 message, every one after it is decrypted, then parsed; every message sent is encrypted),
 enforces rate limits and inbound caps, keeps scores and bans, pings idle links, and hands every
-authenticated message to the subclass (``_on_message``). Nothing a peer sends raises out of
+authenticated message to its owner (``LinkOwner.on_message``). Each link's life is a
+``LinkState``, moved only through ``LINK_TRANSITIONS``. Nothing a peer sends raises out of
 ``data_received``: a ProtocolError closes that connection only (after an ERROR frame with the
 reason), and an unexpected exception (a bug of ours) is logged with its traceback, counted,
 reported to ``on_internal_error`` (the simulator turns it into a violation) and also closes only
@@ -20,9 +21,8 @@ budgeted per connection (token bucket); a frame begun must complete within ``fra
 
 from __future__ import annotations
 
-import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -155,20 +155,39 @@ class Link:
         return self.peer.role if self.peer is not None else "?"
 
 
-class LinkHost:
-    """Base of the sans-IO cores: everything about connections, nothing about gossip."""
+class LinkOwner(Protocol):
+    """The core that runs a ``Links`` machine: it hears of each link's life and messages."""
 
-    ROLE = "node"
+    def on_connection(self, link: Link, now: float) -> None:
+        """A connection was made (an outbound one sent Noise message 1)."""
+        ...
 
-    def __init__(self, config: GossipConfig, identity: NodeSigner, rng: random.Random, now: float, *,
-                 entropy: RandBytes) -> None:
-        """``rng`` is for protocol choices only (whom to dial, jitter); ``entropy`` for secrets and
-        nonces: ``os.urandom`` in a real node, a SeededEntropy in the simulator and tests."""
+    def on_established(self, link: Link, now: float) -> None:
+        """The handshake completed: ``link.key`` is authenticated."""
+        ...
+
+    def on_message(self, link: Link, msg: Message, now: float) -> None:
+        """An authenticated message other than the link's own (ERROR, PING, PONG). A
+        ProtocolError raised here closes the link and penalises the peer."""
+        ...
+
+    def on_link_down(self, link: Link, now: float) -> None:
+        """The link closed (by us or the peer); clean up views."""
+        ...
+
+
+class Links:
+    """Every connection of a core: everything about connections, nothing about gossip."""
+
+    def __init__(self, config: GossipConfig, identity: NodeSigner, *, entropy: RandBytes, role: str,
+                 owner: LinkOwner, max_inbound: int, max_handshaking: int) -> None:
+        """``entropy`` is for secrets and nonces: ``os.urandom`` in a real node, a SeededEntropy
+        in the simulator and tests. ``role`` is what the handshake announces."""
         self.cfg = config
-        self.identity = identity
         self.key: str = identity.public_hex
-        self.rng = rng
         self.entropy = entropy
+        self.role = role
+        self.owner = owner
         # One Noise static key per core, signed once by the node key, shared by every session.
         self.local = LocalIdentity.create(identity, entropy)
         self._pings_sent = 0   # PING numbers: a counter (nothing secret, nothing to predict)
@@ -180,9 +199,8 @@ class LinkHost:
         self.counters = LinkCounters()
         self.close_reasons: dict[str, int] = {}  # reason (up to its first ':') -> count
         self.by_type: dict[str, TypeTraffic] = {}  # message type -> its traffic
-        self._next_housekeeping = now + config.housekeeping_interval
-        self._max_inbound = config.max_inbound
-        self._max_handshaking = config.max_handshaking
+        self._max_inbound = max_inbound
+        self._max_handshaking = max_handshaking
         # Open-link bookkeeping, kept incrementally so a busy bootstrap stays O(1) per connection.
         self._n_inbound = 0
         self._n_handshaking = 0
@@ -210,7 +228,7 @@ class LinkHost:
             raise UsageError(f"connection id {conn} is already in use; the driver must not reuse ids")
         ip = ip_of(remote_addr)
         session = SecureSession(self.local, initiator=outbound, net=self.cfg.net, addr=self.cfg.listen_addr,
-                                randbytes=self.entropy, role=self.ROLE, max_plaintext=self.cfg.max_frame_bytes)
+                                randbytes=self.entropy, role=self.role, max_plaintext=self.cfg.max_frame_bytes)
         link = Link(conn=conn, outbound=outbound, remote_addr=remote_addr, ip=ip, created=now,
                     decoder=FrameDecoder(self.cfg.handshake_frame_bytes),
                     frames=TokenBucket(self.cfg.rate_frames, self.cfg.rate_frames_burst, now),
@@ -231,11 +249,11 @@ class LinkHost:
             refusal = self._inbound_refusal(link, now)
             if refusal is not None:
                 self.counters.inbound_rejected += 1
-                self._close(link, refusal, now)
+                self.close(link, refusal, now)
                 return
         if outbound:
             self._send_body(link, session.start(), "handshake")   # Noise message 1
-        self._on_connection(link, now)
+        self.owner.on_connection(link, now)
 
     def _inbound_refusal(self, link: Link, now: float) -> str | None:
         if self.scores.is_banned("ip:" + link.ip, now):
@@ -258,7 +276,7 @@ class LinkHost:
         if oldest is None:
             return False
         self.counters.handshake_evicted += 1
-        self._close(oldest, "too many connections in handshake", now)
+        self.close(oldest, "too many connections in handshake", now)
         return True
 
     def data_received(self, conn: int, data: bytes, now: float) -> None:
@@ -345,7 +363,7 @@ class LinkHost:
         # Only the connection is to blame, not the key: whoever made a frame that fails to decrypt
         # does not hold the session keys (a relay or a path attacker corrupting an honest peer's
         # stream must not get that peer's key banned). The IP is the one that sent the bytes.
-        self._close(link, f"undecryptable frame: {exc}", now, penalty=self.cfg.penalty_violation,
+        self.close(link, f"undecryptable frame: {exc}", now, penalty=self.cfg.penalty_violation,
                     blame_key=False)
 
     @staticmethod
@@ -374,7 +392,7 @@ class LinkHost:
             if refusal is not None:   # an old node: tell it in words it understands
                 self._send_body(link, refusal, "error")
             log.info("gossip.handshake_failed", addr=link.remote_addr, reason=str(exc)[:200])
-            self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2,
+            self.close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2,
                         send_error=refusal is None)
             return
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
@@ -417,7 +435,7 @@ class LinkHost:
 
     def _malformed(self, link: Link, exc: FrameError, now: float, *, blame_key: bool = True) -> None:
         self.counters.malformed += 1
-        self._close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed,
+        self.close(link, f"malformed frame: {exc}", now, penalty=self.cfg.penalty_malformed,
                     blame_key=blame_key)
 
     def _parse(self, link: Link, frame: dict[str, Any], now: float) -> Message | None:
@@ -426,7 +444,7 @@ class LinkHost:
             return parse_message(frame)
         except ProtocolError as exc:
             self.counters.violations += 1
-            self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
+            self.close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
             return None
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
             self._internal_error(link, f"parsing {str(frame.get('t'))[:20]}", exc, now)
@@ -437,7 +455,7 @@ class LinkHost:
             self._dispatch(link, msg, now)
         except ProtocolError as exc:
             self.counters.violations += 1
-            self._close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
+            self.close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
             self._internal_error(link, f"handling {msg.T}", exc, now)
 
@@ -449,7 +467,7 @@ class LinkHost:
             tb = traceback.extract_tb(exc.__traceback__)
             where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
             self.on_internal_error(f"{what}: {type(exc).__name__}: {exc}{where}")
-        self._close(link, "internal error", now)
+        self.close(link, "internal error", now)
 
     def connection_lost(self, conn: int, now: float) -> None:
         link = self._links.pop(conn, None)
@@ -467,21 +485,21 @@ class LinkHost:
     def _dispatch(self, link: Link, msg: Message, now: float) -> None:
         if isinstance(msg, Error):
             self.counters.peer_errors += 1
-            self._close(link, f"peer reported: {msg.reason}", now, send_error=False)
+            self.close(link, f"peer reported: {msg.reason}", now, send_error=False)
             return
         if isinstance(msg, Ping):
-            self._send(link, Pong(n=msg.n))
+            self.send(link, Pong(n=msg.n))
         elif isinstance(msg, Pong):
             pass
         else:
-            self._on_message(link, msg, now)
+            self.owner.on_message(link, msg, now)
 
     def _handle_established(self, link: Link, now: float) -> None:
         try:
             self._on_handshake_done(link, now)
         except HandshakeError as exc:
             self.counters.handshake_failed += 1
-            self._close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
+            self.close(link, str(exc), now, penalty=self.cfg.penalty_violation / 2)
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
             self._internal_error(link, "handshake", exc, now)
 
@@ -500,9 +518,9 @@ class LinkHost:
             dialer_old = self.key if existing.outbound else key
             dialer_new = self.key if link.outbound else key
             if dialer_old != dialer_new and dialer_old == min(self.key, key):
-                self._close(link, "duplicate connection", now, send_error=True)
+                self.close(link, "duplicate connection", now, send_error=True)
                 return
-            self._close(existing, "duplicate connection (replaced)", now)
+            self.close(existing, "duplicate connection (replaced)", now)
         link.authenticate(peer, now)
         link.decoder.max_size = link.session.max_body  # authenticated: full-size frames from now on
         self._n_handshaking -= 1
@@ -510,11 +528,11 @@ class LinkHost:
         self.counters.handshakes_ok += 1
         log.info("gossip.peer_connected", peer=key[:12], addr=link.remote_addr, role=peer.role,
                  direction="outbound" if link.outbound else "inbound")
-        self._on_established(link, now)
+        self.owner.on_established(link, now)
 
     # --- outputs ------------------------------------------------------------------------------
 
-    def _send(self, link: Link, msg: Message) -> None:
+    def send(self, link: Link, msg: Message) -> None:
         """Send one message: encrypted once established; before that only an ERROR, in plaintext."""
         if link.closed:
             return
@@ -542,13 +560,13 @@ class LinkHost:
         entry.out_frames += 1
         entry.out_bytes += len(data)
 
-    def _close(self, link: Link, reason: str, now: float, *, penalty: float = 0.0,
+    def close(self, link: Link, reason: str, now: float, *, penalty: float = 0.0,
                send_error: bool = True, blame_key: bool = True) -> None:
         """Close one connection (ERROR frame first), penalise the peer, maybe ban it."""
         if link.closed:
             return
         if send_error:
-            self._send(link, Error(reason=reason))
+            self.send(link, Error(reason=reason))
         left = link.advance(LinkInput.CLOSE)
         self._actions.append(CloseConn(link.conn, reason))
         tag = reason.split(":")[0][:40]
@@ -582,17 +600,17 @@ class LinkHost:
                 del self._per_ip[link.ip]
         if link.key is not None and self._by_key.get(link.key) is link:
             del self._by_key[link.key]
-        self._on_link_down(link, now)
+        self.owner.on_link_down(link, now)
 
     def _rate_limited(self, link: Link, what: str, now: float, *, blame_key: bool = True) -> None:
         self.counters.rate_limited += 1
-        self._close(link, f"rate limit exceeded ({what})", now, penalty=self.cfg.penalty_rate_limit,
+        self.close(link, f"rate limit exceeded ({what})", now, penalty=self.cfg.penalty_rate_limit,
                     blame_key=blame_key)
 
     def penalise(self, link: Link, amount: float, reason: str, now: float) -> None:
         """Lower a peer's score without closing; ban and close when it falls below the threshold."""
         if self._penalise_subjects(link, amount, reason, now):
-            self._close(link, f"banned: {reason}", now)
+            self.close(link, f"banned: {reason}", now)
 
     def seal_for(self, conn: int, plaintext: bytes) -> bytes | None:
         """The frame that carries ``plaintext`` on an established link, encrypted in its turn
@@ -607,32 +625,44 @@ class LinkHost:
         actions, self._actions = self._actions, []
         return actions
 
+    def emit(self, action: Action) -> None:
+        """Queue an action of the owner's (a Dial, an Accepted) in order with the link's own."""
+        self._actions.append(action)
+
+    def get(self, conn: int) -> Link | None:
+        return self._links.get(conn)
+
+    def connections(self) -> Iterable[Link]:
+        """Every link held: handshaking, established, or closing until the driver confirms."""
+        return self._links.values()
+
     # --- time ---------------------------------------------------------------------------------
 
-    def _check_links(self, now: float) -> None:
+    def check(self, now: float) -> None:
+        """Every housekeeping tick: handshake, frame and liveness timers."""
         for link in list(self._links.values()):
             if link.closed:
                 continue
             if link.handshaking:
                 if now - link.created >= self.cfg.handshake_timeout:
                     self.counters.handshake_timeouts += 1
-                    self._close(link, "handshake timeout", now)
+                    self.close(link, "handshake timeout", now)
                 continue
             if link.frame_started is not None and now - link.frame_started >= self.cfg.frame_timeout:
                 self.counters.frame_timeouts += 1
-                self._close(link, f"frame not completed within {self.cfg.frame_timeout:.0f} s", now,
+                self.close(link, f"frame not completed within {self.cfg.frame_timeout:.0f} s", now,
                             penalty=self.cfg.penalty_violation / 2, blame_key=False)  # a path can stall it
                 continue
             idle = now - link.last_recv
             if idle >= self.cfg.dead_after:
                 self.counters.dead_links += 1
-                self._close(link, f"peer silent for {idle:.0f} s", now)
+                self.close(link, f"peer silent for {idle:.0f} s", now)
             elif idle >= self.cfg.ping_after and not link.ping_out:
                 link.ping_out = True
                 self._pings_sent += 1
-                self._send(link, Ping(n=self._pings_sent))
+                self.send(link, Ping(n=self._pings_sent))
 
-    def link_stats(self, now: float) -> dict[str, Any]:
+    def stats(self, now: float) -> dict[str, Any]:
         open_links = [x for x in self._links.values() if not x.closed]
         return {
             "connections": len(open_links),
@@ -642,17 +672,3 @@ class LinkHost:
             "close_reasons": dict(sorted(self.close_reasons.items())),
             "by_type": {t: v.to_json() for t, v in sorted(self.by_type.items())},
         }
-
-    # --- hooks for subclasses -------------------------------------------------------------------
-
-    def _on_connection(self, link: Link, now: float) -> None:
-        """A connection was made (an outbound one sent Noise message 1)."""
-
-    def _on_established(self, link: Link, now: float) -> None:
-        """The handshake completed: ``link.key`` is authenticated."""
-
-    def _on_message(self, link: Link, msg: Message, now: float) -> None:
-        raise ProtocolError(f"unexpected message {msg.T}")
-
-    def _on_link_down(self, link: Link, now: float) -> None:
-        """The link closed (by us or the peer); clean up views."""

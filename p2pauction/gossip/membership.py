@@ -84,7 +84,7 @@ class MembershipHost(Protocol):
 
     def dial(self, addr: str) -> None: ...
 
-    def links(self) -> Iterable[Link]:
+    def connections(self) -> Iterable[Link]:
         """Every connection the core holds (handshaking, established, closing)."""
         ...
 
@@ -293,7 +293,7 @@ class Membership:
         n_active = len(self.active)
         n_outbound = sum(1 for x in self.active.values() if x.outbound)
         if n_active < cfg.target_degree or n_outbound < self._outbound_min:
-            handshaking_out = sum(1 for x in self.host.links()
+            handshaking_out = sum(1 for x in self.host.connections()
                                   if x.outbound and x.handshaking and not x.bootstrap_dial)
             pending = len(self._dialing) - (self._boot_dialing is not None) + handshaking_out
             # Enough links, and enough of them dialed by us (inbound peers cannot take them).
@@ -345,7 +345,7 @@ class Membership:
             self.host.close(link, reason, now)
 
     def _dial_passive(self, n: int, now: float) -> list[str]:
-        connected = {x.remote_addr for x in self.host.links() if not x.closed}
+        connected = {x.remote_addr for x in self.host.connections() if not x.closed}
         candidates = [(k, a) for k, a in self.passive.items()
                       if k not in self.active and a not in self._dialing and a not in connected
                       and self.backoff.ready(a, now)]
@@ -367,7 +367,7 @@ class Membership:
             return
         if self.boot is not None or self._boot_dialing is not None:
             return
-        if any(x.bootstrap_dial and x.handshaking for x in self.host.links()):
+        if any(x.bootstrap_dial and x.handshaking for x in self.host.connections()):
             return
         if not boots:
             # Every "bootstrap" is an ordinary node: dial one only when isolated.
@@ -377,7 +377,7 @@ class Membership:
         addr = boots[self._boot_index % len(boots)]
         if not self.backoff.ready(addr, now):
             return
-        connected = any(x.remote_addr == addr and not x.closed for x in self.host.links())
+        connected = any(x.remote_addr == addr and not x.closed for x in self.host.connections())
         if connected:
             return
         self._boot_dialing = addr
