@@ -13,15 +13,14 @@ so the anti-entropy summary stays in step with the ledger.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict, deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pauction.errors import ProtocolError, StoreError
 from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
-from p2pauction.gossip.antientropy import HeldFilter, PrefixSummary
+from p2pauction.gossip.antientropy import PrefixSummary
+from p2pauction.gossip.catchup import CatchUp
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.dissemination import Plumtree
@@ -30,7 +29,7 @@ from p2pauction.gossip.limits import TokenBucket
 from p2pauction.gossip.link import Link, Links
 from p2pauction.gossip.membership import Membership, jittered
 from p2pauction.gossip.messages import (
-    MAX_ANCESTOR_IDS, MAX_EVENTS, MAX_HELD_HEX, MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
+    MAX_EVENTS, MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
     Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
 from p2pauction.gossip.router import Router
@@ -44,17 +43,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
-
-_DEPS_MEMO = 16_384   # event id -> deps, for walking ancestors without decoding each time
-
-
-@dataclass(slots=True)
-class _MissingDep:
-    """A dep some pending event waits for: which event, how high in its chain, who sent it."""
-
-    waiter: str
-    lamport: int
-    sender: str | None
 
 
 class GossipCore(Router):
@@ -83,13 +71,7 @@ class GossipCore(Router):
         self.membership = Membership(config, self.key, self, replica.store, rng, eviction_salt=eviction_salt,
                                      counters=self.ev, link_counters=self.counters,
                                      next_shuffle=next_shuffle, next_refresh=next_refresh)
-        # dependency-aware catch-up (see _fetch_missing)
-        self._missing_deps: dict[str, _MissingDep] = {}   # insertion order = age
-        self._pending_ids: dict[str, None] = {}           # events we hold as pending (WANTA's filter)
-        self._fetching: dict[str, float] = {}             # dep id -> when it may be asked again
-        self._fetch_req: dict[str, tuple[float, tuple[str, ...]]] = {}  # peer -> (deadline, ids asked)
-        self._next_fetch = now
-        self._deps_memo: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self.catchup = CatchUp(config, self, rng, self.ev, now)
         # links with events waiting to be served (paced, see _drain_serve)
         self._serving: dict[int, Link] = {}
         self._next_serve = float("inf")
@@ -98,9 +80,20 @@ class GossipCore(Router):
         self.summary.add_many(replica.ledger.ids_in_order())
         self.membership.learn(replica.store.known_peers(config.passive_max))
 
-    def _known(self, event_id: str) -> bool:
+    # --- the history, as the machines see it (catchup.History) -------------------------------
+
+    def known(self, event_id: str) -> bool:
         """Accepted, or parked in the ledger's pending buffer (asking for it again is useless)."""
         return event_id in self.summary or self.replica.ledger.is_pending(event_id)
+
+    def accepted(self, event_id: str) -> bool:
+        return event_id in self.summary
+
+    def is_pending(self, event_id: str) -> bool:
+        return self.replica.ledger.is_pending(event_id)
+
+    def get_raw(self, event_id: str) -> bytes | None:
+        return self.replica.get_raw(event_id)
 
     # --- local inputs -------------------------------------------------------------------------
 
@@ -160,7 +153,7 @@ class GossipCore(Router):
         self._serving.pop(link.conn, None)
         if self.membership.on_link_down(link, now):
             assert link.key is not None
-            self._fetch_req.pop(link.key, None)
+            self.catchup.peer_gone(link.key)
             self.plumtree.remove_peer(link.key)
 
     # --- the membership machine's host --------------------------------------------------------
@@ -235,7 +228,7 @@ class GossipCore(Router):
                 self._send_to(self.plumtree.on_duplicate(link.key, now))
         elif kind == "pending":
             self.ev.pending += 1
-            self._note_pending(raw, link.key)
+            self.catchup.note_pending(raw, link.key)
         else:
             self.ev.rejected += 1
             reason = str(outcome.reason.value if outcome.reason is not None else None)
@@ -288,7 +281,7 @@ class GossipCore(Router):
 
     def _on_ihave(self, link: Link, msg: IHave, now: float) -> None:
         assert link.key is not None
-        self._send_to(self.plumtree.on_ihave(link.key, msg.ids, msg.hs, self._known, now))
+        self._send_to(self.plumtree.on_ihave(link.key, msg.ids, msg.hs, self.known, now))
 
     def _serve_allowance(self, link: Link, wanted: int, now: float) -> int:
         bucket = link.serve_budget
@@ -337,7 +330,7 @@ class GossipCore(Router):
     def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
         # An id Plumtree is already fetching (announced, or GRAFTed) is not WANTed twice.
         def held_or_coming(event_id: str) -> bool:
-            return self._known(event_id) or self.plumtree.fetching(event_id, now)
+            return self.known(event_id) or self.plumtree.fetching(event_id, now)
 
         self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,
                                                 known=held_or_coming), now)
@@ -355,7 +348,7 @@ class GossipCore(Router):
         # already hold: only announce those.
         # While this node is itself catching up (fetching missing ancestors), small answers are
         # pieces of a paced catch-up, not events in flight: do not push them on either.
-        catching_up = bool(self._missing_deps) or link.key in self._fetch_req
+        catching_up = self.catchup.catching_up(link.key)
         via = "ae_push" if len(msg.es) <= self.cfg.ae_push_max and not catching_up else "ae"
         raws = [self._raw(text) for text in msg.es]
         new = False
@@ -375,108 +368,7 @@ class GossipCore(Router):
             self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
 
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
-        self.ev.wanta_served += 1
-        held = HeldFilter.from_hex(msg.held)
-        self._serve(link, self._ancestors(msg.ids, self.cfg.fetch_ancestors, held), now)
-
-    def _ancestors(self, ids: Iterable[str], limit: int, held: HeldFilter) -> list[str]:
-        """The accepted events among ``ids`` and their ancestors, breadth-first back, at most
-        ``limit`` (the asker lacks them: they are missing deps of its pending events), stopping
-        at the events the asker says it holds."""
-        out = dict.fromkeys(i for i in ids if i in self.summary)
-        queue = deque(out)
-        while queue and len(out) < limit:
-            for dep in self._deps_of(queue.popleft()):
-                if dep not in out and dep in self.summary and dep not in held:
-                    out[dep] = None
-                    queue.append(dep)
-        return list(out)[:limit]
-
-    def _deps_of(self, event_id: str) -> tuple[str, ...]:
-        from p2pauction.state.events import decode_event
-
-        memo = self._deps_memo
-        deps = memo.get(event_id)
-        if deps is None:
-            raw = self.replica.get_raw(event_id)
-            deps = decode_event(raw).deps if raw is not None else ()
-            memo[event_id] = deps
-            if len(memo) > _DEPS_MEMO:
-                memo.popitem(last=False)
-        return deps
-
-    def _note_pending(self, raw: bytes, sender: str | None) -> None:
-        """An event parked for unknown deps: remember which deps to ask for, and from whom."""
-        from p2pauction.errors import DecodeError
-        from p2pauction.state.events import decode_event
-
-        try:
-            ev = decode_event(raw)
-        except DecodeError:
-            return
-        self._pending_ids[ev.id] = None
-        if len(self._pending_ids) > self.cfg.fetch_track_max:
-            del self._pending_ids[next(iter(self._pending_ids))]
-        missing = self._missing_deps
-        for dep in ev.deps:
-            if dep not in missing and not self._known(dep):
-                missing[dep] = _MissingDep(ev.id, ev.lamport, sender)
-        while len(missing) > self.cfg.fetch_track_max:
-            self._fetching.pop(next(iter(missing)), None)
-            del missing[next(iter(missing))]
-
-    def _fetch_missing(self, now: float) -> None:
-        """Ask for exactly the missing deps of pending events (WANTA: they and their ancestors).
-
-        Each id is asked of one peer at a time (no duplicate storm), first of the peer that sent
-        the waiting event (it accepted that event, so it holds every ancestor), again of another
-        after ``fetch_timeout``. The ids nearest the tip go first: each answer walks a chain back
-        ``fetch_ancestors`` events, so a chain of any length is fetched in bounded batches and
-        every round makes progress whatever the history's shape."""
-        cfg = self.cfg
-        self._next_fetch = now + cfg.fetch_interval
-        if not self._missing_deps or not self.membership.active:
-            return
-        todo: list[tuple[int, str]] = []
-        for dep, m in list(self._missing_deps.items()):
-            if self._known(dep) or not self.replica.ledger.is_pending(m.waiter):
-                del self._missing_deps[dep]   # arrived, or its waiter was evicted or rejected
-                self._fetching.pop(dep, None)
-            elif self._fetching.get(dep, -1.0) <= now:
-                todo.append((m.lamport, dep))
-        idle = [key for key in self.membership.active if self._fetch_idle(key, now)]
-        if not todo or not idle:
-            return
-        todo.sort(key=lambda t: (-t[0], t[1]))
-        for pid in [p for p in self._pending_ids if not self.replica.ledger.is_pending(p)]:
-            del self._pending_ids[pid]
-        held = HeldFilter.of(list(self._pending_ids), MAX_HELD_HEX).to_hex()
-        chunks = [[dep for _, dep in todo[i:i + MAX_ANCESTOR_IDS]]
-                  for i in range(0, min(len(todo), MAX_ANCESTOR_IDS * cfg.fetch_peers), MAX_ANCESTOR_IDS)]
-        for chunk in chunks:
-            if not idle:
-                break
-            first = self._missing_deps[chunk[0]]
-            key = first.sender if first.sender in idle and chunk[0] not in self._fetching else self.rng.choice(idle)
-            idle.remove(key)
-            ids = tuple(chunk)
-            self._fetch_req[key] = (now + cfg.fetch_timeout, ids)
-            for dep in ids:
-                self._fetching[dep] = now + cfg.fetch_timeout
-            self.ev.wanta_sent += 1
-            self.ev.wanta_ids_sent += len(ids)
-            self.links.send(self.membership.active[key], WantAncestors(ids=ids, held=held))
-
-    def _fetch_idle(self, key: str, now: float) -> bool:
-        """Whether a peer may be asked: its last WANTA was answered in full or timed out."""
-        req = self._fetch_req.get(key)
-        if req is None:
-            return True
-        deadline, ids = req
-        if now >= deadline or all(self._known(i) for i in ids):
-            del self._fetch_req[key]
-            return True
-        return False
+        self._serve(link, self.catchup.on_wanta(msg), now)
 
     def _backlogged(self, link: Link, now: float) -> bool:
         """The driver still holds much unsent for this peer: wait rather than overflow it, for
@@ -567,9 +459,8 @@ class GossipCore(Router):
             self._next_serve = float("inf")
             for link in list(self._serving.values()):
                 self._drain_serve(link, now)
-        if now >= self._next_fetch:
-            self._fetch_missing(now)
-        self._send_to(self.plumtree.tick(now, self._known))
+        self._send_to(self.catchup.tick(now, self.membership.active))
+        self._send_to(self.plumtree.tick(now, self.known))
 
     def _sweep_pending(self, now: float) -> None:
         """Every pending_sweep_interval: the ledger expires long-unresolved pending events."""
@@ -579,10 +470,10 @@ class GossipCore(Router):
             self._penalise_unresolved(now)
 
     def next_deadline(self) -> float:
-        fetch = self._next_fetch if self._missing_deps else float("inf")
-        return min(self._next_housekeeping, self.plumtree.next_deadline(), self._next_serve, fetch)
+        return min(self._next_housekeeping, self.plumtree.next_deadline(), self._next_serve,
+                   self.catchup.next_deadline())
 
-    def _send_to(self, out: list[tuple[str, Message]]) -> None:
+    def _send_to(self, out: Sequence[tuple[str, Message]]) -> None:
         for key, msg in out:
             link = self.membership.active.get(key)
             if link is not None:
