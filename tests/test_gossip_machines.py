@@ -1,18 +1,27 @@
-"""The typed pieces of the gossip core: counters with their reported names, the link lifecycle."""
+"""The typed pieces of the gossip core: counters with their reported names, the link lifecycle,
+and the membership and catch-up machines run on their own (no core, no links)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import fields
+from decimal import Decimal
 
 import pytest
 
 from p2pauction.errors import UsageError
 from p2pauction.gossip.actions import Send
+from p2pauction.gossip.catchup import CatchUp
+from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import (
-    CoreCounters, Counters, DiscoveryCounters, LinkCounters, PlumtreeCounters, TypeTraffic,
+    CoreCounters, Counters, DiscoveryCounters, LinkCounters, PlumtreeCounters, TransportCounters, TypeTraffic,
 )
 from p2pauction.gossip.link import LINK_TRANSITIONS, Link, LinkInput, LinkState
-from tests.gossip_wire import Pipe, make_core
+from p2pauction.gossip.membership import Membership
+from p2pauction.gossip.messages import Message, WantAncestors
+from p2pauction.state.authoring import Author
+from p2pauction.state.ledger import Ledger
+from tests.gossip_wire import NET, Pipe, identity, make_core
 
 # The names stats() reported when the counters were string-keyed dicts, in their order: the
 # simulator's reports, benchmarks and dashboards read these keys.
@@ -31,11 +40,16 @@ OLD_PLUMTREE_NAMES = [
     "graft_recv", "prune_sent", "prune_recv", "missing_dropped", "optimized", "ihave_ids_skipped",
     "prune_protected"]
 OLD_DISCOVERY_NAMES = ["registered", "heartbeats", "samples", "expired"]
+OLD_TRANSPORT_NAMES = [
+    "connections_in", "connections_out", "dials", "dials_failed", "conn_cap_refused", "slow_peer_dropped",
+    "read_timeouts", "write_timeouts", "bytes_in", "bytes_out", "sends_to_closed", "core_errors",
+    "callback_errors"]
 
 
 @pytest.mark.parametrize("cls, names", [
     (LinkCounters, OLD_LINK_NAMES), (CoreCounters, OLD_EVENT_NAMES),
     (PlumtreeCounters, OLD_PLUMTREE_NAMES), (DiscoveryCounters, OLD_DISCOVERY_NAMES),
+    (TransportCounters, OLD_TRANSPORT_NAMES),
     (TypeTraffic, ["in_frames", "in_bytes", "out_frames", "out_bytes"])])
 def test_counters_report_the_old_names_in_the_old_order(cls: type[Counters], names: list[str]) -> None:
     assert list(cls().to_json()) == names
@@ -132,3 +146,109 @@ def test_a_core_link_goes_through_its_states_and_is_brought_down_once() -> None:
     b.links.close(inbound, "test: going away", 1.0)
     b.connection_lost(2, 1.0)
     assert inbound.state is LinkState.CLOSED and b.links._n_inbound == 0 and b.links._per_ip == {}
+
+
+# --- the membership machine on its own, with a recording host ------------------------------------
+
+class RecordingHost:
+    """A MembershipHost that records what the machine asks for (no links, no core)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Link, Message]] = []
+        self.dials: list[str] = []
+        self.up: list[str] = []
+
+    def send(self, link: Link, msg: Message) -> None:
+        self.sent.append((link, msg))
+
+    def close(self, link: Link, reason: str, now: float) -> None:
+        raise AssertionError(f"nothing to close here ({reason})")
+
+    def dial(self, addr: str) -> None:
+        self.dials.append(addr)
+
+    def connections(self) -> list[Link]:
+        return []
+
+    def is_banned(self, key: str, now: float) -> bool:
+        return False
+
+    def tree_weight(self, key: str) -> int:
+        return 2
+
+    def peer_up(self, link: Link, now: float) -> None:
+        self.up.append(link.key or "")
+
+
+class NoPeerBook:
+    def remember_peer(self, public_hex: str, addr: str, seen_at: float) -> None: ...
+
+    def known_peers(self, limit: int = 100) -> list[tuple[str, str]]:
+        return []
+
+
+def test_membership_below_target_dials_passive_peers_a_few_per_tick_never_twice() -> None:
+    cfg = GossipConfig(net="machines", listen_addr="10.0.0.1:7000", exempt_ips=())
+    host = RecordingHost()
+    counters = CoreCounters()
+    m = Membership(cfg, "a" * 64, host, NoPeerBook(), random.Random(7), eviction_salt=bytes(32),
+                   counters=counters, link_counters=LinkCounters(), next_shuffle=1e9, next_refresh=1e9)
+    known = [(f"{i:064x}", f"10.0.1.{i}:7000") for i in range(1, 11)]
+    m.learn(known + [("a" * 64, "10.0.0.1:7000")])   # its own key is never a candidate
+    assert len(m.passive) == 10
+    for tick in range(5):
+        m.maintain(float(tick))
+        assert len(host.dials) == min(cfg.dials_per_tick * (tick + 1), cfg.target_degree)
+    assert len(set(host.dials)) == len(host.dials) == cfg.target_degree == counters.dials
+    assert set(host.dials) <= {addr for _, addr in known}
+    m.dial_failed(host.dials[0], 5.0)     # a failed dial frees its slot: one more dial, elsewhere
+    m.maintain(5.0)
+    assert len(host.dials) == cfg.target_degree + 1 and host.dials[-1] not in host.dials[:-1]
+
+
+# --- the catch-up machine on its own, with a dict for a history ----------------------------------
+
+class DictHistory:
+    def __init__(self) -> None:
+        self.accepted_ids: dict[str, bytes] = {}
+        self.pending_ids: set[str] = set()
+
+    def known(self, event_id: str) -> bool:
+        return event_id in self.accepted_ids or event_id in self.pending_ids
+
+    def accepted(self, event_id: str) -> bool:
+        return event_id in self.accepted_ids
+
+    def is_pending(self, event_id: str) -> bool:
+        return event_id in self.pending_ids
+
+    def get_raw(self, event_id: str) -> bytes | None:
+        return self.accepted_ids.get(event_id)
+
+
+def test_catch_up_asks_the_sender_first_one_peer_at_a_time_and_stops_when_the_dep_arrives() -> None:
+    cfg = GossipConfig(net=NET, exempt_ips=())
+    seller, bidder = Author(identity(51), NET), Author(identity(52), NET)
+    scratch = Ledger(NET)
+    opened = seller.open(scratch, item="x", start_price=Decimal(1), wall_ms=1_000)
+    scratch.receive(opened)
+    bid = bidder.bid(scratch, opened.id, Decimal(2), wall_ms=2_000)
+    assert bid.deps == (opened.id,)
+    history = DictHistory()
+    history.pending_ids.add(bid.id)
+    for seed in range(8):   # whatever the rng would pick, the sender is asked first
+        catchup = CatchUp(cfg, history, random.Random(seed), CoreCounters(), 0.0)
+        catchup.note_pending(bid.raw, "sender")
+        assert catchup.catching_up(None)
+        asked = catchup.tick(0.0, ["other", "sender", "third"])
+        assert [(key, msg.ids) for key, msg in asked] == [("sender", (opened.id,))]
+    assert catchup.tick(cfg.fetch_interval, ["other", "sender", "third"]) == []   # asked, not yet overdue
+    again = catchup.tick(cfg.fetch_timeout + 0.01, ["other", "sender", "third"])
+    assert len(again) == 1 and again[0][1].ids == (opened.id,)                  # overdue: asked again
+    history.accepted_ids[opened.id] = opened.raw
+    history.pending_ids.discard(bid.id)
+    assert catchup.tick(2 * cfg.fetch_timeout, ["other", "sender", "third"]) == []
+    assert not catchup.catching_up(None) and catchup.next_deadline() == float("inf")
+    # the serving side: the asked id and its ancestors that the asker does not hold
+    history.accepted_ids[bid.id] = bid.raw
+    assert catchup.on_wanta(WantAncestors(ids=(bid.id,), held="")) == [bid.id, opened.id]

@@ -1,8 +1,12 @@
 """GossipCore: the sans-IO protocol engine of one node.
 
-It composes the link layer (framing, handshake, limits: ``link.py``), membership (active view of
-handshaken node links, bounded passive view, shuffles, bootstrap discovery), Plumtree
-dissemination (``dissemination.py``) and anti-entropy (``antientropy.py``) over a Replica.
+A router over machines, each owning its state and decisions: the links (``link.Links``:
+framing, handshake, limits, liveness), membership (``membership.Membership``: active and passive
+views, dialing, shuffles, the discovery node), dissemination (``dissemination.Plumtree``),
+anti-entropy (``antientropy``: the summary and the replies to each message) and the catch-up of
+missing ancestors (``catchup.CatchUp``), over a replica (``seams.ReplicaPort``). The core keeps
+what joins them: accepting events into the replica (held until their batch commits), and
+serving and pacing what peers ask for.
 
 The driver (asyncio adapter or simulator) calls the input methods with the current monotonic
 ``now`` and drains ``take_actions()`` after each call; it calls ``tick(now)`` at

@@ -115,3 +115,22 @@ class TypeTraffic(Counters):
     in_bytes: int = 0
     out_frames: int = 0
     out_bytes: int = 0
+
+
+@dataclass(slots=True)
+class TransportCounters(Counters):
+    """What the asyncio adapter saw on real sockets (``Transport.stats()``)."""
+
+    connections_in: int = 0
+    connections_out: int = 0
+    dials: int = 0
+    dials_failed: int = 0
+    conn_cap_refused: int = 0
+    slow_peer_dropped: int = 0
+    read_timeouts: int = 0
+    write_timeouts: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    sends_to_closed: int = 0
+    core_errors: int = 0
+    callback_errors: int = 0
