@@ -52,8 +52,9 @@ def rule(name: str) -> str:
 
 
 GOSSIP = "p2pauction/gossip"
-LINK, CORE, PLUM, AE, DISC, MEMB = (f"{GOSSIP}/link.py", f"{GOSSIP}/core.py", f"{GOSSIP}/dissemination.py",
-                                    f"{GOSSIP}/antientropy.py", f"{GOSSIP}/discovery.py", f"{GOSSIP}/membership.py")
+LINK, CORE, PLUM, AE, DISC, MEMB, SERVE = (
+    f"{GOSSIP}/link.py", f"{GOSSIP}/core.py", f"{GOSSIP}/dissemination.py", f"{GOSSIP}/antientropy.py",
+    f"{GOSSIP}/discovery.py", f"{GOSSIP}/membership.py", f"{GOSSIP}/serving.py")
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- the three of issue 13 -------------------------------------------------------------------
@@ -334,13 +335,13 @@ MUTANTS: tuple[Mutant, ...] = (
            "            pass",
            "events recovered by a catch-up are not announced to the other peers",
            (rule("test_small_repair_is_pushed_on_and_a_catch_up_only_announced"),)),
-    Mutant("serve-unthrottled", CORE,
+    Mutant("serve-unthrottled", SERVE,
            "while n > 0 and not bucket.take(n, now):", "while False:",
            "a WANT/GRAFT is served without the per-peer serve allowance",
            (rule("test_serving_is_throttled_per_peer"),)),
-    Mutant("serve-max-removed", CORE,
-           "ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]",
-           "ordered = self.summary.in_store_order(dict.fromkeys(ids))",
+    Mutant("serve-max-removed", SERVE,
+           "ordered = self.host.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]",
+           "ordered = self.host.in_store_order(dict.fromkeys(ids))",
            "one WANT is served more than ae_serve_max events",
            (rule("test_one_want_is_served_at_most_ae_serve_max_events"),)),
     # --- membership and discovery ----------------------------------------------------------------

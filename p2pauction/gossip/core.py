@@ -4,9 +4,9 @@ A router over machines, each owning its state and decisions: the links (``link.L
 framing, handshake, limits, liveness), membership (``membership.Membership``: active and passive
 views, dialing, shuffles, the discovery node), dissemination (``dissemination.Plumtree``),
 anti-entropy (``antientropy``: the summary and the replies to each message) and the catch-up of
-missing ancestors (``catchup.CatchUp``), over a replica (``seams.ReplicaPort``). The core keeps
-what joins them: accepting events into the replica (held until their batch commits), and
-serving and pacing what peers ask for.
+missing ancestors (``catchup.CatchUp``), serving what peers ask for (``serving.Server``), over a
+replica (``seams.ReplicaPort``). The core keeps what joins them: accepting events into the
+replica (held until their batch commits) and pushing them on.
 
 The driver (asyncio adapter or simulator) calls the input methods with the current monotonic
 ``now`` and drains ``take_actions()`` after each call; it calls ``tick(now)`` at
@@ -33,11 +33,12 @@ from p2pauction.gossip.limits import TokenBucket
 from p2pauction.gossip.link import Link, Links
 from p2pauction.gossip.membership import Membership, jittered
 from p2pauction.gossip.messages import (
-    MAX_EVENTS, MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
+    MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
     Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
 from p2pauction.gossip.router import Router
 from p2pauction.gossip.seams import NodeSigner, ReplicaPort
+from p2pauction.gossip.serving import Server
 from p2pauction.logs import get_logger
 
 if TYPE_CHECKING:
@@ -76,9 +77,7 @@ class GossipCore(Router):
                                      counters=self.ev, link_counters=self.counters,
                                      next_shuffle=next_shuffle, next_refresh=next_refresh)
         self.catchup = CatchUp(config, self, rng, self.ev, now)
-        # links with events waiting to be served (paced, see _drain_serve)
-        self._serving: dict[int, Link] = {}
-        self._next_serve = float("inf")
+        self.server = Server(config, self, self.ev)
         self._next_pending_sweep = now + config.pending_sweep_interval
         self._held: list[tuple[Event, str | None, int, bool, str]] | None = None  # see data_received
         self.summary.add_many(replica.ledger.ids_in_order())
@@ -98,6 +97,13 @@ class GossipCore(Router):
 
     def get_raw(self, event_id: str) -> bytes | None:
         return self.replica.get_raw(event_id)
+
+    def in_store_order(self, ids: Iterable[str]) -> list[str]:
+        return self.summary.in_store_order(ids)
+
+    def unsent_bytes(self, conn: int) -> int | None:
+        backlog = self.links.send_backlog
+        return backlog(conn) if backlog is not None else None
 
     # --- local inputs -------------------------------------------------------------------------
 
@@ -154,7 +160,7 @@ class GossipCore(Router):
         self.membership.on_established(link, now)
 
     def on_link_down(self, link: Link, now: float) -> None:
-        self._serving.pop(link.conn, None)
+        self.server.forget(link)
         if self.membership.on_link_down(link, now):
             assert link.key is not None
             self.catchup.peer_gone(link.key)
@@ -277,7 +283,7 @@ class GossipCore(Router):
                 bucket = link.push_budget
                 if bucket is None:
                     bucket = link.push_budget = TokenBucket(self.cfg.push_rate_bytes, self.cfg.push_burst_bytes, now)
-                if self._backlogged(link, now) or not bucket.take(len(msg.e), now):
+                if self.server.backlogged(link, now) or not bucket.take(len(msg.e), now):
                     self.ev.push_deferred += 1
                     self.plumtree.defer(key, event_id, hops, now)
                     continue
@@ -287,24 +293,13 @@ class GossipCore(Router):
         assert link.key is not None
         self._send_to(self.plumtree.on_ihave(link.key, msg.ids, msg.hs, self.known, now))
 
-    def _serve_allowance(self, link: Link, wanted: int, now: float) -> int:
-        bucket = link.serve_budget
-        if bucket is None:
-            bucket = link.serve_budget = TokenBucket(self.cfg.serve_rate, self.cfg.serve_burst, now)
-        n = wanted
-        while n > 0 and not bucket.take(n, now):
-            n //= 2
-        if n < wanted:
-            self.ev.serve_throttled += wanted - n
-        return n
-
     def _on_graft(self, link: Link, msg: Graft, now: float) -> None:
         assert link.key is not None
         ids = list(dict.fromkeys(self.plumtree.on_graft(link.key, msg.ids)))
         if len(ids) > self.cfg.ae_push_max:
-            self._serve(link, ids, now)  # a big repair (e.g. after deferred pushes): paced
+            self.server.serve(link, ids, now)  # a big repair (e.g. after deferred pushes): paced
             return
-        for event_id in ids[:self._serve_allowance(link, len(ids), now)]:
+        for event_id in ids[:self.server.allowance(link, len(ids), now)]:
             raw = self.replica.get_raw(event_id)
             if raw is not None:
                 self.ev.graft_served += 1
@@ -340,7 +335,7 @@ class GossipCore(Router):
                                                 known=held_or_coming), now)
 
     def _on_want(self, link: Link, msg: Want, now: float) -> None:
-        self._serve(link, list(msg.ids), now)
+        self.server.serve(link, list(msg.ids), now)
 
     def _on_wantp(self, link: Link, msg: WantPrefix, now: float) -> None:
         self._run_plan(link, antientropy.on_wantp(self.summary, msg.prefixes, serve_max=self.cfg.ae_serve_max), now)
@@ -372,68 +367,13 @@ class GossipCore(Router):
             self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
 
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
-        self._serve(link, self.catchup.on_wanta(msg), now)
-
-    def _backlogged(self, link: Link, now: float) -> bool:
-        """The driver still holds much unsent for this peer: wait rather than overflow it, for
-        ``serve_backlog_patience`` at most (then the transport's slow-peer rule decides)."""
-        backlog = self.links.send_backlog
-        if backlog is None or backlog(link.conn) <= self.cfg.serve_backlog_max:
-            link.backlogged_since = None
-            return False
-        if link.backlogged_since is None:
-            link.backlogged_since = now
-        return now - link.backlogged_since < self.cfg.serve_backlog_patience
+        self.server.serve(link, self.catchup.on_wanta(msg), now)
 
     def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
         for reply in plan.replies:
             self.links.send(link, reply)
         if plan.serve:
-            self._serve(link, plan.serve, now)
-
-    def _serve(self, link: Link, ids: list[str], now: float) -> None:
-        """Queue events for ``link`` in store (causal) order; they leave paced (_drain_serve)."""
-        ordered = self.summary.in_store_order(dict.fromkeys(ids))[:self.cfg.ae_serve_max]
-        queue = link.serve_queue
-        room = self.cfg.serve_queue_max - len(queue)
-        allowed = ordered[:self._serve_allowance(link, len(ordered), now)]
-        if len(allowed) > room:
-            self.ev.serve_dropped += len(allowed) - room  # the asker asks again later
-        for event_id in allowed[:max(0, room)]:
-            queue[event_id] = None
-        self.ev.serve_queued += min(len(allowed), max(0, room))
-        self._drain_serve(link, now)
-
-    def _drain_serve(self, link: Link, now: float) -> None:
-        """Send what the byte pace allows of the link's queue, in frames bounded by count and
-        bytes; the rest waits for the next serve tick."""
-        queue = link.serve_queue
-        bucket = link.serve_pace
-        if bucket is None:
-            bucket = link.serve_pace = TokenBucket(self.cfg.serve_pace_bytes, self.cfg.serve_pace_burst, now)
-        batch: list[str] = []
-        size = 0
-        while queue and not link.closed and not self._backlogged(link, now):
-            event_id = next(iter(queue))
-            raw = self.replica.get_raw(event_id)
-            if raw is not None and not bucket.take(len(raw), now):
-                break
-            del queue[event_id]
-            if raw is None:
-                continue
-            if batch and (len(batch) >= MAX_EVENTS or size + len(raw) > self.cfg.events_chunk_bytes):
-                self.links.send(link, Events(es=tuple(batch)))
-                batch, size = [], 0
-            batch.append(raw.decode("utf-8"))
-            size += len(raw) + len(raw) // 4  # JSON escaping of quotes inflates the text a little
-            self.ev.ae_events_served += 1
-        if batch:
-            self.links.send(link, Events(es=tuple(batch)))
-        if queue and not link.closed:
-            self._serving[link.conn] = link
-            self._next_serve = min(self._next_serve, now + self.cfg.serve_tick)
-        else:
-            self._serving.pop(link.conn, None)
+            self.server.serve(link, plan.serve, now)
 
     _HANDLERS: dict[type, Any] = {
         EventMsg: _on_event, IHave: _on_ihave, Graft: _on_graft, Prune: _on_prune,
@@ -459,10 +399,7 @@ class GossipCore(Router):
             self.links.check(now)
             self._maintain(now)
             self._sweep_pending(now)
-        if now >= self._next_serve:
-            self._next_serve = float("inf")
-            for link in list(self._serving.values()):
-                self._drain_serve(link, now)
+        self.server.tick(now)
         self._send_to(self.catchup.tick(now, self.membership.active))
         self._send_to(self.plumtree.tick(now, self.known))
 
@@ -474,7 +411,7 @@ class GossipCore(Router):
             self._penalise_unresolved(now)
 
     def next_deadline(self) -> float:
-        return min(self._next_housekeeping, self.plumtree.next_deadline(), self._next_serve,
+        return min(self._next_housekeeping, self.plumtree.next_deadline(), self.server.next_deadline(),
                    self.catchup.next_deadline())
 
     def _send_to(self, out: Sequence[tuple[str, Message]]) -> None:
