@@ -75,9 +75,9 @@ MUTANTS: tuple[Mutant, ...] = (
            (rule("test_idle_link_gets_one_ping_after_ping_after"),
             rule("test_idle_but_healthy_link_outlives_dead_after"))),
     Mutant("ae-followup-removed", CORE,
-           "        if new and self.cfg.anti_entropy:\n"
+           "        if new:\n"
            "            # Something was missing: reconcile again soon instead of waiting a whole interval.\n"
-           "            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)",
+           "            self.antientropy.reconcile_soon(now)",
            "        pass",
            "no follow-up anti-entropy round after a round that brought new events",
            (rule("test_a_round_that_brought_events_is_followed_up_soon"),)),
@@ -292,7 +292,7 @@ MUTANTS: tuple[Mutant, ...] = (
            (rule("test_tree_reroots_on_the_mean_gain_over_optimize_samples"),)),
     # --- anti-entropy ----------------------------------------------------------------------------
     Mutant("first-peer-ae-removed", CORE,
-           "if len(self.membership.active) == 1 and self.cfg.anti_entropy:", "if False:",
+           "        if len(self.membership.active) == 1:\n", "        if False:\n",
            "no early anti-entropy round when the first peer connects",
            (rule("test_first_peer_starts_a_round_within_the_followup_delay"),)),
     Mutant("ae-agreement-shortcut-removed", AE,

@@ -21,17 +21,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pauction.errors import ProtocolError, StoreError
-from p2pauction.gossip import antientropy
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
-from p2pauction.gossip.antientropy import PrefixSummary
+from p2pauction.gossip.antientropy import AntiEntropy, Plan, PrefixSummary
 from p2pauction.gossip.catchup import CatchUp
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.entropy import RandBytes
-from p2pauction.gossip.limits import TokenBucket
 from p2pauction.gossip.link import Link, Links
-from p2pauction.gossip.membership import Membership, jittered
+from p2pauction.gossip.limits import TokenBucket, jittered
+from p2pauction.gossip.membership import Membership
 from p2pauction.gossip.messages import (
     MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
     Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
@@ -71,8 +70,9 @@ class GossipCore(Router):
         eviction_salt = self.entropy(32)
         # The three timers draw from the rng in this order (a seeded run depends on it).
         next_shuffle = now + jittered(config.shuffle_interval, config.ae_jitter, rng)
-        self._next_ae = now + jittered(config.ae_interval, config.ae_jitter, rng)
+        next_ae = now + jittered(config.ae_interval, config.ae_jitter, rng)
         next_refresh = now + jittered(config.refresh_interval, config.ae_jitter, rng)
+        self.antientropy = AntiEntropy(config, self.summary, rng, self.ev, next_round=next_ae)
         self.membership = Membership(config, self.key, self, replica.store, rng, eviction_salt=eviction_salt,
                                      counters=self.ev, link_counters=self.counters,
                                      next_shuffle=next_shuffle, next_refresh=next_refresh)
@@ -189,9 +189,9 @@ class GossipCore(Router):
     def peer_up(self, link: Link, now: float) -> None:
         assert link.key is not None
         self.plumtree.add_peer(link.key)
-        if len(self.membership.active) == 1 and self.cfg.anti_entropy:
+        if len(self.membership.active) == 1:
             # First peer after start (or after being isolated): catch up now, not in 10 s.
-            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
+            self.antientropy.reconcile_soon(now)
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -318,27 +318,23 @@ class GossipCore(Router):
     # anti-entropy
 
     def _on_sync(self, link: Link, msg: Sync, now: float) -> None:
-        self._run_plan(link, antientropy.on_sync(self.summary, msg.r), now)
+        self._run_plan(link, self.antientropy.on_sync(msg), now)
 
     def _on_tree(self, link: Link, msg: Tree, now: float) -> None:
-        self._run_plan(link, antientropy.on_tree(self.summary, msg.nodes, expand_max=self.cfg.ae_expand_max,
-                                                 serve_max=self.cfg.ae_serve_max,
-                                                 ids_max=self.cfg.ae_ids_max,
-                                                 start=self.rng.randrange(1 << 30)), now)
+        self._run_plan(link, self.antientropy.on_tree(msg), now)
 
     def _on_ids(self, link: Link, msg: Ids, now: float) -> None:
         # An id Plumtree is already fetching (announced, or GRAFTed) is not WANTed twice.
         def held_or_coming(event_id: str) -> bool:
             return self.known(event_id) or self.plumtree.fetching(event_id, now)
 
-        self._run_plan(link, antientropy.on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max,
-                                                known=held_or_coming), now)
+        self._run_plan(link, self.antientropy.on_ids(msg, held_or_coming), now)
 
     def _on_want(self, link: Link, msg: Want, now: float) -> None:
         self.server.serve(link, list(msg.ids), now)
 
     def _on_wantp(self, link: Link, msg: WantPrefix, now: float) -> None:
-        self._run_plan(link, antientropy.on_wantp(self.summary, msg.prefixes, serve_max=self.cfg.ae_serve_max), now)
+        self._run_plan(link, self.antientropy.on_wantp(msg), now)
 
     def _on_events(self, link: Link, msg: Events, now: float) -> None:
         self.ev.ae_events_received += len(msg.es)
@@ -362,14 +358,14 @@ class GossipCore(Router):
                 # Every accepted event is recorded even if the link closed meanwhile: the
                 # anti-entropy summary must stay in step with the ledger.
                 new = self._outcome(link, outcome, MAX_HOPS, via, now, raw) or new
-        if new and self.cfg.anti_entropy:
+        if new:
             # Something was missing: reconcile again soon instead of waiting a whole interval.
-            self._next_ae = min(self._next_ae, now + self.cfg.ae_followup)
+            self.antientropy.reconcile_soon(now)
 
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
         self.server.serve(link, self.catchup.on_wanta(msg), now)
 
-    def _run_plan(self, link: Link, plan: antientropy.Plan, now: float) -> None:
+    def _run_plan(self, link: Link, plan: Plan, now: float) -> None:
         for reply in plan.replies:
             self.links.send(link, reply)
         if plan.serve:
@@ -381,23 +377,14 @@ class GossipCore(Router):
         Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events, WantAncestors: _on_wanta,
     }
 
-    # --- anti-entropy rounds ---------------------------------------------------------------------
-
-    def _maintain(self, now: float) -> None:
-        self.membership.maintain(now)
-        if now >= self._next_ae:
-            self._next_ae = now + jittered(self.cfg.ae_interval, self.cfg.ae_jitter, self.rng)
-            if self.cfg.anti_entropy and self.membership.active:
-                self.ev.ae_rounds += 1
-                self.links.send(self.rng.choice(list(self.membership.active.values())), Sync(r=self.summary.root()))
-
     # --- time -----------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.cfg.housekeeping_interval
             self.links.check(now)
-            self._maintain(now)
+            self.membership.maintain(now)
+            self._send_to(self.antientropy.tick(now, self.membership.active))
             self._sweep_pending(now)
         self.server.tick(now)
         self._send_to(self.catchup.tick(now, self.membership.active))

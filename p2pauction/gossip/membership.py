@@ -24,17 +24,12 @@ from p2pauction.gossip.addresses import fix_addr
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import CoreCounters, LinkCounters
 from p2pauction.gossip.eviction import EvictionCandidate, select_inbound_to_evict
-from p2pauction.gossip.limits import Backoff
+from p2pauction.gossip.limits import Backoff, jittered
 from p2pauction.gossip.link import Link
 from p2pauction.gossip.messages import (
     MAX_PEERS, Heartbeat, Message, Peers, Register, Sample, Shuffle, ShuffleReply,
 )
 from p2pauction.gossip.seams import PeerBook
-
-
-def jittered(interval: float, jitter: float, rng: random.Random) -> float:
-    """``interval`` give or take ``jitter`` of it: nodes started together do not act in step."""
-    return interval * (1.0 + rng.uniform(-jitter, jitter))
 
 
 class PassiveView:
