@@ -83,7 +83,7 @@ class GossipCore(Router):
         self.summary.add_many(replica.ledger.ids_in_order())
         self.membership.learn(replica.store.known_peers(config.passive_max))
 
-    # --- the history, as the machines see it (catchup.History) -------------------------------
+    # --- what the machines ask of the core (catchup.History, serving.ServeHost) -------------------
 
     def known(self, event_id: str) -> bool:
         """Accepted, or parked in the ledger's pending buffer (asking for it again is useless)."""
@@ -105,7 +105,7 @@ class GossipCore(Router):
         backlog = self.links.send_backlog
         return backlog(conn) if backlog is not None else None
 
-    # --- local inputs -------------------------------------------------------------------------
+    # --- local inputs -----------------------------------------------------------------------------
 
     def data_received(self, conn: int, data: bytes, now: float) -> None:
         # Group commit: the events accepted from one chunk are stored in one transaction and
@@ -151,7 +151,7 @@ class GossipCore(Router):
     def dial_failed(self, addr: Address, now: float) -> None:
         self.membership.dial_failed(addr, now)
 
-    # --- what the links report (LinkOwner) ---------------------------------------------------------------------------
+    # --- what the links report (LinkOwner) --------------------------------------------------------
 
     def on_connection(self, link: Link, now: float) -> None:
         self.membership.on_connection(link)
@@ -166,7 +166,7 @@ class GossipCore(Router):
             self.catchup.peer_gone(link.key)
             self.plumtree.remove_peer(link.key)
 
-    # --- the membership machine's host --------------------------------------------------------
+    # --- the rest of what membership asks (membership.MembershipHost) -----------------------------
 
     def send(self, link: Link, msg: Message) -> None:
         self.links.send(link, msg)
@@ -193,7 +193,7 @@ class GossipCore(Router):
             # First peer after start (or after being isolated): catch up now, not in 10 s.
             self.antientropy.reconcile_soon(now)
 
-    # --- messages -------------------------------------------------------------------------------
+    # --- messages ---------------------------------------------------------------------------------
 
     def on_message(self, link: Link, msg: Message, now: float) -> None:
         if link is self.membership.boot:
@@ -377,7 +377,7 @@ class GossipCore(Router):
         Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events, WantAncestors: _on_wanta,
     }
 
-    # --- time -----------------------------------------------------------------------------------
+    # --- time -------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
@@ -407,7 +407,7 @@ class GossipCore(Router):
             if link is not None:
                 self.links.send(link, msg)
 
-    # --- introspection --------------------------------------------------------------------------
+    # --- introspection ----------------------------------------------------------------------------
 
     def active_keys(self) -> list[str]:
         return list(self.membership.active)
