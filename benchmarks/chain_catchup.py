@@ -64,7 +64,7 @@ def simulated(scenario: str, bids: int, nodes: int, seed: int) -> bool:
                 continue
             held = len(node.replica.ledger)
             if held >= want:
-                b, d = _per_event(node.core.stats(w.now), node.core.ev["accepted"])
+                b, d = _per_event(node.core.stats(w.now), node.core.ev.accepted)
                 done[who] = (w.now - node.started_at, b, d, held)
         if len(done) < 2:
             w.sched.at(w.now + 0.05, watch)

@@ -157,9 +157,9 @@ def ae_bytes(k: int, events: list[Any], rounds_time: float = 300.0) -> dict[str,
 
     w.net.on_frames = on_frames
     w.sched.run_until(settle)
-    r0 = sum(n.core.ev["ae_rounds"] for n in sim.honest)
+    r0 = sum(n.core.ev.ae_rounds for n in sim.honest)
     w.sched.run_until(settle + rounds_time)
-    rounds = sum(n.core.ev["ae_rounds"] for n in sim.honest) - r0
+    rounds = sum(n.core.ev.ae_rounds for n in sim.honest) - r0
     digests = {n.replica.ledger.digest_hex for n in sim.honest}
     return {"history": k, "agree": len(digests) == 1, "rounds": rounds, "ae_frames": counted["frames"],
             "ae_bytes": counted["bytes"], "bytes_per_round": round(counted["bytes"] / rounds, 1) if rounds else None}

@@ -432,7 +432,10 @@ class AuctionNode:
         if self._catch_up_arg is None:
             # One anti-entropy round (the first comes one interval after start) and a margin.
             self.catch_up_delay = config.ae_interval * (1 + config.ae_jitter) + 1.0
-        self._core = GossipCore(config, self._identity, self._replica, rng, transport.now(), entropy=os.urandom)
+        identity, replica = self._identity, self._replica
+        if identity is None or replica is None:
+            raise errors.UsageError("the network starts after the node's state is open")
+        self._core = GossipCore(config, identity, replica, rng, transport.now(), entropy=os.urandom)
         transport.core = self._core
         self._transport = transport
         tg.create_task(transport.run(), name="transport")

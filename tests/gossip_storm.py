@@ -62,7 +62,7 @@ def run_storm(*, honest: int, sybil_keys: int, sybil_ips: int, storm_seconds: fl
         sybils.append(host)
     result = StormResult()
     honest_keys = {x.identity.public_hex for x in h.hosts[:honest]}
-    base_conns = target.core.counters["conns_in"]
+    base_conns = target.core.counters.conns_in
 
     def come_back(host: Host) -> None:
         if host.up:
@@ -98,7 +98,7 @@ def run_storm(*, honest: int, sybil_keys: int, sybil_ips: int, storm_seconds: fl
         else:
             result.delays.append(got - when)
     result.worst_delay = max(result.delays, default=0.0)
-    result.sybil_connections = target.core.counters["conns_in"] - base_conns
-    result.evicted = target.core.counters["inbound_evicted"]
-    result.refused = sum(n for reason, n in target.core.close_reasons.items() if reason.startswith("no inbound slot"))
+    result.sybil_connections = target.core.counters.conns_in - base_conns
+    result.evicted = target.core.counters.inbound_evicted
+    result.refused = sum(n for reason, n in target.core.links.close_reasons.items() if reason.startswith("no inbound slot"))
     return result

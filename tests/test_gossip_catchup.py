@@ -127,7 +127,7 @@ def test_before_the_handshake_only_handshake_sized_frames_are_read() -> None:
     peer = RawPeer(core, 5, identity(9))
     peer.send_bytes((100_000).to_bytes(4, "big") + b"{" * 1000)   # legal size after the handshake
     assert peer.closed is not None and "over the 1024-byte limit" in peer.closed
-    assert core._links.get(5) is None or core._links[5].decoder.buffered == 0
+    assert (link := core.links.get(5)) is None or link.decoder.buffered == 0
 
 
 def test_after_the_handshake_full_size_frames_are_read() -> None:

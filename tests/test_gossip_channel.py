@@ -105,7 +105,7 @@ def test_using_p_key_without_p_secret_is_refused_and_p_keeps_its_link_and_good_n
     handshake counted against it, as version 1's failed AUTH did)."""
     _, t, p = honest_pair()
     mine = LocalIdentity.create(identity(66), SeededEntropy(66))
-    with_own_static = LocalIdentity(node_key=p.key, static=mine.static, static_sig=p.local.static_sig)
+    with_own_static = LocalIdentity(node_key=p.key, static=mine.static, static_sig=p.links.local.static_sig)
     for conn in range(10, 16):   # six failures: -150 for whatever they count against
         mallory = RawPeer(t, conn, identity(66), remote=f"10.6.6.{conn}:5000", static_of=with_own_static)
         mallory.handshake()
@@ -170,7 +170,7 @@ def test_peer_connected_and_lost_are_logged_at_info_with_key_address_and_reason(
     assert any(p.key[:12] in m and "10.0.0.2:40001" in m and "inbound" in m for m in connected), connected
     assert all(r.levelno == logging.INFO for r in caplog.records if "peer_connected" in r.getMessage())
     caplog.clear()
-    t._close(t._active[p.key], "test: going away", 5.0)
+    t.links.close(t.membership.active[p.key], "test: going away", 5.0)
     net.pump(5.0)
     lost = [r for r in caplog.records if "peer_lost" in r.getMessage()]
     assert any(p.key[:12] in r.getMessage() and "going away" in r.getMessage() for r in lost), lost

@@ -81,7 +81,7 @@ def test_optimisation_reroutes_through_a_shorter_path() -> None:
     out = p.on_ihave("c", (ID1,), (3,), known=lambda i: True, now=0.5)
     assert out == [("c", Graft(ids=())), ("a", Prune())]
     assert "c" in p.eager and "a" in p.lazy
-    assert p.counters["optimized"] == 1
+    assert p.counters.optimized == 1
 
 
 def test_no_optimisation_for_small_gains_or_unknown_hops() -> None:
@@ -112,6 +112,6 @@ def test_queues_and_missing_table_are_bounded() -> None:
     p.on_prune("c")
     for i in range(10):
         p.broadcast(f"{i:064x}", "{}", hops=0, exclude=None, now=0.0)
-    assert p.counters["ihave_dropped"] == 7
+    assert p.counters.ihave_dropped == 7
     p.on_ihave("b", tuple(f"{i:064x}" for i in range(5)), (), known=lambda i: False, now=0.0)
-    assert p.counters["missing_dropped"] == 3
+    assert p.counters.missing_dropped == 3

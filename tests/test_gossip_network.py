@@ -21,7 +21,7 @@ def publish_many(h: Harness, count: int, gap: float = 0.3, start: int = 0) -> li
 
 
 def copies_per_node_per_event(h: Harness, before: int, events: int) -> float:
-    copies: int = sum(x.core.ev["copies_received"] for x in h.hosts) - before
+    copies: int = sum(x.core.ev.copies_received for x in h.hosts) - before
     return copies / (len(h.hosts) * events)
 
 
@@ -56,7 +56,7 @@ def test_plumtree_copies_close_to_one_versus_flooding() -> None:
         h.run(20)
         publish_many(h, 10)  # warm-up: the eager tree settles
         h.run(3)
-        before = sum(x.core.ev["copies_received"] for x in h.hosts)
+        before = sum(x.core.ev.copies_received for x in h.hosts)
         publish_many(h, 30, start=100)
         h.run(3)
         assert h.converged()
@@ -72,8 +72,8 @@ def test_anti_entropy_alone_converges_when_dissemination_is_off() -> None:
     assert not h.converged()
     assert h.run_until_converged(60)
     assert all(len(x.replica.ledger) == len(events) for x in h.hosts)
-    assert sum(x.core.ev["copies_received"] for x in h.hosts) == 0
-    assert sum(x.core.ev["ae_accepted"] for x in h.hosts) == len(events) * (len(h.hosts) - 1)
+    assert sum(x.core.ev.copies_received for x in h.hosts) == 0
+    assert sum(x.core.ev.ae_accepted for x in h.hosts) == len(events) * (len(h.hosts) - 1)
 
 
 def test_anti_entropy_recovers_lost_messages() -> None:

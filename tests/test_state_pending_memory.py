@@ -123,8 +123,6 @@ def test_rollback_restores_the_pending_buffer_and_its_unresolved_reports() -> No
 def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
     core = make_core(1, net=NET)
     core.replica = Replica(NET, MemoryStore(), pending_max_count=20)
-    core._store_batch = core.replica.batch
-    core._take_unresolved = core.replica.take_unresolved
     flooder = RawPeer(core, 5, identity(2), net=NET, remote="10.9.9.1:5000")
     flooder.handshake()
     honest = RawPeer(core, 6, identity(3), net=NET, remote="10.9.9.2:5000")
@@ -146,16 +144,16 @@ def test_core_penalises_the_peer_whose_pending_events_never_resolve() -> None:
         if flooder.closed is not None:
             break
         flooder.send({"t": "event", "e": flood_bid(rng, i, deps=4).decode(), "h": 1}, now=2.0)
-    assert core.ev["unresolved"] > 0
+    assert core.ev.unresolved > 0
     assert flooder.closed is not None and "banned" in flooder.closed, flooder.closed
     assert core.scores.is_banned("key:" + identity(2).public_hex, 2.0)
     assert honest.closed is None
-    bans = core.counters["bans"]
+    bans = core.counters.bans
     # the banned flooder's events still in the buffer are evicted later: no second ban, no new
     # penalty for the peer whose events pushed them out
     for i in range(20):
         honest.send({"t": "event", "e": flood_bid(rng, 1000 + i, deps=1).decode(), "h": 1}, now=3.0)
-    assert core.counters["bans"] == bans and honest.closed is None
+    assert core.counters.bans == bans and honest.closed is None
     assert core.scores.score("key:" + identity(3).public_hex, 3.0) == 0.0
 
 
@@ -183,10 +181,10 @@ def test_core_sweeps_pending_events_and_penalises_their_sender() -> None:
     peer.send({"t": "event", "e": flood_bid(random.Random(10), 0, deps=1).decode(), "h": 1}, now=0.5)
     assert core.replica.ledger.counters.pending == 1
     now = 0.5
-    while core.ev["unresolved"] == 0 and now < 30.0:
+    while core.ev.unresolved == 0 and now < 30.0:
         now += 0.5
         core.tick(now)
         peer.collect()
-    assert core.replica.ledger.counters.expired == 1 and core.ev["unresolved"] == 1
+    assert core.replica.ledger.counters.expired == 1 and core.ev.unresolved == 1
     assert 9.0 <= now <= 12.0                 # ten sweeps of one second each
     assert core.scores.score("key:" + identity(2).public_hex, now) < 0

@@ -17,18 +17,24 @@ A round (see docs/protocol.md) is stateless message by message:
 4. ``WANT``/``WANTP`` -> ``EVENTS`` in store order (causal order), bounded per request.
 
 The cost is proportional to the number of differing buckets times the depth, not to history.
-Pure logic: no I/O, no time, deterministic (ids are sorted strings; no set iteration).
+The functions are pure logic: no I/O, no time, deterministic (ids are sorted strings; no set
+iteration). :class:`AntiEntropy` is the machine around them: when a round starts and with whom,
+and the plan for each message of a round (the core sends the replies and serves the ids).
 """
 
 from __future__ import annotations
 
 import heapq
+import random
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import CoreCounters
+from p2pauction.gossip.limits import jittered
 from p2pauction.gossip.messages import (
-    MAX_IDS, MAX_LEAF_IDS, MAX_LEAVES, MAX_PREFIXES, MAX_TREE_NODES, Ids, Message, Tree, TreeNode,
+    MAX_IDS, MAX_LEAF_IDS, MAX_LEAVES, MAX_PREFIXES, MAX_TREE_NODES, Ids, Message, Sync, Tree, TreeNode,
     Want, WantPrefix,
 )
 
@@ -281,3 +287,47 @@ def on_wantp(summary: PrefixSummary, prefixes: Iterable[str], *, serve_max: int)
         ids.extend(summary.ids_in(p))
     seq = summary._seq
     return Plan(serve=heapq.nsmallest(serve_max, ids, key=seq.__getitem__))
+
+
+class AntiEntropy:
+    """Rounds of reconciliation: every ``ae_interval`` (jittered) a SYNC to one random peer,
+    sooner (``ae_followup``) when a round found something missing or the first peer arrived."""
+
+    def __init__(self, config: GossipConfig, summary: PrefixSummary, rng: random.Random,
+                 counters: CoreCounters, *, next_round: float) -> None:
+        self.cfg = config
+        self.summary = summary
+        self.rng = rng
+        self.ev = counters
+        self._next_round = next_round
+
+    def reconcile_soon(self, now: float) -> None:
+        """Start the next round within ``ae_followup`` instead of a whole interval."""
+        if self.cfg.anti_entropy:
+            self._next_round = min(self._next_round, now + self.cfg.ae_followup)
+
+    def tick(self, now: float, peers: Iterable[str]) -> list[tuple[str, Sync]]:
+        """When due, the SYNC that opens a round with one random peer of ``peers``."""
+        if now < self._next_round:
+            return []
+        self._next_round = now + jittered(self.cfg.ae_interval, self.cfg.ae_jitter, self.rng)
+        keys = list(peers)
+        if not self.cfg.anti_entropy or not keys:
+            return []
+        self.ev.ae_rounds += 1
+        return [(self.rng.choice(keys), Sync(r=self.summary.root()))]
+
+    def on_sync(self, msg: Sync) -> Plan:
+        return on_sync(self.summary, msg.r)
+
+    def on_tree(self, msg: Tree) -> Plan:
+        cfg = self.cfg
+        return on_tree(self.summary, msg.nodes, expand_max=cfg.ae_expand_max, serve_max=cfg.ae_serve_max,
+                       ids_max=cfg.ae_ids_max, start=self.rng.randrange(1 << 30))
+
+    def on_ids(self, msg: Ids, known: Callable[[str], bool]) -> Plan:
+        """``known``: held, or already on its way (no WANT for it)."""
+        return on_ids(self.summary, msg.leaves, serve_max=self.cfg.ae_serve_max, known=known)
+
+    def on_wantp(self, msg: WantPrefix) -> Plan:
+        return on_wantp(self.summary, msg.prefixes, serve_max=self.cfg.ae_serve_max)

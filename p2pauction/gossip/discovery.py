@@ -15,10 +15,13 @@ from typing import Any
 
 from p2pauction.errors import ProtocolError
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import DiscoveryCounters
 from p2pauction.gossip.entropy import RandBytes
-from p2pauction.gossip.link import Link, LinkHost
-from p2pauction.gossip.membership import fix_addr
+from p2pauction.gossip.link import Link, Links
+from p2pauction.gossip.addresses import fix_addr
 from p2pauction.gossip.messages import MAX_PEERS, Heartbeat, Message, Peers, Register, Sample
+from p2pauction.gossip.router import Router
+from p2pauction.gossip.secure import NodeSigner
 
 
 class Registry:
@@ -80,54 +83,67 @@ class Registry:
         return out
 
 
-class DiscoveryCore(LinkHost):
-    ROLE = "bootstrap"
+class DiscoveryCore(Router):
+    """A router over the links machine and the registry."""
 
-    def __init__(self, config: GossipConfig, identity: Any, rng: random.Random, now: float, *,
+    def __init__(self, config: GossipConfig, identity: NodeSigner, rng: random.Random, now: float, *,
                  entropy: RandBytes) -> None:
-        super().__init__(config, identity, rng, now, entropy=entropy)
-        self._max_inbound = config.discovery_max_inbound
-        self._max_handshaking = config.discovery_max_handshaking
+        super().__init__(Links(config, identity, entropy=entropy, role="bootstrap", owner=self,
+                               max_inbound=config.discovery_max_inbound,
+                               max_handshaking=config.discovery_max_handshaking))
+        self.cfg = config
+        self.rng = rng
+        self._next_housekeeping = now + config.housekeeping_interval
         self.registry = Registry(config.discovery_max_entries)
-        self.disc: dict[str, int] = dict.fromkeys(("registered", "heartbeats", "samples", "expired"), 0)
+        self.disc = DiscoveryCounters()
 
-    def _on_established(self, link: Link, now: float) -> None:
+    # --- what the links report (LinkOwner) ------------------------------------------------------
+
+    def on_connection(self, link: Link, now: float) -> None:
+        pass
+
+    def on_established(self, link: Link, now: float) -> None:
         if link.role != "node":
-            self._close(link, "a discovery node only serves nodes", now)
+            self.links.close(link, "a discovery node only serves nodes", now)
 
-    def _on_message(self, link: Link, msg: Message, now: float) -> None:
+    def on_message(self, link: Link, msg: Message, now: float) -> None:
         assert link.key is not None
         if isinstance(msg, Register):
             if msg.key != link.key:
                 raise ProtocolError("REGISTER for a key other than the one authenticated")
             addr = fix_addr(msg.addr, link.remote_addr)
             if addr is not None:
-                self.disc["registered"] += 1
+                self.disc.registered += 1
                 self.registry.refresh(link.key, addr, now)
         elif isinstance(msg, Heartbeat):
-            self.disc["heartbeats"] += 1
+            self.disc.heartbeats += 1
             self.registry.refresh(link.key, None, now)
         elif isinstance(msg, Sample):
-            self.disc["samples"] += 1
+            self.disc.samples += 1
             peers = self.registry.sample(min(msg.n, MAX_PEERS), link.key, self.rng)
-            self._send(link, Peers(peers=tuple(peers)))
+            self.links.send(link, Peers(peers=tuple(peers)))
         else:
             raise ProtocolError(f"{msg.T} is not a discovery message")
+
+    def on_link_down(self, link: Link, now: float) -> None:
+        pass   # a registration outlives its connection until its heartbeats stop
+
+    # --- time -----------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + self.cfg.housekeeping_interval
-            self._check_links(now)
+            self.links.check(now)
             horizon = self.cfg.heartbeat_interval * self.cfg.heartbeat_missed
-            self.disc["expired"] += self.registry.expire(now - horizon)
+            self.disc.expired += self.registry.expire(now - horizon)
 
     def next_deadline(self) -> float:
         return self._next_housekeeping
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         t = now if now is not None else self._next_housekeeping
-        return {"registered": len(self.registry), **self.disc, "links": self.link_stats(t)}
+        return {"registered": len(self.registry), **self.disc.to_json(), "links": self.links.stats(t)}
 
     def peers(self) -> list[dict[str, Any]]:
         return [{"key": x.key, "remote": x.remote_addr, "since": x.established_at, "role": x.role}
-                for x in self._links.values() if x.established and not x.closed]
+                for x in self.links.connections() if x.established]

@@ -28,6 +28,7 @@ import heapq
 from collections.abc import Callable
 
 from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.counters import PlumtreeCounters
 from p2pauction.gossip.messages import MAX_HOPS, MAX_IDS, EventMsg, Graft, IHave, Message, Prune
 
 Out = list[tuple[str, Message]]
@@ -58,10 +59,7 @@ class Plumtree:
         self._first_from: dict[str, float] = {}      # peer -> when it last gave us a first copy
         self._tree_formed = False                    # a pushed event arrived: our eager links carry the tree
         self._gain: dict[tuple[str, str], tuple[int, int]] = {}  # (lazy, eager) -> (sum, samples)
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("ihave_sent", "ihave_ids_sent", "ihave_recv", "ihave_ids_recv", "ihave_dropped",
-             "graft_sent", "graft_recv", "prune_sent", "prune_recv", "missing_dropped", "optimized",
-             "ihave_ids_skipped", "prune_protected"), 0)
+        self.counters = PlumtreeCounters()
 
     # --- membership changes -------------------------------------------------------------------
 
@@ -163,7 +161,7 @@ class Plumtree:
     def _enqueue(self, key: str, event_id: str, hops: int, now: float) -> None:
         q = self._queues.setdefault(key, [])
         if len(q) >= self.cfg.ihave_queue_max:
-            self.counters["ihave_dropped"] += 1
+            self.counters.ihave_dropped += 1
             return
         q.append((event_id, hops))
         if self._flush_at == float("inf"):
@@ -188,29 +186,29 @@ class Plumtree:
             # It gave us the first copy of a recent event: it is our parent for some source.
             # Concurrent events each PRUNE every link but their own first sender's; without this
             # the union of their cuts leaves a forest (then GRAFTs, new cycles, new cuts: churn).
-            self.counters["prune_protected"] += 1
+            self.counters.prune_protected += 1
             return []
         if not self.cfg.prune_one_way:
             self._make_lazy(sender)
         self.pruned[sender] = None
-        self.counters["prune_sent"] += 1
+        self.counters.prune_sent += 1
         return [(sender, Prune())]
 
     def on_prune(self, sender: str) -> None:
-        self.counters["prune_recv"] += 1
+        self.counters.prune_recv += 1
         if self.mode == "plumtree":
             self._make_lazy(sender)
 
     def on_graft(self, sender: str, ids: tuple[str, ...]) -> list[str]:
         """The sender wants these events and joins our eager set; returns the ids to send."""
-        self.counters["graft_recv"] += 1
+        self.counters.graft_recv += 1
         self._make_eager(sender)
         return list(ids)
 
     def on_ihave(self, sender: str, ids: tuple[str, ...], hs: tuple[int, ...], known: Callable[[str], bool],
                  now: float) -> Out:
-        self.counters["ihave_recv"] += 1
-        self.counters["ihave_ids_recv"] += len(ids)
+        self.counters.ihave_recv += 1
+        self.counters.ihave_ids_recv += len(ids)
         out: Out = []
         for n, event_id in enumerate(ids):
             self._heard(sender, event_id)
@@ -225,7 +223,7 @@ class Plumtree:
             announcers = self._missing.get(event_id)
             if announcers is None:
                 if len(self._missing) >= self.cfg.missing_max:
-                    self.counters["missing_dropped"] += 1
+                    self.counters.missing_dropped += 1
                     continue
                 self._missing[event_id] = [sender]
                 self._push_timer(now + self.cfg.graft_timeout, event_id)
@@ -256,9 +254,9 @@ class Plumtree:
             return []  # window over, not enough gain: start a new one
         for pair in [p for p in self._gain if announcer in p or source in p]:
             del self._gain[pair]
-        self.counters["optimized"] += 1
-        self.counters["graft_sent"] += 1
-        self.counters["prune_sent"] += 1
+        self.counters.optimized += 1
+        self.counters.graft_sent += 1
+        self.counters.prune_sent += 1
         self.pruned.pop(announcer, None)
         if not self.cfg.prune_one_way:
             # Two-way: the link to the announcer carries our pushes too, the old one none.
@@ -290,12 +288,12 @@ class Plumtree:
             for key, queued in self._queues.items():
                 # An announcement of the same id that came in while ours waited: skip the id.
                 q = [(i, h) for i, h in queued if key not in self._heard_from.get(i, ())]
-                self.counters["ihave_ids_skipped"] += len(queued) - len(q)
+                self.counters.ihave_ids_skipped += len(queued) - len(q)
                 for i in range(0, len(q), batch):
                     chunk_ids, chunk_hs = zip(*q[i:i + batch])
                     out.append((key, IHave(ids=chunk_ids, hs=chunk_hs)))
-                    self.counters["ihave_sent"] += 1
-                self.counters["ihave_ids_sent"] += len(q)
+                    self.counters.ihave_sent += 1
+                self.counters.ihave_ids_sent += len(q)
             self._queues.clear()
         grafts: dict[str, list[str]] = {}
         while self._timers and self._timers[0][0] <= now:
@@ -326,5 +324,5 @@ class Plumtree:
             self.pruned.pop(key, None)
             for i in range(0, len(ids), MAX_IDS):
                 out.append((key, Graft(ids=tuple(ids[i:i + MAX_IDS]))))
-                self.counters["graft_sent"] += 1
+                self.counters.graft_sent += 1
         return out

@@ -7,6 +7,13 @@ honest peer that once relayed one bad frame is not banned forever. Every table h
 
 from __future__ import annotations
 
+import random
+
+
+def jittered(interval: float, jitter: float, rng: random.Random) -> float:
+    """``interval`` give or take ``jitter`` of it: nodes started together do not act in step."""
+    return interval * (1.0 + rng.uniform(-jitter, jitter))
+
 
 class TokenBucket:
     """Classic token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""

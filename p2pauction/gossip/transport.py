@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from p2pauction.errors import UsageError
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
+from p2pauction.gossip.counters import TransportCounters
 from p2pauction.logs import get_logger
 
 log = get_logger(__name__)
@@ -126,10 +127,7 @@ class Transport:
         self._dialing: dict[asyncio.Task[None], Address] = {}
         self._next_id = 1
         self._pumping = False
-        self.counters: dict[str, int] = dict.fromkeys((
-            "connections_in", "connections_out", "dials", "dials_failed", "conn_cap_refused",
-            "slow_peer_dropped", "read_timeouts", "write_timeouts", "bytes_in", "bytes_out",
-            "sends_to_closed", "core_errors", "callback_errors"), 0)
+        self.counters = TransportCounters()
         if core is not None:
             self.core = core
 
@@ -159,7 +157,7 @@ class Transport:
         return self._running_loop().time()
 
     def stats(self) -> dict[str, int]:
-        return {**self.counters, "connections_open": len(self._conns),
+        return {**self.counters.to_json(), "connections_open": len(self._conns),
                 "send_queue_bytes": sum(c.queued for c in self._conns.values())}
 
     def stop(self) -> None:
@@ -243,10 +241,10 @@ class Transport:
     def _enqueue(self, cid: int, data: bytes) -> None:
         conn = self._conns.get(cid)
         if conn is None or conn.closing:
-            self.counters["sends_to_closed"] += 1
+            self.counters.sends_to_closed += 1
             return
         if conn.queued + len(data) > self.config.send_queue_max_bytes:
-            self.counters["slow_peer_dropped"] += 1
+            self.counters.slow_peer_dropped += 1
             log.warning("slow_peer_dropped", conn=cid, remote=conn.remote, queued=conn.queued)
             self._begin_close(conn, "slow peer: send queue full", abort=True)
             return
@@ -260,7 +258,7 @@ class Transport:
         try:
             self.on_accepted(event, own)
         except Exception:  # a subscriber's bug must not take the network down
-            self.counters["callback_errors"] += 1
+            self.counters.callback_errors += 1
             log.exception("on_accepted_failed")
 
     def _core_call(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
@@ -268,7 +266,7 @@ class Transport:
         try:
             fn(*args, **kwargs)
         except Exception:
-            self.counters["core_errors"] += 1
+            self.counters.core_errors += 1
             log.exception("core_call_failed", call=getattr(fn, "__name__", "?"))
             self.pump()
             return False
@@ -282,10 +280,10 @@ class Transport:
         peer = writer.get_extra_info("peername")
         remote = format_address(str(peer[0]), int(peer[1])) if peer else "?"
         if self._stopping or self._tg is None or len(self._conns) >= self.config.max_connections:
-            self.counters["conn_cap_refused"] += 1
+            self.counters.conn_cap_refused += 1
             writer.transport.abort()
             return
-        self.counters["connections_in"] += 1
+        self.counters.connections_in += 1
         conn = self._register(reader, writer, remote, outbound=False)
         self._tg.create_task(self._run_conn(conn), name=f"conn-{conn.id}")
 
@@ -302,7 +300,7 @@ class Transport:
     def _start_dial(self, addr: Address) -> None:
         if self._stopping or self._tg is None:
             return
-        self.counters["dials"] += 1
+        self.counters.dials += 1
         task = self._tg.create_task(self._dial(addr), name=f"dial-{addr}")
         self._dialing[task] = addr
 
@@ -312,16 +310,16 @@ class Transport:
         finally:
             self._dialing.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         if opened is None:
-            self.counters["dials_failed"] += 1
+            self.counters.dials_failed += 1
             self._report_dial_failed(addr)
             return
         reader, writer = opened
         if self._stopping or len(self._conns) >= self.config.max_connections:
-            self.counters["conn_cap_refused"] += 1
+            self.counters.conn_cap_refused += 1
             writer.transport.abort()
             self._report_dial_failed(addr)
             return
-        self.counters["connections_out"] += 1
+        self.counters.connections_out += 1
         conn = self._register(reader, writer, addr, outbound=True)
         await self._run_conn(conn)
 
@@ -379,7 +377,7 @@ class Transport:
                 async with asyncio.timeout(cfg.read_timeout):  # no extra task per read
                     data = await conn.reader.read(cfg.read_size)
             except TimeoutError:
-                self.counters["read_timeouts"] += 1
+                self.counters.read_timeouts += 1
                 self._begin_close(conn, "read timeout", abort=True)
                 return
             except OSError as exc:
@@ -388,7 +386,7 @@ class Transport:
             if not data:
                 self._begin_close(conn, "closed by peer", flush=False)
                 return
-            self.counters["bytes_in"] += len(data)
+            self.counters.bytes_in += len(data)
             if not self._core_call(self.core.data_received, conn.id, data, self.now()):
                 self._begin_close(conn, "core error on data", abort=True)
                 return
@@ -420,11 +418,11 @@ class Transport:
                     await conn.writer.drain()
             except TimeoutError:
                 if not conn.closing:
-                    self.counters["write_timeouts"] += 1
+                    self.counters.write_timeouts += 1
                 self._begin_close(conn, "write timeout: peer not reading", abort=True)
                 return
             conn.queued -= len(batch)
-            self.counters["bytes_out"] += len(batch)
+            self.counters.bytes_out += len(batch)
 
     def _take_batch(self, conn: _Conn) -> bytes:
         parts: list[bytes] = []
