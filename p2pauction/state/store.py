@@ -356,6 +356,7 @@ class SqliteStore:
         self.path = str(path)
         self._recorded: dict[str, tuple[Status, tuple[str, ...], int]] = {}
         self._tx_depth = 0  # > 0 inside transaction(): writes join its one open transaction
+        self._tx_begun = False  # that transaction's BEGIN ran (a group that writes nothing opens none)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -423,6 +424,9 @@ class SqliteStore:
             raise self._failed
         try:
             if self._tx_depth:
+                if not self._tx_begun:   # the group's transaction starts with its first write
+                    self._db.execute("BEGIN")
+                    self._tx_begun = True
                 write()
             else:
                 with self._db:  # committed on exit, rolled back on an exception
@@ -492,21 +496,23 @@ class SqliteStore:
             finally:
                 self._tx_depth -= 1
             return
-        self._run("BEGIN")
         self._tx_depth = 1
         count = self._count
         try:
             yield
             if self._failed is not None:
                 raise self._failed
-            self._db.execute("COMMIT")
+            if self._tx_begun:
+                self._db.execute("COMMIT")
         except BaseException as exc:
-            self._abort(count)
+            if self._tx_begun:
+                self._abort(count)
             if isinstance(exc, sqlite3.Error):
                 raise self._error("cannot commit", exc) from None
             raise
         finally:
             self._tx_depth = 0
+            self._tx_begun = False
             self._failed = None
 
     def _abort(self, count: int) -> None:
