@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Protocol
 from p2pauction.jsontypes import JSONObject
 from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
-                                     decode_event, event_id_of, unsigned_from_raw)
+                                     decode_event, decode_stored, event_id_of, unsigned_from_raw)
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.validation import CONTENT_REASONS, RejectReason
@@ -305,8 +305,8 @@ class Archive(Protocol):
 
     def auction_of(self, event_id: str) -> str | None:
         """The auction of a stored event; None when the event is not stored."""
-    def auction_raws(self, auction_id: str) -> Iterator[bytes]:
-        """The auction's stored events in commit order (a causal order)."""
+    def auction_events(self, auction_id: str) -> Iterator[tuple[str, bytes]]:
+        """The auction's stored events (id, bytes) in commit order (a causal order)."""
     def auction_ids(self, status: str | None = None, prefix: str = "") -> list[str]:
         """Sorted ids of the stored auctions (with that saved status, starting with ``prefix``)."""
     def status_counts(self) -> dict[str, int]:
@@ -467,13 +467,13 @@ class Ledger:
             return
         if self._archive is None:
             return
-        raws = list(self._archive.auction_raws(auction_id))
-        if not raws:
+        stored = list(self._archive.auction_events(auction_id))
+        if not stored:
             return
         if self._undo is None:
             self._trim(self._cache_max)
-        for raw in raws:
-            self._apply(decode_event(raw), restoring=True)
+        for event_id, raw in stored:
+            self._apply(decode_stored(raw, event_id), restoring=True)
         self._loads += 1
         if self._auctions[auction_id].status is not Status.OPEN:
             self._evictable[auction_id] = None
@@ -515,8 +515,8 @@ class Ledger:
         if a is not None or self._archive is None:
             return a
         scratch = Ledger(self.net, verifier=self.verifier)
-        for raw in self._archive.auction_raws(auction_id):
-            scratch._apply(decode_event(raw), restoring=True)
+        for event_id, raw in self._archive.auction_events(auction_id):
+            scratch._apply(decode_stored(raw, event_id), restoring=True)
         return scratch._auctions.get(auction_id)
 
     # ---------------------------------------------------------------- queries
@@ -693,14 +693,18 @@ class Ledger:
             event = decode_event(raw)
         except DecodeError as exc:
             return self._reject_undecodable(RejectReason(exc.reason))
-        return self.receive(event, origin=origin)
+        # (a decoded event is canonical: its id is the quick one, already looked up)
+        return self._receive(event, verified=False, origin=origin, unseen=event.id == eid)
 
     def receive(self, event: Event, *, verified: bool = False, origin: str | None = None) -> Outcome:
         """Verify + validate + apply one decoded event; ``verified`` skips the signature check
         (only for bytes this node itself stored after verifying them); ``origin`` as in
         receive_raw."""
+        return self._receive(event, verified=verified, origin=origin, unseen=False)
+
+    def _receive(self, event: Event, *, verified: bool, origin: str | None, unseen: bool) -> Outcome:
         eid = event.id
-        if eid in self._recs or eid in self._pending or self._stored(eid):
+        if not unseen and (eid in self._recs or eid in self._pending or self._stored(eid)):
             self.counters.duplicates += 1
             return Outcome(OutcomeKind.DUPLICATE, eid)
         known = self._rejected.get(eid)

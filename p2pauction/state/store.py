@@ -93,7 +93,7 @@ class ArchiveStore(DerivedStore, Protocol):
 
     def archive_ready(self) -> bool: ...
     def auction_of(self, event_id: str) -> str | None: ...
-    def auction_raws(self, auction_id: str) -> Iterator[bytes]: ...
+    def auction_events(self, auction_id: str) -> Iterator[tuple[str, bytes]]: ...
     def auction_ids(self, status: str | None = None, prefix: str = "") -> list[str]: ...
     def status_counts(self) -> dict[str, int]: ...
     def claim_of(self, author: str) -> tuple[int, str, str] | None: ...
@@ -303,8 +303,8 @@ class MemoryStore:
     def auction_of(self, event_id: str) -> str | None:
         return self._auction_of.get(event_id)
 
-    def auction_raws(self, auction_id: str) -> Iterator[bytes]:
-        return iter([self._raw[i] for i in self._by_auction.get(auction_id, ())])
+    def auction_events(self, auction_id: str) -> Iterator[tuple[str, bytes]]:
+        return iter([(i, self._raw[i]) for i in self._by_auction.get(auction_id, ())])
 
     def auction_ids(self, status: str | None = None, prefix: str = "") -> list[str]:
         return sorted(a.auction for a in self._auction_states.values()
@@ -610,9 +610,9 @@ class SqliteStore:
         rows = self._rows("SELECT auction FROM events WHERE id=?", (event_id,))
         return str(rows[0][0]) if rows else None
 
-    def auction_raws(self, auction_id: str) -> Iterator[bytes]:
-        rows = self._rows("SELECT raw FROM events WHERE auction=? ORDER BY seq", (auction_id,))
-        return (bytes(r[0]) for r in rows)
+    def auction_events(self, auction_id: str) -> Iterator[tuple[str, bytes]]:
+        rows = self._rows("SELECT id, raw FROM events WHERE auction=? ORDER BY seq", (auction_id,))
+        return ((str(i), bytes(raw)) for i, raw in rows)
 
     def auction_ids(self, status: str | None = None, prefix: str = "") -> list[str]:
         where, params = ["auction >= ?"], [prefix]
