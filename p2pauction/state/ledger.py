@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from p2pauction.jsontypes import JSONObject
 from p2pauction.errors import DecodeError, NotFound
@@ -326,10 +326,11 @@ class WorkingSet:
     capacity: int        # the cache's bound
     loads: int           # auctions read back from the archive
     evictions: int
+    unrestorable: int    # stored events that could not be read back (a store that lost events)
 
     def to_json(self) -> JSONObject:
         return {"auctions": self.auctions, "evictable": self.evictable, "capacity": self.capacity,
-                "loads": self.loads, "evictions": self.evictions}
+                "loads": self.loads, "evictions": self.evictions, "unrestorable": self.unrestorable}
 
 
 def pending_cost(event: Event, missing: int) -> int:
@@ -384,6 +385,7 @@ class Ledger:
         self._status_counts: dict[str, int] = {s.value: 0 for s in Status}
         self._loads = 0
         self._evictions = 0
+        self._unrestorable = 0   # stored events that could not be read back (see _restore)
 
     # ---------------------------------------------------------------- atomic changes
 
@@ -452,7 +454,7 @@ class Ledger:
 
     def working_set(self) -> WorkingSet:
         return WorkingSet(len(self._auctions), len(self._evictable), self._cache_max, self._loads,
-                          self._evictions)
+                          self._evictions, self._unrestorable)
 
     def _stored(self, event_id: str) -> bool:
         return self._archive is not None and self._archive.auction_of(event_id) is not None
@@ -472,10 +474,10 @@ class Ledger:
             return
         if self._undo is None:
             self._trim(self._cache_max)
-        for event_id, raw in stored:
-            self._apply(decode_stored(raw, event_id), restoring=True)
+        self._restore(stored)
         self._loads += 1
-        if self._auctions[auction_id].status is not Status.OPEN:
+        a = self._auctions.get(auction_id)
+        if a is not None and a.status is not Status.OPEN:
             self._evictable[auction_id] = None
 
     def _trim(self, keep: int) -> None:
@@ -515,9 +517,23 @@ class Ledger:
         if a is not None or self._archive is None:
             return a
         scratch = Ledger(self.net, verifier=self.verifier)
-        for event_id, raw in self._archive.auction_events(auction_id):
-            scratch._apply(decode_stored(raw, event_id), restoring=True)
+        self._unrestorable += scratch._restore(self._archive.auction_events(auction_id))
         return scratch._auctions.get(auction_id)
+
+    def _restore(self, stored: Iterable[tuple[str, bytes]]) -> int:
+        """Apply an auction's stored events again; returns how many could not be (a dep or the
+        open missing: a store that lost events, which the correct Replica never leaves behind;
+        they are skipped, as a replay would leave them pending)."""
+        skipped = 0
+        for event_id, raw in stored:
+            e = decode_stored(raw, event_id)
+            if (e.kind is not Kind.OPEN and e.auction_id not in self._auctions) or any(
+                    d not in self._recs for d in e.deps):
+                skipped += 1
+                continue
+            self._apply(e, restoring=True)
+        self._unrestorable += skipped
+        return skipped
 
     # ---------------------------------------------------------------- queries
 
