@@ -633,13 +633,17 @@ class SqliteStore:
         return (int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
     def ids_in_order(self) -> Iterator[str]:
+        return (str(event_id) for event_id in self._in_commit_order("id", 4096))
+
+    def _in_commit_order(self, column: str, page: int) -> Iterator[Any]:
+        """One column of every stored event in commit order, read a page at a time."""
         last = 0
         while True:
-            rows = self._rows("SELECT seq, id FROM events WHERE seq > ? ORDER BY seq LIMIT 4096", (last,))
+            rows = self._rows(f"SELECT seq, {column} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, page))
             if not rows:
                 return
-            for _, event_id in rows:
-                yield str(event_id)
+            for _, value in rows:
+                yield value
             last = rows[-1][0]
 
     def load_derived(self) -> tuple[int, int] | None:
@@ -707,14 +711,7 @@ class SqliteStore:
         return bytes(rows[0][0]) if rows else None
 
     def iter_raw(self) -> Iterator[bytes]:
-        last = 0
-        while True:
-            rows = self._rows("SELECT seq, raw FROM events WHERE seq > ? ORDER BY seq LIMIT 2048", (last,))
-            if not rows:
-                return
-            for seq, raw in rows:
-                yield bytes(raw)
-            last = rows[-1][0]
+        return (bytes(raw) for raw in self._in_commit_order("raw", 2048))
 
     def __len__(self) -> int:
         return self._count
