@@ -582,10 +582,14 @@ class Ledger:
         apart from the working set: time O(their events))."""
         chosen = [a for a in self._auctions.values() if status is None or a.status == status]
         if self._archive is not None:
-            # evicted auctions are finished and unchanged since their save: their saved status holds
+            # open auctions belong in the working set: load them; the others (finished, unchanged
+            # since their save: their saved status holds) are rebuilt apart
+            opened = set(self._archive.auction_ids(Status.OPEN.value)) if status is not Status.OPEN else None
             for aid in self._archive.auction_ids(status.value if status else None):
                 if aid not in self._auctions:
-                    a = self._peek(aid)
+                    if opened is None or aid in opened:
+                        self._ensure(aid)
+                    a = self._auctions.get(aid) or self._peek(aid)
                     if a is not None:
                         chosen.append(a)
         chosen.sort(key=lambda a: (a.rec.ts, a.rec.id))

@@ -387,6 +387,7 @@ CREATE TABLE IF NOT EXISTS auction_state (auction TEXT PRIMARY KEY, status TEXT 
     winner TEXT, heads TEXT NOT NULL, bids INTEGER NOT NULL, closes TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS auction_state_status ON auction_state(status, auction);
 CREATE INDEX IF NOT EXISTS events_auction ON events(auction, seq);
+CREATE INDEX IF NOT EXISTS events_seq_id ON events(seq, id);
 CREATE TABLE IF NOT EXISTS claims (author TEXT PRIMARY KEY, lamport INTEGER NOT NULL, event TEXT NOT NULL,
     name TEXT NOT NULL);
 """
@@ -429,7 +430,8 @@ class SqliteStore:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
             elif row[0] != _SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema {row[0]}, expected {_SCHEMA_VERSION}")
-            self._count = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            # events are never deleted, so the count is the last seq (O(log n); COUNT(*) scans)
+            self._count = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
             # every event's derived state and claims saved (a store from before the working set is
             # not: the Replica replays it once and saves them whole); an empty store trivially is
             self._archive_marked = self._db.execute(
@@ -633,6 +635,7 @@ class SqliteStore:
         return (int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
     def ids_in_order(self) -> Iterator[str]:
+        # a scan of the (seq, id) index: ~20x less to read than the rows with their bytes
         return (str(event_id) for event_id in self._in_commit_order("id", 4096))
 
     def _in_commit_order(self, column: str, page: int) -> Iterator[Any]:
