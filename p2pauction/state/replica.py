@@ -215,9 +215,12 @@ class Replica:
         (the ledger reads them back from the store once they are saved)."""
         ledger = self.ledger
         claims = ((author, ledger.claim_of(author)) for author in authors)
+        # (the restart reads the counts back; O(1) with a working set, O(auctions) without)
+        counts = tuple(ledger.status_counts().items())
         return DerivedState(ledger.digest, ledger.counters.accepted,
                             tuple(AuctionState.of(ledger.auction(aid), ledger.heads(aid)) for aid in auctions),
-                            tuple((author, *claim) for author, claim in claims if claim is not None), complete)
+                            tuple((author, *claim) for author, claim in claims if claim is not None), complete,
+                            counts)
 
     def _save_all_derived(self) -> None:
         """A store written before the derived state (or the claims) were kept: write it once,

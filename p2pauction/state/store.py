@@ -13,6 +13,7 @@ that cannot be read (a corrupt file) raises ``StoreError`` naming the file and w
 from __future__ import annotations
 
 import heapq
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class DerivedState:
     auctions: tuple[AuctionState, ...] = ()
     claims: tuple[tuple[str, int, str, str], ...] = ()
     complete: bool = False
+    status_counts: tuple[tuple[str, int], ...] = ()   # auctions per status (when the ledger keeps them)
 
 
 class EventStore(Protocol):
@@ -437,6 +439,12 @@ class SqliteStore:
             self._archive_marked = self._db.execute(
                 "SELECT 1 FROM meta WHERE key='archive'").fetchone() is not None
             self._archive_complete = self._archive_marked or self._count == 0
+            if self._archive_marked and self._db.execute(
+                    "SELECT 1 FROM meta WHERE key='status_counts'").fetchone() is None:
+                with self._db:   # a store from before the counts were saved: count once
+                    self._db.execute("BEGIN")
+                    self._db.execute("INSERT INTO meta VALUES ('status_counts', ?)",
+                                     (json.dumps(self.status_counts(), sort_keys=True),))
             if self._db.execute("SELECT 1 FROM meta WHERE key='finished_bidders'").fetchone() is None:
                 with self._db:   # a store from before that table: fill it once
                     self._db.execute("BEGIN")
@@ -592,6 +600,8 @@ class SqliteStore:
 
         def write() -> None:
             meta = [("digest", f"{state.digest:064x}"), ("accepted", str(state.accepted))]
+            if state.status_counts:
+                meta.append(("status_counts", json.dumps(dict(state.status_counts), sort_keys=True)))
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  meta + [("archive", "1")] if mark else meta)
             self._db.executemany(
@@ -628,6 +638,10 @@ class SqliteStore:
         return [str(r[0]) for r in rows]
 
     def status_counts(self) -> dict[str, int]:
+        """As saved with the last commit; else counted (O(auctions))."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'status_counts'")
+        if rows:
+            return {str(k): int(v) for k, v in json.loads(rows[0][0]).items()}
         return {str(st): int(n) for st, n in self._rows("SELECT status, COUNT(*) FROM auction_state GROUP BY status")}
 
     def claim_of(self, author: str) -> tuple[int, str, str] | None:
