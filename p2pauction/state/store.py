@@ -644,6 +644,11 @@ class SqliteStore:
             return {str(k): int(v) for k, v in json.loads(rows[0][0]).items()}
         return {str(st): int(n) for st, n in self._rows("SELECT status, COUNT(*) FROM auction_state GROUP BY status")}
 
+    def stored_claims(self) -> list[tuple[str, int, str, str]]:
+        """Every saved claim (author, lamport, event, name), for ``p2pauction check``."""
+        return [(str(a), int(lamport), str(e), str(n))
+                for a, lamport, e, n in self._rows("SELECT author, lamport, event, name FROM claims ORDER BY author")]
+
     def claim_of(self, author: str) -> tuple[int, str, str] | None:
         rows = self._rows("SELECT lamport, event, name FROM claims WHERE author=?", (author,))
         return (int(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
