@@ -98,6 +98,9 @@ def test_check_passes_on_a_sound_store(tmp_path: Path, capsys: pytest.CaptureFix
     ("UPDATE meta SET value = printf('%064d', 7) WHERE key = 'digest'", "saved digest"),
     ("UPDATE finished SET price = '1' WHERE auction = :pic1", "differs in price"),
     ("DELETE FROM finished WHERE auction = :pic1", "has no history row"),
+    ("UPDATE meta SET value = '{\"open\": 9}' WHERE key = 'status_counts'", "saved status counts"),
+    ("UPDATE claims SET name = 'Mallory' WHERE name = 'C2'", "saved name claim"),
+    ("DELETE FROM claims WHERE name = 'C3'", "no saved name claim"),
 ])
 def test_check_reports_a_corrupt_derived_state(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                corruption: str, expected: str) -> None:

@@ -250,7 +250,7 @@ def test_random_commit_failures_keep_memory_equal_to_the_store(tmp_path: Path) -
     events = _chain(40)
     store, conn = flaky_sqlite(tmp_path / "store.db")
     replica = Replica(NET, store, pending_max_count=6)
-    for _ in range(30):
+    for _ in range(200):   # (a chunk that stores nothing commits nothing: most store nothing)
         sample = rng.sample(events, rng.randint(1, 8))
         conn.fail_next = 1 if rng.random() < 0.35 else 0
         conn.error = rng.choice([DISK_FULL, IO_ERROR])
@@ -393,3 +393,23 @@ def test_a_failed_second_close_keeps_the_first_close_past() -> None:
     assert replica.receive(late).kind == "accepted"
     after: Any = replica.ledger.auction(aid).to_json()["bids"]
     assert [b["late"] for b in after] == [False, True]
+
+
+def test_a_chunk_that_stores_nothing_opens_and_commits_no_transaction(tmp_path: Path) -> None:
+    events = _chain(3)
+    store, conn = flaky_sqlite(tmp_path / "store.db")
+    replica = Replica(NET, store)
+    start = conn.commits
+    with replica.batch():
+        for ev in events:
+            replica.receive_raw(ev.raw)
+    assert conn.commits == start + 1
+    with replica.batch():                      # duplicates and a pending event: nothing to store
+        for ev in events:
+            replica.receive_raw(ev.raw)
+        replica.receive_raw(_chain(5)[5].raw)
+        assert not store._db.in_transaction
+    assert conn.commits == start + 1 and replica.ledger.counters.pending == 1
+    with replica.batch():
+        replica.receive_raw(_chain(4)[4].raw)  # accepted: a commit again
+    assert conn.commits == start + 2

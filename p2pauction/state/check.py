@@ -83,6 +83,16 @@ def check_store(store: SqliteStore, net: str) -> CheckReport:
             report.add(f"saved accepted count {accepted} differs from the re-validated {ledger.counters.accepted}")
     expected = {v.id: AuctionState.of(v, ledger.heads(v.id)) for v in views}
     _compare_auctions(report, expected, store.auction_states())
+    # what a restart reads back instead of replaying: the status counts and the name claims
+    counts = {k: v for k, v in store.status_counts().items() if v}
+    if counts != {k: v for k, v in ledger.status_counts().items() if v}:
+        report.add(f"saved status counts {counts} differ from the re-validated {ledger.status_counts()}")
+    claims = {author: ledger.claim_of(author) for author in ledger.claimants()}
+    for author, lamport, event_id, name in store.stored_claims():
+        if claims.pop(author, None) != (lamport, event_id, name):
+            report.add(f"saved name claim of {author[:16]}... ({name!r}) differs from the re-validated one")
+    for author in sorted(claims):
+        report.add(f"no saved name claim of {author[:16]}...")
     _compare_finished(report, {v.id: finished_row(v) for v in views if v.status is not Status.OPEN},
                       store.history(None, None))
     return report

@@ -311,3 +311,22 @@ def decode_event(raw: bytes) -> Event:
     unsigned = unsigned_from_raw(raw)
     return Event(net, kind, author, body, deps, lamport, ts, bytes.fromhex(sig_hex),
                  event_id_of(unsigned), raw)
+
+
+def decode_stored(raw: bytes, event_id: str) -> Event:
+    """An event this node itself decoded (decode_event: every field and the canonical form
+    checked), verified and stored under ``event_id``: parsed again without those checks, ~4x
+    faster (reading an evicted auction back from the store)."""
+    obj = _DECODER.decode(raw.decode("utf-8"))
+    kind = Kind(obj["kind"])
+    b = obj["body"]
+    body: Body
+    if kind is Kind.OPEN:
+        body = OpenBody(b["item"], b["currency"], Decimal(b["start_price"]), Decimal(b["min_increment"]),
+                        b["ends_at"], b.get("name"))
+    elif kind is Kind.BID:
+        body = BidBody(b["auction"], Decimal(b["amount"]), b.get("name"))
+    else:
+        body = CloseBody(b["auction"], b["winner"])
+    return Event(obj["net"], kind, obj["author"], body, tuple(obj["deps"]), obj["lamport"], obj["ts"],
+                 bytes.fromhex(obj["sig"]), event_id, raw)

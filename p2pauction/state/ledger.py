@@ -33,12 +33,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from p2pauction.jsontypes import JSONObject
 from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
-                                     decode_event, event_id_of, unsigned_from_raw)
+                                     decode_event, decode_stored, event_id_of, unsigned_from_raw)
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.validation import CONTENT_REASONS, RejectReason
@@ -296,6 +296,43 @@ class Unresolved:
     reason: str               # "evicted" (the caps), "expired" (sweep_pending), "invalid_dep"
 
 
+class Archive(Protocol):
+    """The committed history behind a ledger that keeps only a working set (the store).
+
+    Every event it holds was accepted by a ledger and committed with the derived state of its
+    commit (auction statuses, name claims), so the ledger may drop an auction's records and read
+    them back, and need not hold what it can look up."""
+
+    def auction_of(self, event_id: str) -> str | None:
+        """The auction of a stored event; None when the event is not stored."""
+    def auction_events(self, auction_id: str) -> Iterator[tuple[str, bytes]]:
+        """The auction's stored events (id, bytes) in commit order (a causal order)."""
+    def auction_ids(self, status: str | None = None, prefix: str = "") -> list[str]:
+        """Sorted ids of the stored auctions (with that saved status, starting with ``prefix``)."""
+    def status_counts(self) -> dict[str, int]:
+        """Saved status -> number of auctions."""
+    def claim_of(self, author: str) -> tuple[int, str, str] | None:
+        """(lamport, event id, name) of the author's latest stored event that claims a name."""
+    def ids_in_order(self) -> Iterator[str]:
+        """Every stored id in commit order."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingSet:
+    """What the ledger holds in memory of the auctions (see Ledger.attach)."""
+
+    auctions: int        # in memory
+    evictable: int       # of which finished ones, in the bounded cache
+    capacity: int        # the cache's bound
+    loads: int           # auctions read back from the archive
+    evictions: int
+    unrestorable: int    # stored events that could not be read back (a store that lost events)
+
+    def to_json(self) -> JSONObject:
+        return {"auctions": self.auctions, "evictable": self.evictable, "capacity": self.capacity,
+                "loads": self.loads, "evictions": self.evictions, "unrestorable": self.unrestorable}
+
+
 def pending_cost(event: Event, missing: int) -> int:
     """What a pending entry is charged against the byte cap: its estimated real memory."""
     return (len(event.raw) + PENDING_ENTRY_OVERHEAD + PENDING_PER_DEP * len(event.deps)
@@ -340,6 +377,15 @@ class Ledger:
         self._unresolved: deque[Unresolved] = deque(maxlen=_UNRESOLVED_MEMORY)
         self._undo: list[Callable[[], object]] | None = None   # journal of the open atomic change
         self._saved: tuple[int, LedgerCounters, int] | None = None
+        # The working set (see attach): without an archive every auction stays in memory.
+        self._archive: Archive | None = None
+        self._cache_max = 0
+        self._evictable: OrderedDict[str, None] = OrderedDict()   # finished auctions held, LRU first
+        self._changed: dict[str, None] = {}          # auctions the open atomic change touched
+        self._status_counts: dict[str, int] = {s.value: 0 for s in Status}
+        self._loads = 0
+        self._evictions = 0
+        self._unrestorable = 0   # stored events that could not be read back (see _restore)
 
     # ---------------------------------------------------------------- atomic changes
 
@@ -351,9 +397,10 @@ class Ledger:
         self._saved = (self.digest, self.counters.copy(), len(self._unresolved))
 
     def commit(self) -> None:
-        """Keep every change made since begin()."""
+        """Keep every change made since begin() (with an archive: which now holds them)."""
         self._undo = None
         self._saved = None
+        self._settle()
 
     def rollback(self) -> None:
         """Undo every change made since begin(): accepted events, pending buffer, digest, counters."""
@@ -371,6 +418,7 @@ class Ledger:
         while len(self._unresolved) > unresolved:
             self._unresolved.pop()
         self._views.clear()
+        self._settle()
 
     def _journal(self, step: Callable[[], object]) -> None:
         if self._undo is not None:
@@ -382,6 +430,111 @@ class Ledger:
         self._unresolved.clear()
         return out
 
+    # ---------------------------------------------------------------- working set
+
+    def attach(self, archive: Archive, cache_auctions: int, *, restored: tuple[int, int] | None = None) -> None:
+        """Keep only a working set in memory from now on: open auctions, and at most
+        ``cache_auctions`` finished ones (least recently used evicted first); the rest is read back
+        from ``archive`` when an event of it arrives or a view asks for it. With ``restored``
+        (digest, accepted count, as saved with the archive's last commit) the ledger starts from
+        the archive instead of its own (empty) memory: a restart without replay.
+
+        From then on every change must be made between begin() and commit(), commit() only once
+        the archive holds it: eviction happens at commit()."""
+        self._archive = archive
+        self._cache_max = cache_auctions
+        self._auction_ids = []                 # prefix lookups ask the archive
+        if restored is not None:
+            self.digest, self.counters.accepted = restored
+            self._status_counts = {s.value: 0 for s in Status} | archive.status_counts()
+        else:
+            self._evictable = OrderedDict((aid, None) for aid, a in self._auctions.items()
+                                          if a.status is not Status.OPEN)
+            self._trim(self._cache_max)
+
+    def working_set(self) -> WorkingSet:
+        return WorkingSet(len(self._auctions), len(self._evictable), self._cache_max, self._loads,
+                          self._evictions, self._unrestorable)
+
+    def _stored(self, event_id: str) -> bool:
+        return self._archive is not None and self._archive.auction_of(event_id) is not None
+
+    def _ensure(self, auction_id: str) -> None:
+        """Bring an evicted auction back into memory (its stored events, applied again without
+        their signatures: this node verified them before storing them); a hot one moves to the
+        end of the eviction order."""
+        if auction_id in self._auctions:
+            if auction_id in self._evictable:
+                self._evictable.move_to_end(auction_id)
+            return
+        if self._archive is None:
+            return
+        stored = list(self._archive.auction_events(auction_id))
+        if not stored:
+            return
+        if self._undo is None:
+            self._trim(self._cache_max)
+        self._restore(stored)
+        self._loads += 1
+        a = self._auctions.get(auction_id)
+        if a is not None and a.status is not Status.OPEN:
+            self._evictable[auction_id] = None
+
+    def _trim(self, keep: int) -> None:
+        """Evict the least recently used finished auctions beyond ``keep`` (never inside an open
+        atomic change: what it changed is not in the archive yet)."""
+        while len(self._evictable) > keep:
+            aid, _ = self._evictable.popitem(last=False)
+            a = self._auctions.get(aid)
+            if a is not None and a.status is not Status.OPEN:   # (a rollback may have reopened it)
+                self._evict(a)
+
+    def _evict(self, a: _Auction) -> None:
+        for r in (a.rec, *a.bids, *a.closes):
+            del self._recs[r.id]
+        del self._auctions[a.rec.id]
+        self._views.pop(a.rec.id, None)
+        self._evictions += 1
+
+    def _settle(self) -> None:
+        """After an atomic change: the finished auctions it touched join the cache, then trim."""
+        if self._archive is None:
+            self._changed = {}
+            return
+        for aid in self._changed:
+            a = self._auctions.get(aid)
+            if a is not None and a.status is not Status.OPEN:
+                self._evictable[aid] = None
+                self._evictable.move_to_end(aid)
+        self._changed = {}
+        self._claims = {}     # the archive holds them now (saved with the commit)
+        self._trim(self._cache_max)
+
+    def _peek(self, auction_id: str) -> _Auction | None:
+        """The auction, from memory, else rebuilt apart from the working set (no eviction churn
+        when a caller walks many auctions)."""
+        a = self._auctions.get(auction_id)
+        if a is not None or self._archive is None:
+            return a
+        scratch = Ledger(self.net, verifier=self.verifier)
+        self._unrestorable += scratch._restore(self._archive.auction_events(auction_id))
+        return scratch._auctions.get(auction_id)
+
+    def _restore(self, stored: Iterable[tuple[str, bytes]]) -> int:
+        """Apply an auction's stored events again; returns how many could not be (a dep or the
+        open missing: a store that lost events, which the correct Replica never leaves behind;
+        they are skipped, as a replay would leave them pending)."""
+        skipped = 0
+        for event_id, raw in stored:
+            e = decode_stored(raw, event_id)
+            if (e.kind is not Kind.OPEN and e.auction_id not in self._auctions) or any(
+                    d not in self._recs for d in e.deps):
+                skipped += 1
+                continue
+            self._apply(e, restoring=True)
+        self._unrestorable += skipped
+        return skipped
+
     # ---------------------------------------------------------------- queries
 
     @property
@@ -389,20 +542,27 @@ class Ledger:
         return f"{self.digest:064x}"
 
     def __len__(self) -> int:
-        return len(self._recs)
+        return self.counters.accepted if self._archive is not None else len(self._recs)
 
     def has(self, event_id: str) -> bool:
-        return event_id in self._recs
+        return event_id in self._recs or self._stored(event_id)
 
     def is_pending(self, event_id: str) -> bool:
         return event_id in self._pending
 
     def ids_in_order(self) -> Iterator[str]:
         """Accepted ids in accept order (a causal order)."""
+        if self._archive is not None:
+            return self._archive.ids_in_order()
         return iter(list(self._recs))
 
     def lamport_of(self, event_id: str) -> int:
         rec = self._recs.get(event_id)
+        if rec is None and self._archive is not None:
+            auction = self._archive.auction_of(event_id)
+            if auction is not None:
+                self._ensure(auction)
+                rec = self._recs.get(event_id)
         if rec is None:
             raise NotFound(f"unknown event {event_id}")
         return rec.lamport
@@ -418,19 +578,35 @@ class Ledger:
         return self._cached_view(self._get(auction_id))
 
     def auctions(self, status: Status | None = None) -> list[AuctionView]:
-        """Views sorted by (opened_ts, id)."""
+        """Views sorted by (opened_ts, id) (with an archive, those not in memory are rebuilt
+        apart from the working set: time O(their events))."""
         chosen = [a for a in self._auctions.values() if status is None or a.status == status]
+        if self._archive is not None:
+            # open auctions belong in the working set: load them; the others (finished, unchanged
+            # since their save: their saved status holds) are rebuilt apart
+            opened = set(self._archive.auction_ids(Status.OPEN.value)) if status is not Status.OPEN else None
+            for aid in self._archive.auction_ids(status.value if status else None):
+                if aid not in self._auctions:
+                    if opened is None or aid in opened:
+                        self._ensure(aid)
+                    a = self._auctions.get(aid) or self._peek(aid)
+                    if a is not None:
+                        chosen.append(a)
         chosen.sort(key=lambda a: (a.rec.ts, a.rec.id))
-        return [self._cached_view(a) for a in chosen]
+        return [self._cached_view(a) if a.rec.id in self._auctions else _view(a) for a in chosen]
 
     def status_counts(self) -> dict[str, int]:
         """{"open": n, "closed": n, "disputed": n} without building views (cheap for status)."""
+        if self._archive is not None:
+            return dict(self._status_counts)
         counts = {s.value: 0 for s in Status}
         for a in self._auctions.values():
             counts[a.status.value] += 1
         return counts
 
     def auction_ids(self) -> list[str]:
+        if self._archive is not None:
+            return sorted(set(self._archive.auction_ids()).union(self._auctions))
         return list(self._auction_ids)
 
     def resolve_prefix(self, prefix: str) -> str:
@@ -442,24 +618,43 @@ class Ledger:
         p = prefix.strip().lower()
         if not p:
             raise NotFound("empty auction id")
-        i = bisect.bisect_left(self._auction_ids, p)
-        j = bisect.bisect_left(self._auction_ids, p + "\U0010ffff", i)   # ids are hex: past every match
-        matches = self._auction_ids[i:j]
+        if self._archive is not None:
+            matches = sorted(set(self._archive.auction_ids(None, p)).union(
+                aid for aid in self._auctions if aid.startswith(p)))
+        else:
+            i = bisect.bisect_left(self._auction_ids, p)
+            j = bisect.bisect_left(self._auction_ids, p + "\U0010ffff", i)   # ids are hex: past every match
+            matches = self._auction_ids[i:j]
         if not matches:
             raise NotFound(f"unknown auction {prefix!r}")
         if len(matches) > 1:
-            shown = ", ".join(f"{aid[:12]}... {_cut(self._auctions[aid].item)}" for aid in matches[:MAX_CANDIDATES])
+            shown = ", ".join(f"{aid[:12]}... {_cut(self._item(aid))}" for aid in matches[:MAX_CANDIDATES])
             more = f", and {len(matches) - MAX_CANDIDATES} more" if len(matches) > MAX_CANDIDATES else ""
             raise NotFound(f"ambiguous prefix {p}: {shown}{more} (give more characters)")
         return matches[0]
 
+    def _item(self, auction_id: str) -> str:
+        a = self._peek(auction_id)
+        return a.item if a is not None else ""
+
     def claimed_name(self, key: str) -> str | None:
         """The name ``key`` claimed in its latest (lamport, id) event held here that has one."""
-        claim = self._claims.get(key)
+        claim = self.claim_of(key)
         return claim[2] if claim else None
 
+    def claimants(self) -> list[str]:
+        """The authors whose claims are held in memory (every one, without an archive)."""
+        return list(self._claims)
+
+    def claim_of(self, key: str) -> tuple[int, str, str] | None:
+        """(lamport, event id, name) of ``key``'s latest event that claims a name."""
+        claim = self._claims.get(key)
+        if claim is None and self._archive is not None:
+            claim = self._archive.claim_of(key)
+        return claim
+
     def _claim(self, author: str, lamport: int, event_id: str, name: str) -> None:
-        held = self._claims.get(author)
+        held = self.claim_of(author)
         if held is None or (lamport, event_id) > held[:2]:
             self._claims[author] = (lamport, event_id, name)
             self._journal(lambda: self._unclaim(author, held))
@@ -485,6 +680,7 @@ class Ledger:
         return [(self._recs[h].lamport, h) for h in a.heads]
 
     def _get(self, auction_id: str) -> _Auction:
+        self._ensure(auction_id)
         a = self._auctions.get(auction_id)
         if a is None:
             raise NotFound(f"unknown auction {auction_id!r}")
@@ -509,7 +705,7 @@ class Ledger:
         """Decode + verify + validate + apply one event from the wire; ``origin`` (the sender) is
         reported back if the event waits as pending and leaves the buffer unresolved."""
         eid = _quick_id(raw)
-        if eid is not None and (eid in self._recs or eid in self._pending):
+        if eid is not None and (eid in self._recs or eid in self._pending or self._stored(eid)):
             # gossip delivers many copies: spot known events before paying for a full decode
             self.counters.duplicates += 1
             return Outcome(OutcomeKind.DUPLICATE, eid)
@@ -517,14 +713,18 @@ class Ledger:
             event = decode_event(raw)
         except DecodeError as exc:
             return self._reject_undecodable(RejectReason(exc.reason))
-        return self.receive(event, origin=origin)
+        # (a decoded event is canonical: its id is the quick one, already looked up)
+        return self._receive(event, verified=False, origin=origin, unseen=event.id == eid)
 
     def receive(self, event: Event, *, verified: bool = False, origin: str | None = None) -> Outcome:
         """Verify + validate + apply one decoded event; ``verified`` skips the signature check
         (only for bytes this node itself stored after verifying them); ``origin`` as in
         receive_raw."""
+        return self._receive(event, verified=verified, origin=origin, unseen=False)
+
+    def _receive(self, event: Event, *, verified: bool, origin: str | None, unseen: bool) -> Outcome:
         eid = event.id
-        if eid in self._recs or eid in self._pending:
+        if not unseen and (eid in self._recs or eid in self._pending or self._stored(eid)):
             self.counters.duplicates += 1
             return Outcome(OutcomeKind.DUPLICATE, eid)
         known = self._rejected.get(eid)
@@ -535,14 +735,19 @@ class Ledger:
             return self._reject(eid, RejectReason.WRONG_NET, remember=False)
         if not verified and not self.verifier.verify(event.author, event.sig, event.signing_bytes):
             return self._reject(eid, RejectReason.BAD_SIGNATURE, remember=False)
+        self._ensure(event.auction_id)
         missing = [d for d in event.deps if d not in self._recs]
+        stored = [d for d in missing if self._stored(d)] if self._archive is not None else []
+        foreign = bool(stored)   # stored, not in memory although its auction would be: another auction's
+        if foreign:
+            missing = [d for d in missing if d not in stored]
         if missing:
-            reason = self._check_known(event, missing)
+            reason = self._check_known(event, missing, foreign)
             if reason is None:
                 self._park(event, missing, origin)
                 return Outcome(OutcomeKind.PENDING, eid)
         else:
-            reason = self._check(event)
+            reason = RejectReason.CROSS_AUCTION_DEP if foreign else self._check(event)
         if reason is not None:
             self._reject(eid, reason)
             self._cascade(eid)      # events already waiting on this one can never be valid
@@ -562,12 +767,13 @@ class Ledger:
 
     # ---------------------------------------------------------------- rules
 
-    def _check_known(self, e: Event, missing: list[str]) -> RejectReason | None:
-        """Verdicts already certain while some deps are unknown (else the event waits)."""
+    def _check_known(self, e: Event, missing: list[str], foreign: bool = False) -> RejectReason | None:
+        """Verdicts already certain while some deps are unknown (else the event waits);
+        ``foreign``: some dep is stored in another auction."""
         if any(d in self._rejected for d in missing):
             return RejectReason.INVALID_DEP
         aid = e.auction_id
-        if any(self._recs[d].auction != aid for d in e.deps if d in self._recs):
+        if foreign or any(self._recs[d].auction != aid for d in e.deps if d in self._recs):
             return RejectReason.CROSS_AUCTION_DEP
         return None
 
@@ -624,18 +830,24 @@ class Ledger:
 
     # ---------------------------------------------------------------- apply
 
-    def _apply(self, e: Event) -> None:
+    def _apply(self, e: Event, *, restoring: bool = False) -> None:
+        """Apply an accepted event; ``restoring``: an evicted auction's event read back (not a
+        change: no digest, counters, claims or journal)."""
         eid = e.id
         deps = tuple(map(self._recs.__getitem__, e.deps))
         body = e.body
         author = sys.intern(e.author)
-        if isinstance(body, OpenBody | BidBody) and body.name is not None:
+        if not restoring and isinstance(body, OpenBody | BidBody) and body.name is not None:
             self._claim(author, e.lamport, eid, body.name)
         if isinstance(body, OpenBody):
             rec = _Rec(eid, e.kind, eid, author, e.lamport, e.ts, (), None, False, None, None)
             self._recs[eid] = rec
             self._auctions[eid] = _Auction(rec, body)
-            bisect.insort(self._auction_ids, eid)
+            if restoring:
+                return
+            if self._archive is None:
+                bisect.insort(self._auction_ids, eid)
+            self._count_status(None, Status.OPEN)
             self._journal(lambda: self._unapply_open(rec))
         else:
             a = self._auctions[body.auction]
@@ -652,22 +864,38 @@ class Ledger:
             else:
                 rec = _Rec(eid, e.kind, aid, author, e.lamport, e.ts, deps, _best_of(deps), True,
                            None, None)
+                status = a.status
                 a.closes.append(rec)
                 before = a.in_close_past
                 self._mark_close_past(a, rec)
+                if not restoring:
+                    self._count_status(status, a.status)
             self._recs[eid] = rec
             was_heads = [d for d in e.deps if a.heads.pop(d, 0) is None]
             a.heads[eid] = None
+            if restoring:
+                return
             if self._undo is not None:
                 self._undo.append(lambda: self._unapply(a, rec, before, was_heads))
+        if self._archive is not None:
+            self._changed[e.auction_id] = None
         self._views.pop(e.auction_id, None)
         self.digest = (self.digest + int(eid, 16)) % _MOD
         self.counters.accepted += 1
 
+    def _count_status(self, before: Status | None, after: Status | None) -> None:
+        """Keep the per-status auction counts (the archive's saved ones plus the changes)."""
+        if before is not None:
+            self._status_counts[before.value] -= 1
+        if after is not None:
+            self._status_counts[after.value] += 1
+
     def _unapply_open(self, rec: _Rec) -> None:
         del self._recs[rec.id]
         del self._auctions[rec.id]
-        del self._auction_ids[bisect.bisect_left(self._auction_ids, rec.id)]
+        if self._archive is None:
+            del self._auction_ids[bisect.bisect_left(self._auction_ids, rec.id)]
+        self._count_status(Status.OPEN, None)
 
     def _unapply(self, a: _Auction, rec: _Rec, before: _Rec | frozenset[str] | None,
                  was_heads: list[str]) -> None:
@@ -677,8 +905,10 @@ class Ledger:
             a.bids.pop()
             a.leading = before if isinstance(before, _Rec) else None
         else:
+            status = a.status
             a.closes.pop()
             a.in_close_past = before if isinstance(before, frozenset) else None
+            self._count_status(status, a.status)
         del a.heads[rec.id]
         for d in was_heads:
             a.heads[d] = None
@@ -775,7 +1005,7 @@ class Ledger:
             p = self._pending.get(pid)
             if p is None:
                 return False
-            still = [d for d in p.missing if d not in self._recs]
+            still = [d for d in p.missing if d not in self._recs and not self._stored(d)]
             if still:
                 if len(still) != len(p.missing):
                     old = p.missing
@@ -784,7 +1014,10 @@ class Ledger:
                 return False
             self._drop_pending(pid)
             e = p.event
-            reason = self._check(e)
+            self._ensure(e.auction_id)    # its other deps may have been evicted since it was parked
+            # a dep stored but not in memory now is another auction's
+            reason = (RejectReason.CROSS_AUCTION_DEP if any(d not in self._recs for d in e.deps)
+                      else self._check(e))
             if reason is not None:
                 self._reject(pid, reason)
                 self._cascade(pid)

@@ -1,5 +1,10 @@
 """The ledger and its store kept in step: memory changes only when the store has committed.
 
+With a store that can serve as the ledger's archive (both stores here can), the ledger keeps only
+a working set in memory: open auctions and a bounded cache of finished ones; the rest is read
+back from the store on demand. A restart then reads the saved state (digest, counts) back and is
+ready at once; nothing is replayed (``p2pauction check`` re-validates everything on demand).
+
 Every call that may accept events is atomic: the ledger journals its changes (``Ledger.begin``),
 the accepted events are appended to the store, and only when that commit succeeded are the
 changes kept; a failed write (disk full, I/O error: ``StoreWriteError``) rolls the ledger back,
@@ -11,16 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 from p2pauction.errors import StoreError
 from p2pauction.logs import get_logger
 from p2pauction.state.events import Event
 from p2pauction.state.identity import SignatureVerifier
 from p2pauction.state.ledger import AuctionView, Ledger, Outcome, OutcomeKind, Status, Unresolved
-from p2pauction.state.store import AuctionState, DerivedState, EventStore
+from p2pauction.state.store import ArchiveStore, AuctionState, DerivedState, EventStore
 
 log = get_logger(__name__)
+CACHE_AUCTIONS = 1024    # finished auctions kept in memory beyond the open ones (least recently used evicted)
 
 
 class Replica:
@@ -29,7 +35,11 @@ class Replica:
     once that transaction has committed."""
 
     def __init__(self, net: str, store: EventStore, *, verifier: SignatureVerifier | None = None,
-                 pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20) -> None:
+                 pending_max_count: int = 10_000, pending_max_bytes: int = 16 * 2**20,
+                 cache_auctions: int | None = CACHE_AUCTIONS) -> None:
+        """``cache_auctions``: finished auctions kept in memory besides the open ones; None keeps
+        every auction in memory and replays the store at start (what the ledger did before the
+        working set; tests compare the two)."""
         check = getattr(store, "check_net", None)
         if callable(check):
             check(net)
@@ -40,10 +50,23 @@ class Replica:
         self._batch_depth = 0
         self._batch_error: StoreError | None = None   # a write inside the open batch failed
         self._batch_touched: dict[str, None] = {}      # auctions the open batch changed
-        self._rebuild()
+        self._batch_authors: dict[str, None] = {}      # authors of the events it accepted
+        archive = (cast(ArchiveStore, store) if cache_auctions is not None
+                   and callable(getattr(store, "archive_ready", None)) else None)
+        saved = archive.load_derived() if archive is not None else None
+        if archive is not None and cache_auctions is not None:
+            if archive.archive_ready() and (saved is not None or len(store) == 0):
+                # a restart without replay: the saved state of the last commit, the rest on demand
+                self.ledger.attach(archive, cache_auctions, restored=saved or (0, 0))
+                return
+            self._rebuild(save_all=True)   # once: a store from before the working set
+            self.ledger.attach(archive, cache_auctions)
+        else:
+            self._rebuild(save_all=False)
 
-    def _rebuild(self) -> None:
-        """Replay the store: its bytes were verified before they were stored, so skip signatures."""
+    def _rebuild(self, *, save_all: bool) -> None:
+        """Replay the store: its bytes were verified before they were stored, so skip signatures.
+        Then save the derived state whole if the store lacks it (or ``save_all``)."""
         bad = 0
         for raw in self.store.iter_raw():
             outcome = self.ledger.load_trusted_raw(raw)
@@ -53,14 +76,14 @@ class Replica:
             log.warning("store_replay_rejected", count=bad, reason="stored events that no longer validate")
         load = getattr(self.store, "load_derived", None)
         saved = load() if callable(load) else None
-        if callable(load) and saved is None:
+        if saved is not None and saved != (self.ledger.digest, self.ledger.counters.accepted):
+            log.warning("store_derived_mismatch", reason="the saved digest differs from the replayed one; "
+                        "run `p2pauction check` with the node stopped")
+        if callable(load) and (saved is None or save_all):
             try:
                 self._save_all_derived()
             except StoreError as exc:  # best effort: the next commit writes the state it changes
                 log.warning("store_write_failed", what="derived state", error=str(exc))
-        elif saved is not None and saved != (self.ledger.digest, self.ledger.counters.accepted):
-            log.warning("store_derived_mismatch", reason="the saved digest differs from the replayed one; "
-                        "run `p2pauction check` with the node stopped")
 
     def receive_raw(self, raw: bytes, *, origin: str | None = None) -> Outcome:
         """One event from the wire; ``origin`` (the sender) comes back in take_unresolved()."""
@@ -114,7 +137,7 @@ class Replica:
                 yield
                 if self._batch_error is None and self._batch_touched:
                     # the derived state once per batch, in its transaction (not once per event)
-                    self._save_derived(self._batch_touched)
+                    self._save_derived(self._batch_touched, self._batch_authors)
                 if self._batch_error is not None:
                     raise self._batch_error  # (also rolls the store's transaction back)
         except BaseException:
@@ -124,6 +147,7 @@ class Replica:
             self._batch_depth = 0
             self._batch_error = None
             self._batch_touched = {}
+            self._batch_authors = {}
         self.ledger.commit()
 
     def get_raw(self, event_id: str) -> bytes | None:
@@ -162,6 +186,7 @@ class Replica:
         state (digest, count, changed auctions), in ONE transaction."""
         finished = self._finished(accepted)
         touched = dict.fromkeys(e.auction_id for e in accepted)
+        authors = dict.fromkeys(e.author for e in accepted)
         transaction = getattr(self.store, "transaction", None)
         deferred = self._batch_depth > 0   # the batch saves the derived state once, at its end
         with transaction() if callable(transaction) and not deferred else _no_transaction():
@@ -171,32 +196,41 @@ class Replica:
                 self.store.append(accepted)
             if deferred:
                 self._batch_touched.update(touched)
+                self._batch_authors.update(authors)
             else:
-                self._save_derived(touched)
+                self._save_derived(touched, authors)
 
-    def _save_derived(self, auctions: Iterable[str]) -> None:
+    def _save_derived(self, auctions: Iterable[str], authors: Iterable[str]) -> None:
         save = getattr(self.store, "save_derived", None)
         if callable(save):
             try:
-                save(self._derived(auctions))
+                save(self._derived(auctions, authors))
             except StoreError as exc:
                 if not self._batch_depth:
                     raise
                 self._batch_error = exc
 
-    def _derived(self, auctions: Iterable[str]) -> DerivedState:
+    def _derived(self, auctions: Iterable[str], authors: Iterable[str], *, complete: bool = False) -> DerivedState:
+        """The state to save with a commit: the auctions it changed, the claims of its authors
+        (the ledger reads them back from the store once they are saved)."""
         ledger = self.ledger
+        claims = ((author, ledger.claim_of(author)) for author in authors)
+        # (the restart reads the counts back; O(1) with a working set, O(auctions) without)
+        counts = tuple(ledger.status_counts().items())
         return DerivedState(ledger.digest, ledger.counters.accepted,
-                            tuple(AuctionState.of(ledger.auction(aid), ledger.heads(aid)) for aid in auctions))
+                            tuple(AuctionState.of(ledger.auction(aid), ledger.heads(aid)) for aid in auctions),
+                            tuple((author, *claim) for author, claim in claims if claim is not None), complete,
+                            counts)
 
     def _save_all_derived(self) -> None:
-        """A store written before the derived state was kept: write it once, for every auction."""
+        """A store written before the derived state (or the claims) were kept: write it once,
+        whole; a restart then reads it back instead of replaying the store."""
         save = getattr(self.store, "save_derived", None)
         if not callable(save) or len(self.store) == 0:
             return
         transaction = getattr(self.store, "transaction", None)
         with transaction() if callable(transaction) else _no_transaction():
-            save(self._derived(v.id for v in self.ledger.auctions()))
+            save(self._derived((v.id for v in self.ledger.auctions()), self.ledger.claimants(), complete=True))
 
     def _finished(self, accepted: Iterable[Event]) -> list[AuctionView]:
         """Views of the finished auctions ``accepted`` changed: a close finished it (or made it
