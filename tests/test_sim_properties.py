@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, find, given, note, settings
@@ -62,20 +65,38 @@ def test_generated_schedules_keep_safety_and_liveness(seed: int, plan: FaultPlan
 
 
 class ForgetfulStore(MemoryStore):
-    """Planted bug: acknowledges an append before it is durable; a crash loses the last batch."""
+    """Planted bug: acknowledges a commit before it is durable; a crash loses the last commit that
+    stored events (all of it: events, indexes and the derived state saved with them, so what is
+    left is the consistent store of the commit before, as a disk that lost its last write)."""
+
+    DURABLE = ("_raw", "_finished", "_bids", "_derived", "_auction_states", "_claims", "_by_auction", "_auction_of")
 
     def __init__(self) -> None:
         super().__init__()
-        self._volatile: list[str] = []
+        self._before_last: dict[str, Any] | None = None
 
-    def append(self, events: Any, *more: Any, **kw: Any) -> None:
-        super().append(events, *more, **kw)
-        self._volatile = [e.id for e in events]
+    def _durable_copy(self) -> dict[str, Any]:
+        saved = {name: copy.copy(getattr(self, name)) for name in self.DURABLE}
+        saved["_by_auction"] = {a: list(ids) for a, ids in self._by_auction.items()}
+        return saved
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._staged is not None:   # nested: the outer block commits
+            with super().transaction():
+                yield
+            return
+        before = self._durable_copy()
+        with super().transaction():
+            yield
+        if len(self._raw) != len(before["_raw"]):
+            self._before_last = before
 
     def crash(self) -> None:
-        for eid in self._volatile:
-            self._raw.pop(eid, None)
-        self._volatile = []
+        if self._before_last is not None:
+            for name, value in self._before_last.items():
+                setattr(self, name, value)
+        self._before_last = None
 
 
 def test_planted_durability_bug_shrinks_to_a_single_crash(capsys: Any) -> None:
