@@ -1,8 +1,7 @@
-"""The virtual clock, the event queue and the world of simulated nodes.
+"""The world of simulated nodes, over the virtual clock (:mod:`simulations.clock`) and the
+network (:mod:`simulations.network`).
 
-Everything happens in one thread, in virtual time. The queue is a heap of
-``(time, seq, callback, args)``: ``seq`` breaks ties in scheduling order, so one seed gives one
-run. The world owns the nodes (a sans-IO core over a replica and a store each), the network, the
+Everything happens in one thread, in virtual time. The world owns the nodes (a sans-IO core over a replica and a store each), the network, the
 checker and the counters; it drives a core exactly as the asyncio adapter does: input methods with
 the current ``now``, then ``take_actions()`` drained in order, and ``tick(now)`` at
 ``next_deadline()``.
@@ -14,96 +13,39 @@ rebuilt from the store, as a real process restarting from its data directory.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from p2pauction.errors import StoreError
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
-from simulations.network import Endpoint, Network, NetParams
+from simulations.clock import INF, Scheduler
+from simulations.network import Network, NetParams
+from simulations.process import Endpoint, SimNode
 
-if TYPE_CHECKING:
-    from simulations.checker import Checker
+__all__ = ["INF", "Counters", "Factory", "Monitor", "Scheduler", "SimNode", "World"]
 
-INF = float("inf")
 _ACC = struct.Struct("<dI")
 MAX_TICKS_AT_ONE_TIME = 64  # a core asking for tick(now) again and again at the same now is stalled
 
 
-class Scheduler:
-    """A heap of timed callbacks; ties keep scheduling order."""
+class Monitor(Protocol):
+    """What the world reports to a safety checker (:class:`simulations.checker.Checker`).
 
-    __slots__ = ("now", "_heap", "_seq", "steps")
+    ``deferred`` holds checks queued during a step; the world calls ``step_done`` after it drained
+    a core's actions whenever the list is not empty.
+    """
 
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
-        self._seq = 0
-        self.steps = 0
+    deferred: list[tuple[SimNode, str]]
 
-    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, fn, args))
-
-    def pending(self) -> int:
-        """Callbacks waiting in the queue (for the report's timeline)."""
-        return len(self._heap)
-
-    def next_time(self) -> float:
-        return self._heap[0][0] if self._heap else INF
-
-    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
-        """Run callbacks due by ``t_end`` (or until ``stop()`` says so after a step)."""
-        heap = self._heap
-        pop = heapq.heappop
-        while heap and heap[0][0] <= t_end:
-            t, _, fn, args = pop(heap)
-            self.now = t
-            fn(*args)
-            self.steps += 1
-            if stop is not None and stop():
-                return
-        if t_end != INF and self.now < t_end:
-            self.now = t_end
-
-
-class SimNode:
-    """One simulated process: its address, identity and store survive crashes; core does not."""
-
-    __slots__ = ("idx", "name", "ip", "addr", "role", "identity", "store", "replica", "core",
-                 "alive", "incarnation", "tick_at", "eps", "skew_ms", "rng", "author", "hostile",
-                 "ticks_now", "tick_time", "started_at", "left", "extra")
-
-    def __init__(self, idx: int, name: str, role: str, seed: str) -> None:
-        self.idx = idx
-        self.name = name
-        self.role = role  # "node" or "bootstrap"
-        self.ip = f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}"
-        self.addr = f"{self.ip}:7000"
-        self.rng = random.Random(f"{seed}/node/{idx}")
-        self.identity: Any = None
-        self.store: Any = None
-        self.replica: Any = None
-        self.core: Any = None
-        self.author: Any = None
-        self.alive = False
-        self.incarnation = 0
-        self.tick_at = INF
-        self.eps: dict[int, Endpoint] = {}
-        self.skew_ms = 0
-        self.hostile = False
-        self.ticks_now = 0
-        self.tick_time = -1.0
-        self.started_at = -1.0
-        self.left = False       # churned out for good
-        self.extra: dict[str, Any] = {}
-
-    def wall_ms(self, now: float) -> int:
-        """The node's wall clock: virtual time plus its skew (only for authored ``ts``)."""
-        return int(now * 1000) + self.skew_ms
+    def violation(self, kind: str, time: float, detail: str) -> None: ...
+    def accepted(self, node: SimNode, ev: Any, own: bool, now: float) -> None: ...
+    def step_done(self, now: float) -> None: ...
+    def acknowledged(self, node: SimNode, ev: Any, now: float) -> None: ...
+    def node_started(self, node: SimNode, now: float) -> None: ...
+    def node_crashed(self, node: SimNode, now: float) -> None: ...
 
 
 class Factory(Protocol):
@@ -142,7 +84,7 @@ class World:
     """All nodes, the network, the clock; the single place that calls into cores."""
 
     def __init__(self, *, seed: int | str, factory: Factory, net_params: NetParams,
-                 checker: Checker | None = None, trace: bool = True) -> None:
+                 checker: Monitor | None = None, trace: bool = True) -> None:
         self.seed = str(seed)
         self.sched = Scheduler()
         self.factory = factory
@@ -288,7 +230,7 @@ class World:
             elif tp is CloseConn:
                 net.close(node, a.conn, a.reason)
         chk = self.checker
-        if chk is not None and chk._deferred:
+        if chk is not None and chk.deferred:
             chk.step_done(self.now)
         if node.core is not core:
             return

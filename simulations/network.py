@@ -34,24 +34,27 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from simulations.engine import SimNode, World
+from simulations.clock import INF, Scheduler
+from simulations.process import Endpoint, LostFrame, SimNode
 
-INF = float("inf")
 _FIN = None  # inbox marker: the peer closed (or reset) the connection
 _TRACE = struct.Struct("<dII")
 _PLAIN_ERROR = b'{"t":"er'   # a plaintext ERROR frame body (before the channel exists): never lost
 
 
-class _LostFrame:
-    """Inbox marker: a frame whose message is lost above the channel (see the module docstring)."""
+class Host(Protocol):
+    """What the network needs of the world above it: the clock, the address book, and a way to
+    run a node's core on an input (the world performs the actions the core returns)."""
 
-    __slots__ = ("data",)
+    sched: Scheduler
+    by_addr: dict[str, SimNode]
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    @property
+    def now(self) -> float: ...
+    def call(self, node: SimNode, method: str, *args: Any, **kwargs: Any) -> None: ...
+    def deliver_data(self, node: SimNode, ep: Endpoint, data: bytes) -> None: ...
 
 
 @dataclass
@@ -67,27 +70,6 @@ class NetParams:
     rto: float = 0.2
     dial_timeout: float = 3.0      # a dial into a partition (or to nobody) fails after this
     refused_after: float = 0.002   # a dial to a down node fails after this (RST)
-
-
-class Endpoint:
-    """One side of a connection: what the receiving node sees as ``conn``."""
-
-    __slots__ = ("cid", "node", "peer", "open", "inbox", "scheduled", "last_arrival", "lat",
-                 "made", "rst_sent", "outbound", "frames_sent")
-
-    def __init__(self, cid: int, node: SimNode, lat: float, outbound: bool) -> None:
-        self.cid = cid
-        self.node = node
-        self.peer: Endpoint | None = None
-        self.open = True
-        self.inbox: list[tuple[float, int, bytes | _LostFrame | None]] = []  # heap of (arrival, seq, data|lost|FIN)
-        self.scheduled = INF
-        self.last_arrival = 0.0
-        self.lat = lat
-        self.made = False
-        self.rst_sent = False
-        self.outbound = outbound
-        self.frames_sent = 0   # the first ones are the handshake (reliable)
 
 
 @dataclass
@@ -140,7 +122,7 @@ class NetStats:
 class Network:
     """Connections, in-flight frames and partitions; calls back into the world to run cores."""
 
-    def __init__(self, world: World, params: NetParams, rng: random.Random) -> None:
+    def __init__(self, world: Host, params: NetParams, rng: random.Random) -> None:
         self.world = world
         self.p = params
         self.rng = rng
@@ -252,14 +234,14 @@ class Network:
             self.stats.frames_sent += 1
             ep.frames_sent += 1
             arrival = now + ep.lat + p.jitter * rng.random()
-            item: bytes | _LostFrame = frame
+            item: bytes | LostFrame = frame
             if ep.frames_sent > handshake_frames and frame[4:12] != _PLAIN_ERROR:
                 if p.loss and rng.random() < p.loss:
                     self.stats.dropped_loss += 1
                     if tcp:
                         arrival += p.rto  # retransmitted; FIFO below holds back what follows
                     else:
-                        item = _LostFrame(frame)
+                        item = LostFrame(frame)
                 if p.reorder and not tcp and rng.random() < p.reorder:
                     self.stats.reordered += 1
                     arrival += rng.uniform(0.0, 2 * ep.lat + 4 * p.jitter)
@@ -268,7 +250,7 @@ class Network:
             ep.last_arrival = arrival
             self._push(dst, arrival, item)
 
-    def _push(self, dst: Endpoint, arrival: float, item: bytes | _LostFrame | None) -> None:
+    def _push(self, dst: Endpoint, arrival: float, item: bytes | LostFrame | None) -> None:
         self._seq += 1
         heapq.heappush(dst.inbox, (arrival, self._seq, item))
         if arrival < dst.scheduled and dst.made:  # a dialler's inbox waits for its connection_made
@@ -301,7 +283,7 @@ class Network:
             if item is _FIN:
                 fin = True
                 break
-            if isinstance(item, _LostFrame):
+            if isinstance(item, LostFrame):
                 self._hand_over(ep, chunks)
                 chunks = []
                 self.world.call(node, "discard_frames", ep.cid, item.data)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulations.engine import SimNode, World
+    from simulations.engine import World
+    from simulations.process import SimNode
 
 NET = "simnet"
 
