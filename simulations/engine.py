@@ -191,14 +191,14 @@ class World:
         if fn is None:  # e.g. a discovery core without dial_failed
             return
         try:
-            fn(*args, now=self.now, **kwargs)
+            fn(*args, now=self.sched.now, **kwargs)
         except Exception as exc:  # a core must never raise on remote input: record it as a bug
             self._core_error(node, method, exc)
         self._drain(node)
 
     def deliver_data(self, node: SimNode, ep: Endpoint, data: bytes) -> None:
         try:
-            node.core.data_received(ep.cid, data, self.now)
+            node.core.data_received(ep.cid, data, self.sched.now)
         except Exception as exc:
             self._core_error(node, "data_received", exc)
         self._drain(node)
@@ -218,33 +218,37 @@ class World:
         core = node.core
         if core is None:
             return
-        net = self.net
-        for a in core.take_actions():
-            tp = type(a)
-            if tp is Send:
-                net.send(node, a.conn, a.data)
-            elif tp is Accepted:
-                self._accepted(node, a)
-            elif tp is Dial:
-                net.dial(node, a.addr)
-            elif tp is CloseConn:
-                net.close(node, a.conn, a.reason)
+        actions = core.take_actions()
+        if actions:
+            net = self.net
+            send = net.send
+            for a in actions:
+                tp = type(a)
+                if tp is Send:
+                    send(node, a.conn, a.data)
+                elif tp is Accepted:
+                    self._accepted(node, a)
+                elif tp is Dial:
+                    net.dial(node, a.addr)
+                elif tp is CloseConn:
+                    net.close(node, a.conn, a.reason)
+        sched = self.sched
         chk = self.checker
         if chk is not None and chk.deferred:
-            chk.step_done(self.now)
+            chk.step_done(sched.now)
         if node.core is not core:
             return
         d = core.next_deadline()
         if d < node.tick_at:
-            if d < self.now:
-                d = self.now
+            if d < sched.now:
+                d = sched.now
             node.tick_at = d
-            self.sched.at(d, self._tick, node, node.incarnation, d)
+            sched.at(d, self._tick, node, node.incarnation, d)
 
     def _tick(self, node: SimNode, inc: int, d: float) -> None:
         if inc != node.incarnation or d != node.tick_at or node.core is None:
             return
-        now = self.now
+        now = self.sched.now
         if node.tick_time == now:
             node.ticks_now += 1
             if node.ticks_now > MAX_TICKS_AT_ONE_TIME:
@@ -268,7 +272,7 @@ class World:
 
     def _accepted(self, node: SimNode, a: Accepted) -> None:
         ev = a.event
-        now = self.now
+        now = self.sched.now
         self.counters.accepted += 1
         eid = ev.id
         if self.trace_enabled:

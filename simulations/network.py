@@ -29,7 +29,6 @@ fires goes to one ``data_received`` call. Randomness comes from one ``random.Ran
 
 from __future__ import annotations
 
-import heapq
 import random
 import struct
 from collections.abc import Callable
@@ -102,7 +101,7 @@ def frame_spans(data: bytes) -> list[bytes]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class NetStats:
     frames_sent: int = 0
     frames_delivered: int = 0
@@ -124,13 +123,13 @@ class Network:
 
     def __init__(self, world: Host, params: NetParams, rng: random.Random) -> None:
         self.world = world
+        self.sched = world.sched   # the clock, read directly on the per-frame paths
         self.p = params
         self.rng = rng
         self.stats = NetStats()
         self.partition: Partition | None = None
         self.endpoints: dict[int, Endpoint] = {}
         self._next_cid = 1
-        self._seq = 0
         self.trace: Callable[[bytes], None] | None = None  # hash sink for delivered frames
         self.on_frames: Callable[[Endpoint, bytes], None] | None = None  # per-delivery observer
         # frame-level faults need frame boundaries; plain latency does not
@@ -217,7 +216,7 @@ class Network:
         if self.partition is not None and self.partition.blocks(node.idx, dst.node.idx):
             self.stats.dropped_partition += 1
             return
-        now = self.world.now
+        now = self.sched.now
         p = self.p
         rng = self.rng
         if not self._split:
@@ -251,14 +250,14 @@ class Network:
             self._push(dst, arrival, item)
 
     def _push(self, dst: Endpoint, arrival: float, item: bytes | LostFrame | None) -> None:
-        self._seq += 1
-        heapq.heappush(dst.inbox, (arrival, self._seq, item))
+        # arrivals on a link never go down (see send and _fin), so appending keeps the inbox in order
+        dst.inbox.append((arrival, item))
         if arrival < dst.scheduled and dst.made:  # a dialler's inbox waits for its connection_made
             self._schedule(dst, arrival)
 
     def _schedule(self, ep: Endpoint, t: float) -> None:
         ep.scheduled = t
-        self.world.sched.at(t, self._deliver, ep, t)
+        self.sched.at(t, self._deliver, ep, t)
 
     # --- delivering -------------------------------------------------------------------------
 
@@ -274,12 +273,12 @@ class Network:
             ep.inbox.clear()
             self._reset_peer(ep)
             return
-        now = self.world.now
+        now = self.sched.now
         inbox = ep.inbox
         chunks: list[bytes] = []
         fin = False
         while inbox and inbox[0][0] <= now:
-            item = heapq.heappop(inbox)[2]
+            item = inbox.popleft()[1]
             if item is _FIN:
                 fin = True
                 break
@@ -302,21 +301,21 @@ class Network:
             self._schedule(ep, inbox[0][0])
 
     def _hand_over(self, ep: Endpoint, chunks: list[bytes]) -> None:
+        if not chunks:
+            return
         node = ep.node
-        now = self.world.now
-        peer = ep.peer
-        assert peer is not None
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            st = self.stats
-            st.deliveries += 1
-            st.frames_delivered += len(chunks) if self._split else _count_frames(data)
-            st.bytes_delivered += len(data)
-            if self.trace is not None:
-                self.trace(_TRACE.pack(now, peer.node.idx, node.idx) + data)
-            if self.on_frames is not None:
-                self.on_frames(ep, data)
-            self.world.deliver_data(node, ep, data)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        st = self.stats
+        st.deliveries += 1
+        st.frames_delivered += len(chunks) if self._split else _count_frames(data)
+        st.bytes_delivered += len(data)
+        if self.trace is not None:
+            peer = ep.peer
+            assert peer is not None
+            self.trace(_TRACE.pack(self.sched.now, peer.node.idx, node.idx) + data)
+        if self.on_frames is not None:
+            self.on_frames(ep, data)
+        self.world.deliver_data(node, ep, data)
 
     def _reset_peer(self, ep: Endpoint) -> None:
         """Bytes reached a dead endpoint: answer with a reset so the sender's link dies too."""
@@ -328,7 +327,7 @@ class Network:
     def _fin(self, src: Endpoint, dst: Endpoint) -> None:
         if self.blocked(src.node.idx, dst.node.idx):
             return
-        arrival = max(self.world.now + src.lat, src.last_arrival)
+        arrival = max(self.sched.now + src.lat, src.last_arrival)
         src.last_arrival = arrival
         self._push(dst, arrival, _FIN)
 

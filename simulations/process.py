@@ -8,6 +8,7 @@ An :class:`Endpoint` is one side of a connection, what the owning node's core se
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Any
 
 from simulations.clock import INF
@@ -33,8 +34,9 @@ class Endpoint:
         self.node = node
         self.peer: Endpoint | None = None
         self.open = True
-        # heap of (arrival, seq, data | lost frame | None for FIN)
-        self.inbox: list[tuple[float, int, bytes | LostFrame | None]] = []
+        # (arrival, data | lost frame | None for FIN), in arrival order: only the peer fills it,
+        # and a link's arrivals never go down (the network keeps every link FIFO)
+        self.inbox: deque[tuple[float, bytes | LostFrame | None]] = deque()
         self.scheduled = INF
         self.last_arrival = 0.0
         self.lat = lat

@@ -153,6 +153,7 @@ class Simulation:
         self.digest_history.append((w.now, len(d)))
         if len(d) == 1 and sum(d.values()) > 0:
             self.converged_at = w.now
+            w.sched.halt()
             return
         if w.now < self.heal + self.cfg.bound:
             w.sched.at(w.now + self.cfg.probe, self._probe)
@@ -175,7 +176,7 @@ class Simulation:
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()
         with fewer_gc_passes():
-            w.sched.run_until(self.heal + self.cfg.bound + 1e-9, stop=lambda: self.converged_at is not None)
+            w.sched.run_until(self.heal + self.cfg.bound + 1e-9)
         self.wall = time.perf_counter() - self._t0
         self.cpu = time.process_time() - self._c0
         if self.converged_at is None:
