@@ -234,7 +234,7 @@ class Network:
             ep.frames_sent += 1
             arrival = now + ep.lat + p.jitter * rng.random()
             item: bytes | LostFrame = frame
-            if ep.frames_sent > handshake_frames and frame[4:12] != _PLAIN_ERROR:
+            if ep.frames_sent > handshake_frames and not frame.startswith(_PLAIN_ERROR, 4):
                 if p.loss and rng.random() < p.loss:
                     self.stats.dropped_loss += 1
                     if tcp:
@@ -279,6 +279,9 @@ class Network:
         fin = False
         while inbox and inbox[0][0] <= now:
             item = inbox.popleft()[1]
+            if type(item) is bytes:  # the common case first
+                chunks.append(item)
+                continue
             if item is _FIN:
                 fin = True
                 break
@@ -289,7 +292,7 @@ class Network:
                 if not ep.open:
                     return
                 continue
-            chunks.append(item)
+            chunks.append(item)  # bytes of another type (a core may send a bytearray)
         self._hand_over(ep, chunks)
         if fin and ep.open:
             ep.open = False
