@@ -41,8 +41,9 @@ class Scheduler:
         end the run: cheaper than a ``stop`` predicate asked after every step)."""
         self._halted = True
 
-    def run_until(self, t_end: float) -> None:
-        """Run callbacks due by ``t_end``, or until a callback calls :meth:`halt`."""
+    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
+        """Run callbacks due by ``t_end``, or until a callback calls :meth:`halt` (or, when given,
+        until ``stop()`` is true after a callback)."""
         heap = self._heap
         pop = heapq.heappop
         steps = 0  # counted locally: an attribute write per step costs more than the step's bookkeeping
@@ -52,7 +53,7 @@ class Scheduler:
                 self.now = t
                 fn(*args)
                 steps += 1
-                if self._halted:
+                if self._halted or (stop is not None and stop()):
                     self._halted = False
                     return
         finally:

@@ -57,6 +57,15 @@ def test_scheduler_halt_ends_the_run_after_the_current_callback() -> None:
     assert seen == ["a", "b", "c"] and s.now == 10.0 and s.steps == 3
 
 
+def test_scheduler_stop_predicate_still_ends_a_run() -> None:
+    s = Scheduler()
+    seen: list[int] = []
+    for i in range(5):
+        s.at(float(i), seen.append, i)
+    s.run_until(10.0, stop=lambda: len(seen) == 2)
+    assert seen == [0, 1] and s.now == 1.0
+
+
 def test_a_link_delivers_in_send_order_whatever_the_jitter() -> None:
     w, _ = _world(3, n=2, jitter=0.05)
     w.sched.run_until(5.0)  # connected
