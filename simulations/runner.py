@@ -13,8 +13,8 @@ from __future__ import annotations
 import gc
 import math
 import random
-import statistics
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +24,11 @@ from typing import Any
 
 from simulations import faults as faults_mod
 from simulations.checker import Checker
-from simulations.engine import SimNode, World
+from simulations.engine import World
 from simulations.faults import FaultOptions, FaultPlan
 from simulations.hostile import Hostile
 from simulations.network import NetParams
+from simulations.process import SimNode
 from simulations.workloads import Workload, make as make_workload
 
 
