@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulations.network import Endpoint, NetParams, frame_spans  # noqa: E402
 from simulations.nodes import RealFactory  # noqa: E402
-from simulations.report import core_totals  # noqa: E402
-from simulations.runner import SimConfig, Simulation  # noqa: E402
+from simulations.runner import SimConfig, Simulation, core_totals  # noqa: E402
 
 AE_TYPES = (b'{"t":"sync"', b'{"t":"tree"', b'{"t":"ids"', b'{"t":"want"', b'{"t":"wantp"', b'{"t":"events"')
 

@@ -15,17 +15,21 @@ what makes a thousand nodes fit in one process: one ``SignatureVerifier`` with a
 the exact signed bytes, and one decode cache (bytes -> immutable Event; ``--no-decode-cache``
 turns it off, and a test shows the trace is identical either way).
 
-Modules: :mod:`~simulations.engine` (virtual clock, event queue, driving cores),
+Modules, bottom up (imports run one way): :mod:`~simulations.clock` (virtual clock, event queue),
+:mod:`~simulations.process` (a simulated process and its connection ends),
 :mod:`~simulations.network` (links, latency, loss, duplication, reordering, partitions),
+:mod:`~simulations.engine` (the world: driving cores), :mod:`~simulations.nodes` (the real node
+parts), :mod:`~simulations.context` (what workloads and hostile authors see of a run),
 :mod:`~simulations.faults` (fault plans: partitions, crash/restart, churn, clock skew, hostile
 acts), :mod:`~simulations.hostile` (the hostile authors), :mod:`~simulations.workloads`
 (reference, random auctions, hot auction), :mod:`~simulations.checker` (safety each step,
-liveness after heal), :mod:`~simulations.report`, :mod:`~simulations.cli`,
+liveness after heal), :mod:`~simulations.runner` (one run and its summary),
+:mod:`~simulations.report`, :mod:`~simulations.cli`,
 :mod:`~simulations.seeds` (the acceptance mix over many seeds), :mod:`~simulations.sweep` (seeds on
 any ``concurrent.futures`` executor: a local pool or Dask), :mod:`~simulations.replay` (``replay.json``:
 a run's parameters and concrete fault plan), :mod:`~simulations.progress` (stderr progress, the
 report's timeline); :mod:`~simulations.standin` is a trivial node used only by the
-engine's own unit tests.
+engine's own unit tests. The real-process test bed is the separate ``testbed`` package.
 
 Determinism: every random choice comes from a ``random.Random`` seeded with a string derived from
 the run's seed (string seeds are stable across ``PYTHONHASHSEED``); identities come from seeded

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulations.engine import SimNode
+    from simulations.process import SimNode
 
 OPEN, BID, CLOSE = "auction.open", "bid.place", "auction.close"
 MAX_DEPS = 32
@@ -185,7 +185,7 @@ class Checker:
         self.winner: dict[str, str | None] = {}     # auction -> first CLOSED winner reported
         self.restart_checks = 0
         self.checks = 0
-        self._deferred: list[tuple[SimNode, str]] = []
+        self.deferred: list[tuple[SimNode, str]] = []
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -221,11 +221,11 @@ class Checker:
         if kind == CLOSE or aid in self.oracle.closes:
             # the ledger may already hold later events of the same input batch: look at the
             # node's view once all of the batch's acceptances have been judged
-            self._deferred.append((node, aid))
+            self.deferred.append((node, aid))
 
     def step_done(self, now: float) -> None:
         """Called by the world after it drained a core's actions."""
-        todo, self._deferred = self._deferred, []
+        todo, self.deferred = self.deferred, []
         seen: dict[tuple[int, str], None] = {}
         for node, aid in todo:
             if (node.idx, aid) not in seen and node.replica is not None:

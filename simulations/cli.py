@@ -23,6 +23,7 @@ from simulations import replay
 from simulations.faults import PARTITION_KINDS, FaultOptions, FaultPlan
 from simulations.network import NetParams
 from simulations.progress import MODES, Display, RunMonitor
+from simulations.report import summary_line, write
 from simulations.runner import SimConfig, Simulation, quiet_logs
 
 DEFAULT_RUNS_DIR = "sim-runs"
@@ -245,10 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_partial(sim: Simulation, monitor: RunMonitor, run_dir: Path) -> Path:
     """After Ctrl-C: the report so far (marked interrupted) next to replay.json, if it can be made."""
-    from simulations.report import summarise, write
-
     try:
-        s = summarise(sim)
+        s = sim.summary()
         s["interrupted"] = True
         write(sim, s, run_dir, monitor.timeline, plot_png=False)
     except Exception:  # a half-run world may not summarise; replay.json is kept either way
@@ -258,8 +257,6 @@ def _write_partial(sim: Simulation, monitor: RunMonitor, run_dir: Path) -> Path:
 
 def _finish(args: argparse.Namespace, sim: Simulation, s: dict[str, Any], monitor: RunMonitor, run_dir: Path,
             replay_spec: dict[str, Any], command: str) -> int:
-    from simulations.report import summary_line, write
-
     s["replay"] = command
     s["run"] = replay_spec
     status = 0 if s["ok"] else 1

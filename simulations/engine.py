@@ -1,8 +1,7 @@
-"""The virtual clock, the event queue and the world of simulated nodes.
+"""The world of simulated nodes, over the virtual clock (:mod:`simulations.clock`) and the
+network (:mod:`simulations.network`).
 
-Everything happens in one thread, in virtual time. The queue is a heap of
-``(time, seq, callback, args)``: ``seq`` breaks ties in scheduling order, so one seed gives one
-run. The world owns the nodes (a sans-IO core over a replica and a store each), the network, the
+Everything happens in one thread, in virtual time. The world owns the nodes (a sans-IO core over a replica and a store each), the network, the
 checker and the counters; it drives a core exactly as the asyncio adapter does: input methods with
 the current ``now``, then ``take_actions()`` drained in order, and ``tick(now)`` at
 ``next_deadline()``.
@@ -14,96 +13,39 @@ rebuilt from the store, as a real process restarting from its data directory.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from p2pauction.errors import StoreError
 from p2pauction.gossip.actions import Accepted, CloseConn, Dial, Send
-from simulations.network import Endpoint, Network, NetParams
+from simulations.clock import INF, Scheduler
+from simulations.network import Network, NetParams
+from simulations.process import Endpoint, SimNode
 
-if TYPE_CHECKING:
-    from simulations.checker import Checker
+__all__ = ["INF", "Counters", "Factory", "Monitor", "Scheduler", "SimNode", "World"]
 
-INF = float("inf")
 _ACC = struct.Struct("<dI")
 MAX_TICKS_AT_ONE_TIME = 64  # a core asking for tick(now) again and again at the same now is stalled
 
 
-class Scheduler:
-    """A heap of timed callbacks; ties keep scheduling order."""
+class Monitor(Protocol):
+    """What the world reports to a safety checker (:class:`simulations.checker.Checker`).
 
-    __slots__ = ("now", "_heap", "_seq", "steps")
+    ``deferred`` holds checks queued during a step; the world calls ``step_done`` after it drained
+    a core's actions whenever the list is not empty.
+    """
 
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
-        self._seq = 0
-        self.steps = 0
+    deferred: list[tuple[SimNode, str]]
 
-    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, fn, args))
-
-    def pending(self) -> int:
-        """Callbacks waiting in the queue (for the report's timeline)."""
-        return len(self._heap)
-
-    def next_time(self) -> float:
-        return self._heap[0][0] if self._heap else INF
-
-    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
-        """Run callbacks due by ``t_end`` (or until ``stop()`` says so after a step)."""
-        heap = self._heap
-        pop = heapq.heappop
-        while heap and heap[0][0] <= t_end:
-            t, _, fn, args = pop(heap)
-            self.now = t
-            fn(*args)
-            self.steps += 1
-            if stop is not None and stop():
-                return
-        if t_end != INF and self.now < t_end:
-            self.now = t_end
-
-
-class SimNode:
-    """One simulated process: its address, identity and store survive crashes; core does not."""
-
-    __slots__ = ("idx", "name", "ip", "addr", "role", "identity", "store", "replica", "core",
-                 "alive", "incarnation", "tick_at", "eps", "skew_ms", "rng", "author", "hostile",
-                 "ticks_now", "tick_time", "started_at", "left", "extra")
-
-    def __init__(self, idx: int, name: str, role: str, seed: str) -> None:
-        self.idx = idx
-        self.name = name
-        self.role = role  # "node" or "bootstrap"
-        self.ip = f"10.{(idx >> 16) & 255}.{(idx >> 8) & 255}.{idx & 255}"
-        self.addr = f"{self.ip}:7000"
-        self.rng = random.Random(f"{seed}/node/{idx}")
-        self.identity: Any = None
-        self.store: Any = None
-        self.replica: Any = None
-        self.core: Any = None
-        self.author: Any = None
-        self.alive = False
-        self.incarnation = 0
-        self.tick_at = INF
-        self.eps: dict[int, Endpoint] = {}
-        self.skew_ms = 0
-        self.hostile = False
-        self.ticks_now = 0
-        self.tick_time = -1.0
-        self.started_at = -1.0
-        self.left = False       # churned out for good
-        self.extra: dict[str, Any] = {}
-
-    def wall_ms(self, now: float) -> int:
-        """The node's wall clock: virtual time plus its skew (only for authored ``ts``)."""
-        return int(now * 1000) + self.skew_ms
+    def violation(self, kind: str, time: float, detail: str) -> None: ...
+    def accepted(self, node: SimNode, ev: object, own: bool, now: float) -> None: ...
+    def step_done(self, now: float) -> None: ...
+    def acknowledged(self, node: SimNode, ev: object, now: float) -> None: ...
+    def node_started(self, node: SimNode, now: float) -> None: ...
+    def node_crashed(self, node: SimNode, now: float) -> None: ...
 
 
 class Factory(Protocol):
@@ -142,7 +84,7 @@ class World:
     """All nodes, the network, the clock; the single place that calls into cores."""
 
     def __init__(self, *, seed: int | str, factory: Factory, net_params: NetParams,
-                 checker: Checker | None = None, trace: bool = True) -> None:
+                 checker: Monitor | None = None, trace: bool = True) -> None:
         self.seed = str(seed)
         self.sched = Scheduler()
         self.factory = factory
@@ -249,14 +191,14 @@ class World:
         if fn is None:  # e.g. a discovery core without dial_failed
             return
         try:
-            fn(*args, now=self.now, **kwargs)
+            fn(*args, now=self.sched.now, **kwargs)
         except Exception as exc:  # a core must never raise on remote input: record it as a bug
             self._core_error(node, method, exc)
         self._drain(node)
 
     def deliver_data(self, node: SimNode, ep: Endpoint, data: bytes) -> None:
         try:
-            node.core.data_received(ep.cid, data, self.now)
+            node.core.data_received(ep.cid, data, self.sched.now)
         except Exception as exc:
             self._core_error(node, "data_received", exc)
         self._drain(node)
@@ -276,33 +218,37 @@ class World:
         core = node.core
         if core is None:
             return
-        net = self.net
-        for a in core.take_actions():
-            tp = type(a)
-            if tp is Send:
-                net.send(node, a.conn, a.data)
-            elif tp is Accepted:
-                self._accepted(node, a)
-            elif tp is Dial:
-                net.dial(node, a.addr)
-            elif tp is CloseConn:
-                net.close(node, a.conn, a.reason)
+        actions = core.take_actions()
+        if actions:
+            net = self.net
+            send = net.send
+            for a in actions:
+                tp = type(a)
+                if tp is Send:
+                    send(node, a.conn, a.data)
+                elif tp is Accepted:
+                    self._accepted(node, a)
+                elif tp is Dial:
+                    net.dial(node, a.addr)
+                elif tp is CloseConn:
+                    net.close(node, a.conn, a.reason)
+        sched = self.sched
         chk = self.checker
-        if chk is not None and chk._deferred:
-            chk.step_done(self.now)
+        if chk is not None and chk.deferred:
+            chk.step_done(sched.now)
         if node.core is not core:
             return
         d = core.next_deadline()
         if d < node.tick_at:
-            if d < self.now:
-                d = self.now
+            if d < sched.now:
+                d = sched.now
             node.tick_at = d
-            self.sched.at(d, self._tick, node, node.incarnation, d)
+            sched.at(d, self._tick, node, node.incarnation, d)
 
     def _tick(self, node: SimNode, inc: int, d: float) -> None:
         if inc != node.incarnation or d != node.tick_at or node.core is None:
             return
-        now = self.now
+        now = self.sched.now
         if node.tick_time == now:
             node.ticks_now += 1
             if node.ticks_now > MAX_TICKS_AT_ONE_TIME:
@@ -326,7 +272,7 @@ class World:
 
     def _accepted(self, node: SimNode, a: Accepted) -> None:
         ev = a.event
-        now = self.now
+        now = self.sched.now
         self.counters.accepted += 1
         eid = ev.id
         if self.trace_enabled:

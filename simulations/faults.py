@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from simulations.network import Partition
 
 if TYPE_CHECKING:
-    from simulations.engine import SimNode, World
+    from simulations.engine import World
+    from simulations.process import SimNode
 
 PARTITION_KINDS = ("symmetric", "asymmetric", "bridge")
 # What an injected storage fault says (the texts SQLite gives for SQLITE_FULL and SQLITE_IOERR)

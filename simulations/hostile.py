@@ -35,8 +35,8 @@ from p2pauction.errors import DecodeError
 from p2pauction.gossip.framing import encode_body
 
 if TYPE_CHECKING:
-    from simulations.engine import SimNode
-    from simulations.runner import Simulation
+    from simulations.context import RunContext
+    from simulations.process import SimNode
 
 
 def event_body(raw: bytes) -> bytes:
@@ -51,7 +51,7 @@ def _recanon(raw: bytes, **changes: Any) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, ts_offset: int = 0) -> Any:
+def _sign(node: SimNode, sim: RunContext, kind: str, body: Any, ts_offset: int = 0) -> Any:
     """Sign ``body`` as ``node`` on top of the heads of its auction as this node sees them."""
     from p2pauction.state.events import Kind, sign_event
 
@@ -64,7 +64,7 @@ def _sign(node: SimNode, sim: Simulation, kind: str, body: Any, ts_offset: int =
 class Hostile:
     """Carries out one act for a hostile node; ``sim.checker`` learns what is invalid."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: RunContext) -> None:
         self.sim = sim
         self.own_auctions: dict[int, str] = {}   # hostile node idx -> its auction id
         self.done: dict[str, int] = {}

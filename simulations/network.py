@@ -29,29 +29,31 @@ fires goes to one ``data_received`` call. Randomness comes from one ``random.Ran
 
 from __future__ import annotations
 
-import heapq
 import random
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from simulations.engine import SimNode, World
+from simulations.clock import INF, Scheduler
+from simulations.process import Endpoint, LostFrame, SimNode
 
-INF = float("inf")
 _FIN = None  # inbox marker: the peer closed (or reset) the connection
 _TRACE = struct.Struct("<dII")
 _PLAIN_ERROR = b'{"t":"er'   # a plaintext ERROR frame body (before the channel exists): never lost
 
 
-class _LostFrame:
-    """Inbox marker: a frame whose message is lost above the channel (see the module docstring)."""
+class Host(Protocol):
+    """What the network needs of the world above it: the clock, the address book, and a way to
+    run a node's core on an input (the world performs the actions the core returns)."""
 
-    __slots__ = ("data",)
+    sched: Scheduler
+    by_addr: dict[str, SimNode]
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    @property
+    def now(self) -> float: ...
+    def call(self, node: SimNode, method: str, *args: object, **kwargs: object) -> None: ...
+    def deliver_data(self, node: SimNode, ep: Endpoint, data: bytes) -> None: ...
 
 
 @dataclass
@@ -67,27 +69,6 @@ class NetParams:
     rto: float = 0.2
     dial_timeout: float = 3.0      # a dial into a partition (or to nobody) fails after this
     refused_after: float = 0.002   # a dial to a down node fails after this (RST)
-
-
-class Endpoint:
-    """One side of a connection: what the receiving node sees as ``conn``."""
-
-    __slots__ = ("cid", "node", "peer", "open", "inbox", "scheduled", "last_arrival", "lat",
-                 "made", "rst_sent", "outbound", "frames_sent")
-
-    def __init__(self, cid: int, node: SimNode, lat: float, outbound: bool) -> None:
-        self.cid = cid
-        self.node = node
-        self.peer: Endpoint | None = None
-        self.open = True
-        self.inbox: list[tuple[float, int, bytes | _LostFrame | None]] = []  # heap of (arrival, seq, data|lost|FIN)
-        self.scheduled = INF
-        self.last_arrival = 0.0
-        self.lat = lat
-        self.made = False
-        self.rst_sent = False
-        self.outbound = outbound
-        self.frames_sent = 0   # the first ones are the handshake (reliable)
 
 
 @dataclass
@@ -120,7 +101,7 @@ def frame_spans(data: bytes) -> list[bytes]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class NetStats:
     frames_sent: int = 0
     frames_delivered: int = 0
@@ -140,15 +121,15 @@ class NetStats:
 class Network:
     """Connections, in-flight frames and partitions; calls back into the world to run cores."""
 
-    def __init__(self, world: World, params: NetParams, rng: random.Random) -> None:
+    def __init__(self, world: Host, params: NetParams, rng: random.Random) -> None:
         self.world = world
+        self.sched = world.sched   # the clock, read directly on the per-frame paths
         self.p = params
         self.rng = rng
         self.stats = NetStats()
         self.partition: Partition | None = None
         self.endpoints: dict[int, Endpoint] = {}
         self._next_cid = 1
-        self._seq = 0
         self.trace: Callable[[bytes], None] | None = None  # hash sink for delivered frames
         self.on_frames: Callable[[Endpoint, bytes], None] | None = None  # per-delivery observer
         # frame-level faults need frame boundaries; plain latency does not
@@ -235,7 +216,7 @@ class Network:
         if self.partition is not None and self.partition.blocks(node.idx, dst.node.idx):
             self.stats.dropped_partition += 1
             return
-        now = self.world.now
+        now = self.sched.now
         p = self.p
         rng = self.rng
         if not self._split:
@@ -252,14 +233,14 @@ class Network:
             self.stats.frames_sent += 1
             ep.frames_sent += 1
             arrival = now + ep.lat + p.jitter * rng.random()
-            item: bytes | _LostFrame = frame
-            if ep.frames_sent > handshake_frames and frame[4:12] != _PLAIN_ERROR:
+            item: bytes | LostFrame = frame
+            if ep.frames_sent > handshake_frames and not frame.startswith(_PLAIN_ERROR, 4):
                 if p.loss and rng.random() < p.loss:
                     self.stats.dropped_loss += 1
                     if tcp:
                         arrival += p.rto  # retransmitted; FIFO below holds back what follows
                     else:
-                        item = _LostFrame(frame)
+                        item = LostFrame(frame)
                 if p.reorder and not tcp and rng.random() < p.reorder:
                     self.stats.reordered += 1
                     arrival += rng.uniform(0.0, 2 * ep.lat + 4 * p.jitter)
@@ -268,15 +249,15 @@ class Network:
             ep.last_arrival = arrival
             self._push(dst, arrival, item)
 
-    def _push(self, dst: Endpoint, arrival: float, item: bytes | _LostFrame | None) -> None:
-        self._seq += 1
-        heapq.heappush(dst.inbox, (arrival, self._seq, item))
+    def _push(self, dst: Endpoint, arrival: float, item: bytes | LostFrame | None) -> None:
+        # arrivals on a link never go down (see send and _fin), so appending keeps the inbox in order
+        dst.inbox.append((arrival, item))
         if arrival < dst.scheduled and dst.made:  # a dialler's inbox waits for its connection_made
             self._schedule(dst, arrival)
 
     def _schedule(self, ep: Endpoint, t: float) -> None:
         ep.scheduled = t
-        self.world.sched.at(t, self._deliver, ep, t)
+        self.sched.at(t, self._deliver, ep, t)
 
     # --- delivering -------------------------------------------------------------------------
 
@@ -292,23 +273,26 @@ class Network:
             ep.inbox.clear()
             self._reset_peer(ep)
             return
-        now = self.world.now
+        now = self.sched.now
         inbox = ep.inbox
         chunks: list[bytes] = []
         fin = False
         while inbox and inbox[0][0] <= now:
-            item = heapq.heappop(inbox)[2]
+            item = inbox.popleft()[1]
+            if type(item) is bytes:  # the common case first
+                chunks.append(item)
+                continue
             if item is _FIN:
                 fin = True
                 break
-            if isinstance(item, _LostFrame):
+            if isinstance(item, LostFrame):
                 self._hand_over(ep, chunks)
                 chunks = []
                 self.world.call(node, "discard_frames", ep.cid, item.data)
                 if not ep.open:
                     return
                 continue
-            chunks.append(item)
+            chunks.append(item)  # bytes of another type (a core may send a bytearray)
         self._hand_over(ep, chunks)
         if fin and ep.open:
             ep.open = False
@@ -320,21 +304,21 @@ class Network:
             self._schedule(ep, inbox[0][0])
 
     def _hand_over(self, ep: Endpoint, chunks: list[bytes]) -> None:
+        if not chunks:
+            return
         node = ep.node
-        now = self.world.now
-        peer = ep.peer
-        assert peer is not None
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            st = self.stats
-            st.deliveries += 1
-            st.frames_delivered += len(chunks) if self._split else _count_frames(data)
-            st.bytes_delivered += len(data)
-            if self.trace is not None:
-                self.trace(_TRACE.pack(now, peer.node.idx, node.idx) + data)
-            if self.on_frames is not None:
-                self.on_frames(ep, data)
-            self.world.deliver_data(node, ep, data)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        st = self.stats
+        st.deliveries += 1
+        st.frames_delivered += len(chunks) if self._split else _count_frames(data)
+        st.bytes_delivered += len(data)
+        if self.trace is not None:
+            peer = ep.peer
+            assert peer is not None
+            self.trace(_TRACE.pack(self.sched.now, peer.node.idx, node.idx) + data)
+        if self.on_frames is not None:
+            self.on_frames(ep, data)
+        self.world.deliver_data(node, ep, data)
 
     def _reset_peer(self, ep: Endpoint) -> None:
         """Bytes reached a dead endpoint: answer with a reset so the sender's link dies too."""
@@ -346,7 +330,7 @@ class Network:
     def _fin(self, src: Endpoint, dst: Endpoint) -> None:
         if self.blocked(src.node.idx, dst.node.idx):
             return
-        arrival = max(self.world.now + src.lat, src.last_arrival)
+        arrival = max(self.sched.now + src.lat, src.last_arrival)
         src.last_arrival = arrival
         self._push(dst, arrival, _FIN)
 

@@ -16,8 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from p2pauction.errors import DecodeError
+from p2pauction.gossip.config import GossipConfig
+from p2pauction.gossip.core import GossipCore
+from p2pauction.gossip.discovery import DiscoveryCore
+from p2pauction.gossip.entropy import SeededEntropy
+from p2pauction.gossip.messages import EventMsg
+from p2pauction.state.authoring import Author
+from p2pauction.state.events import decode_event
+from p2pauction.state.identity import Identity, SignatureVerifier
+from p2pauction.state.replica import Replica
+from simulations.storage import FaultyStore
+
 if TYPE_CHECKING:
-    from simulations.engine import SimNode, World
+    from simulations.engine import World
+    from simulations.process import SimNode
 
 NET = "simnet"
 
@@ -60,8 +73,6 @@ class DecodeCache(SharedMemo):
     def decode(self, raw: bytes) -> Any:
         ev = self.get(raw)
         if ev is None:
-            from p2pauction.state.events import decode_event
-
             ev = decode_event(raw)  # DecodeError propagates: the caller falls back to the real path
             self.put(ev.raw, ev)
         return ev
@@ -77,8 +88,6 @@ class FrameCache(SharedMemo):
     """
 
     def put(self, key: bytes, value: Any) -> None:
-        from p2pauction.gossip.messages import EventMsg
-
         if type(value) is EventMsg:
             super().put(key, value)
 
@@ -95,8 +104,6 @@ def with_decode_cache(base: type) -> type:
     """
     cls = _CACHED_CLASSES.get(base)
     if cls is None:
-        from p2pauction.errors import DecodeError
-
         def receive_raw(self: Any, raw: bytes, **kw: Any) -> Any:
             try:
                 ev = self._decode_cache.decode(raw)
@@ -126,8 +133,6 @@ class RealFactory:
     def __init__(self, *, dissemination: str = "plumtree", overrides: dict[str, Any] | None = None,
                  hooks: Hooks | None = None, verifier_cache: int = 1 << 17, net: str = NET,
                  decode_cache: int = 1 << 17) -> None:
-        from p2pauction.state.identity import SignatureVerifier
-
         self.net = net
         self.dissemination = dissemination
         self.overrides = dict(overrides or {})
@@ -141,9 +146,6 @@ class RealFactory:
         self.world = world
 
     def new_identity(self, node: SimNode) -> Any:
-        from p2pauction.state.authoring import Author
-        from p2pauction.state.identity import Identity
-
         assert self.world is not None
         seed = random.Random(f"{self.world.seed}/identity/{node.idx}").randbytes(32)
         ident = Identity.generate(seed=seed)
@@ -152,8 +154,6 @@ class RealFactory:
         return ident
 
     def new_store(self, node: SimNode) -> Any:
-        from simulations.storage import FaultyStore
-
         cls = self._hooked(node, "store_class") or FaultyStore
         store = cls()
         if isinstance(store, FaultyStore):
@@ -177,8 +177,6 @@ class RealFactory:
         return fn(node)
 
     def new_replica(self, node: SimNode) -> Any:
-        from p2pauction.state.replica import Replica
-
         cls = self._hooked(node, "replica_class") or Replica
         if self.decode_cache is None:
             return cls(self.net, node.store, verifier=self.verifier)
@@ -187,8 +185,6 @@ class RealFactory:
         return rep
 
     def config(self, node: SimNode) -> Any:
-        from p2pauction.gossip.config import GossipConfig
-
         assert self.world is not None
         kw: dict[str, Any] = {"dissemination": self.dissemination}
         kw.update(self.overrides)
@@ -198,7 +194,6 @@ class RealFactory:
 
     def new_core(self, node: SimNode, now: float) -> Any:
         assert self.world is not None
-        from p2pauction.gossip.entropy import SeededEntropy
 
         rng = random.Random(f"{self.world.seed}/core/{node.idx}/{node.incarnation}")
         # Secrets (Noise keys) from a stream of their own, derived from the run seed, so a run
@@ -206,11 +201,7 @@ class RealFactory:
         entropy = SeededEntropy(f"{self.world.seed}/entropy/{node.idx}/{node.incarnation}".encode())
         cfg = self.config(node)
         if node.role == "bootstrap":
-            from p2pauction.gossip.discovery import DiscoveryCore
-
             return DiscoveryCore(cfg, node.identity, rng, now, entropy=entropy)
-        from p2pauction.gossip.core import GossipCore
-
         cls = self._hooked(node, "core_class") or GossipCore
         core = cls(cfg, node.identity, node.replica, rng, now, entropy=entropy)
         core.message_cache = self.frame_cache

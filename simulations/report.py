@@ -1,4 +1,5 @@
-"""Summaries: the one-line verdict, ``report.json`` and (with matplotlib) a coverage plot.
+"""Reports of a finished run: the one-line verdict, ``report.json`` and (with matplotlib) a
+coverage plot. The summary itself is made by :func:`simulations.runner.summarise`.
 
 Figures reported:
 - convergence: whether all live honest nodes reached one digest, and how long after the heal;
@@ -11,50 +12,10 @@ Figures reported:
 from __future__ import annotations
 
 import json
-import math
-import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simulations.runner import peak_rss_mb
-
-if TYPE_CHECKING:
-    from simulations.runner import Simulation
-
-
-def core_totals(sim: Simulation) -> dict[str, int]:
-    """Sum of the cores' event counters over live nodes plus every crashed incarnation."""
-    tot: dict[str, int] = dict(sim.world.retired)
-    for n in sim.world.nodes:
-        if n.core is None or n.role != "node" or n.hostile:
-            continue
-        for k, v in _event_counters(n.core).items():
-            tot[k] = tot.get(k, 0) + v
-    return dict(sorted(tot.items()))
-
-
-def _event_counters(core: Any) -> dict[str, int]:
-    try:
-        st = core.stats()
-    except Exception:
-        return {}
-    ev = st.get("events", {}) if isinstance(st, dict) else {}
-    return {k: v for k, v in ev.items() if isinstance(v, int) and not isinstance(v, bool)}
-
-
-def hops_figures(sim: Simulation) -> dict[str, Any]:
-    # a hop count of MAX_HOPS (1024) means "unknown" (a copy repaired by anti-entropy): not a path length
-    hm = [h for h in sim.world.hops_max.values() if 0 < h < 1024]
-    n = len(sim.honest)
-    if not hm:
-        return {"events": 0, "log2_n": round(math.log2(max(2, n)), 2)}
-    return {
-        "events": len(hm),
-        "max_hops_mean": round(statistics.fmean(hm), 2),
-        "max_hops_median": statistics.median(hm),
-        "max_hops_max": max(hm),
-        "log2_n": round(math.log2(max(2, n)), 2),
-    }
+from simulations.runner import Simulation
 
 
 def coverage_series(sim: Simulation) -> list[tuple[float, float]]:
@@ -79,75 +40,6 @@ def coverage_series(sim: Simulation) -> list[tuple[float, float]]:
         if published:
             out.append(((i + 1) * bucket, min(1.0, acc / (n_nodes * published))))
     return out
-
-
-def summarise(sim: Simulation) -> dict[str, Any]:
-    w = sim.world
-    cfg = sim.cfg
-    st = w.net.stats
-    totals = core_totals(sim)
-    received = totals.get("accepted", 0) - totals.get("own", 0)
-    copies = totals.get("copies_received", 0)
-    d = w.digests()
-    chk = sim.checker.summary()
-    return {
-        "seed": cfg.seed,
-        "replay": f"python -m simulations {cfg.replay_args()}",
-        "scenario": cfg.scenario,
-        "nodes": cfg.nodes,
-        "hostile_nodes": len(sim.hostiles),
-        "dissemination": cfg.dissemination,
-        "net": {"latency": list(cfg.net.latency), "jitter": cfg.net.jitter, "loss": cfg.net.loss,
-                "dup": cfg.net.dup, "reorder": cfg.net.reorder},
-        "faults": sim.plan.to_json() if sim.plan is not None else {},
-        "converged": sim.converged_at is not None,
-        "heal_time": round(sim.heal, 3),
-        "converged_at": None if sim.converged_at is None else round(sim.converged_at, 3),
-        "converged_after_heal": None if sim.converged_at is None else round(sim.converged_at - sim.heal, 3),
-        "liveness_bound": cfg.bound,
-        "virtual_time": round(w.now, 3),
-        "live_honest_nodes": sum(d.values()),
-        "distinct_digests": len(d),
-        "events_valid": len(sim.checker.oracle.facts),
-        "events_published": w.counters.publish_accepted,
-        "events_refused_locally": w.counters.publish_refused,
-        "frames_sent": st.frames_sent,
-        "frames_delivered": st.frames_delivered,
-        "bytes_delivered": st.bytes_delivered,
-        "copies_per_delivered_event": round(copies / received, 3) if received else None,
-        # the same, counting the event payloads anti-entropy carried as well
-        "copies_per_delivered_event_incl_ae": (round((copies + totals.get("ae_events_received", 0)) / received, 3)
-                                               if received else None),
-        "core_event_counters": totals,
-        "hops": hops_figures(sim),
-        "network": w.net.snapshot(),
-        "world": {"crashes": w.counters.crashes, "restarts": w.counters.restarts, "joins": w.counters.joins,
-                  "leaves": w.counters.leaves, "injected_frames": w.counters.injected_frames,
-                  "core_errors": w.counters.core_errors, "stalls": w.counters.stalls,
-                  "storage_faults": w.counters.storage_faults,
-                  "publish_store_failed": w.counters.publish_store_failed,
-                  "authored_by_kind": dict(sorted(w.counters.by_kind.items())),
-                  "skipped_dead": w.counters.skipped_dead, "steps": w.sched.steps},
-        "hostile_acts": dict(sorted(sim.hostile.done.items())),
-        "final_state": getattr(sim, "final", {}),
-        "checker": chk,
-        "violations": chk["violations_by_kind"],
-        "ok": chk["ok"],
-        "wall_seconds": round(sim.wall, 3),
-        "deliveries_per_wall_second": round(st.frames_delivered / sim.wall) if sim.wall > 0 else None,
-        "cpu_seconds": round(sim.cpu, 3),
-        "deliveries_per_cpu_second": round(st.frames_delivered / sim.cpu) if sim.cpu > 0 else None,
-        "decode_cache": _cache_stats(sim, "decode_cache"),
-        "frame_cache": _cache_stats(sim, "frame_cache"),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "trace_hash": w.trace_hash() if cfg.trace else None,
-        "notes": sim.notes[:20],
-    }
-
-
-def _cache_stats(sim: Simulation, which: str) -> dict[str, int] | None:
-    c = getattr(sim.factory, which, None)
-    return None if c is None else {"hits": c.hits, "misses": c.misses}
 
 
 def summary_line(s: dict[str, Any]) -> str:

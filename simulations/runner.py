@@ -14,6 +14,7 @@ import gc
 import math
 import random
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,11 @@ from typing import Any
 
 from simulations import faults as faults_mod
 from simulations.checker import Checker
-from simulations.engine import SimNode, World
+from simulations.engine import World
 from simulations.faults import FaultOptions, FaultPlan
 from simulations.hostile import Hostile
 from simulations.network import NetParams
+from simulations.process import SimNode
 from simulations.workloads import Workload, make as make_workload
 
 
@@ -152,6 +154,7 @@ class Simulation:
         self.digest_history.append((w.now, len(d)))
         if len(d) == 1 and sum(d.values()) > 0:
             self.converged_at = w.now
+            w.sched.halt()
             return
         if w.now < self.heal + self.cfg.bound:
             w.sched.at(w.now + self.cfg.probe, self._probe)
@@ -174,7 +177,7 @@ class Simulation:
         self._t0 = time.perf_counter()
         self._c0 = time.process_time()
         with fewer_gc_passes():
-            w.sched.run_until(self.heal + self.cfg.bound + 1e-9, stop=lambda: self.converged_at is not None)
+            w.sched.run_until(self.heal + self.cfg.bound + 1e-9)
         self.wall = time.perf_counter() - self._t0
         self.cpu = time.process_time() - self._c0
         if self.converged_at is None:
@@ -189,9 +192,113 @@ class Simulation:
     # --- results ------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        from simulations.report import summarise
-
         return summarise(self)
+
+
+# --- the summary of a run (written out by simulations.report) ---------------------------------
+
+def core_totals(sim: Simulation) -> dict[str, int]:
+    """Sum of the cores' event counters over live nodes plus every crashed incarnation."""
+    tot: dict[str, int] = dict(sim.world.retired)
+    for n in sim.world.nodes:
+        if n.core is None or n.role != "node" or n.hostile:
+            continue
+        for k, v in _event_counters(n.core).items():
+            tot[k] = tot.get(k, 0) + v
+    return dict(sorted(tot.items()))
+
+
+def _event_counters(core: Any) -> dict[str, int]:
+    try:
+        st = core.stats()
+    except Exception:
+        return {}
+    ev = st.get("events", {}) if isinstance(st, dict) else {}
+    return {k: v for k, v in ev.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def hops_figures(sim: Simulation) -> dict[str, Any]:
+    # a hop count of MAX_HOPS (1024) means "unknown" (a copy repaired by anti-entropy): not a path length
+    hm = [h for h in sim.world.hops_max.values() if 0 < h < 1024]
+    n = len(sim.honest)
+    if not hm:
+        return {"events": 0, "log2_n": round(math.log2(max(2, n)), 2)}
+    return {
+        "events": len(hm),
+        "max_hops_mean": round(statistics.fmean(hm), 2),
+        "max_hops_median": statistics.median(hm),
+        "max_hops_max": max(hm),
+        "log2_n": round(math.log2(max(2, n)), 2),
+    }
+
+
+def summarise(sim: Simulation) -> dict[str, Any]:
+    w = sim.world
+    cfg = sim.cfg
+    st = w.net.stats
+    totals = core_totals(sim)
+    received = totals.get("accepted", 0) - totals.get("own", 0)
+    copies = totals.get("copies_received", 0)
+    d = w.digests()
+    chk = sim.checker.summary()
+    return {
+        "seed": cfg.seed,
+        "replay": f"python -m simulations {cfg.replay_args()}",
+        "scenario": cfg.scenario,
+        "nodes": cfg.nodes,
+        "hostile_nodes": len(sim.hostiles),
+        "dissemination": cfg.dissemination,
+        "net": {"latency": list(cfg.net.latency), "jitter": cfg.net.jitter, "loss": cfg.net.loss,
+                "dup": cfg.net.dup, "reorder": cfg.net.reorder},
+        "faults": sim.plan.to_json() if sim.plan is not None else {},
+        "converged": sim.converged_at is not None,
+        "heal_time": round(sim.heal, 3),
+        "converged_at": None if sim.converged_at is None else round(sim.converged_at, 3),
+        "converged_after_heal": None if sim.converged_at is None else round(sim.converged_at - sim.heal, 3),
+        "liveness_bound": cfg.bound,
+        "virtual_time": round(w.now, 3),
+        "live_honest_nodes": sum(d.values()),
+        "distinct_digests": len(d),
+        "events_valid": len(sim.checker.oracle.facts),
+        "events_published": w.counters.publish_accepted,
+        "events_refused_locally": w.counters.publish_refused,
+        "frames_sent": st.frames_sent,
+        "frames_delivered": st.frames_delivered,
+        "bytes_delivered": st.bytes_delivered,
+        "copies_per_delivered_event": round(copies / received, 3) if received else None,
+        # the same, counting the event payloads anti-entropy carried as well
+        "copies_per_delivered_event_incl_ae": (round((copies + totals.get("ae_events_received", 0)) / received, 3)
+                                               if received else None),
+        "core_event_counters": totals,
+        "hops": hops_figures(sim),
+        "network": w.net.snapshot(),
+        "world": {"crashes": w.counters.crashes, "restarts": w.counters.restarts, "joins": w.counters.joins,
+                  "leaves": w.counters.leaves, "injected_frames": w.counters.injected_frames,
+                  "core_errors": w.counters.core_errors, "stalls": w.counters.stalls,
+                  "storage_faults": w.counters.storage_faults,
+                  "publish_store_failed": w.counters.publish_store_failed,
+                  "authored_by_kind": dict(sorted(w.counters.by_kind.items())),
+                  "skipped_dead": w.counters.skipped_dead, "steps": w.sched.steps},
+        "hostile_acts": dict(sorted(sim.hostile.done.items())),
+        "final_state": getattr(sim, "final", {}),
+        "checker": chk,
+        "violations": chk["violations_by_kind"],
+        "ok": chk["ok"],
+        "wall_seconds": round(sim.wall, 3),
+        "deliveries_per_wall_second": round(st.frames_delivered / sim.wall) if sim.wall > 0 else None,
+        "cpu_seconds": round(sim.cpu, 3),
+        "deliveries_per_cpu_second": round(st.frames_delivered / sim.cpu) if sim.cpu > 0 else None,
+        "decode_cache": _cache_stats(sim, "decode_cache"),
+        "frame_cache": _cache_stats(sim, "frame_cache"),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "trace_hash": w.trace_hash() if cfg.trace else None,
+        "notes": sim.notes[:20],
+    }
+
+
+def _cache_stats(sim: Simulation, which: str) -> dict[str, int] | None:
+    c = getattr(sim.factory, which, None)
+    return None if c is None else {"hits": c.hits, "misses": c.misses}
 
 
 def _shift(opts: FaultOptions, warmup: float, duration: float) -> FaultOptions:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from p2pauction.state.ledger import AuctionView
-    from simulations.engine import SimNode
+    from simulations.process import SimNode
 
 MAX_PROBLEMS_PER_NODE = 3
 

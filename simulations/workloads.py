@@ -25,8 +25,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulations.engine import SimNode
-    from simulations.runner import Simulation
+    from simulations.context import RunContext
+    from simulations.process import SimNode
 
 STEPS = (Decimal("0.5"), Decimal("1"), Decimal("2.5"), Decimal("5"), Decimal("10"))
 
@@ -45,10 +45,10 @@ class Workload:
     name: str = "base"
     duration: float = 30.0
 
-    def schedule(self, sim: Simulation, t0: float) -> None:
+    def schedule(self, sim: RunContext, t0: float) -> None:
         raise NotImplementedError
 
-    def final_check(self, sim: Simulation) -> None:
+    def final_check(self, sim: RunContext) -> None:
         """Scenario-specific expectations on the final state (violations go to the checker)."""
 
 
@@ -60,7 +60,7 @@ class Reference(Workload):
     duration: float = 30.0
     gap: float = 1.0
 
-    def schedule(self, sim: Simulation, t0: float) -> None:
+    def schedule(self, sim: RunContext, t0: float) -> None:
         self.ids: dict[str, str] = {}
         c1, c2, c3 = sim.honest[0], sim.honest[1], sim.honest[2]
         steps: list[tuple[SimNode, str, Callable[[Any, Any, int], Any], tuple[str, ...]]] = [
@@ -73,7 +73,7 @@ class Reference(Workload):
         ]
         sim.world.sched.at(t0, self._step, sim, steps, 0, 0)
 
-    def _step(self, sim: Simulation, steps: list[Any], i: int, tries: int) -> None:
+    def _step(self, sim: RunContext, steps: list[Any], i: int, tries: int) -> None:
         if i >= len(steps):
             return
         node, label, make, needs = steps[i]
@@ -89,7 +89,7 @@ class Reference(Workload):
         self.ids[label] = ev.id
         w.sched.at(w.now + self.gap, self._step, sim, steps, i + 1, 0)
 
-    def final_check(self, sim: Simulation) -> None:
+    def final_check(self, sim: RunContext) -> None:
         if "close" not in self.ids:
             return
         for n in sim.world.honest_live():
@@ -114,7 +114,7 @@ class RandomAuctions(Workload):
     events: int = 200
     ends_at_share: float = 0.2
 
-    def schedule(self, sim: Simulation, t0: float) -> None:
+    def schedule(self, sim: RunContext, t0: float) -> None:
         rng = random.Random(f"{sim.world.seed}/workload")
         honest = sim.honest
         n_auctions = max(1, self.events // 10)
@@ -140,7 +140,7 @@ class RandomAuctions(Workload):
             sched.at(at, self._bid, sim, k, bidder, rng.random())
         self.auctions: dict[int, str] = {}
 
-    def _open(self, sim: Simulation, k: int, seller: SimNode, life: float | None) -> None:
+    def _open(self, sim: RunContext, k: int, seller: SimNode, life: float | None) -> None:
         ends = None if life is None else seller.wall_ms(sim.world.now) + int(life * 1000)
         price = Decimal(10 + 5 * (k % 20))
         inc = Decimal(k % 3)
@@ -150,7 +150,7 @@ class RandomAuctions(Workload):
             self.auctions[k] = ev.id
             sim.opened.append(ev.id)
 
-    def _bid(self, sim: Simulation, k: int, bidder: SimNode, r: float) -> None:
+    def _bid(self, sim: RunContext, k: int, bidder: SimNode, r: float) -> None:
         aid = self.auctions.get(k)
         if aid is None:
             sim.world.counters.publish_refused += 1
@@ -158,7 +158,7 @@ class RandomAuctions(Workload):
         rng = random.Random(r)
         sim.act(bidder, lambda a, l, w: a.bid(l, aid, next_amount(l, aid, rng), wall_ms=w))
 
-    def _close(self, sim: Simulation, k: int, seller: SimNode) -> None:
+    def _close(self, sim: RunContext, k: int, seller: SimNode) -> None:
         aid = self.auctions.get(k)
         if aid is not None:
             sim.act(seller, lambda a, l, w: a.close(l, aid, wall_ms=w))
@@ -173,7 +173,7 @@ class HotAuction(Workload):
     events: int = 2000
     burst: float = 1.0
 
-    def schedule(self, sim: Simulation, t0: float) -> None:
+    def schedule(self, sim: RunContext, t0: float) -> None:
         rng = random.Random(f"{sim.world.seed}/workload")
         honest = sim.honest
         seller = honest[0]
@@ -186,21 +186,21 @@ class HotAuction(Workload):
             sched.at(start + rng.uniform(0.0, self.burst), self._bid, sim, bidder, rng.random())
         sched.at(t0 + self.duration * 0.75, self._close, sim, seller)
 
-    def _open(self, sim: Simulation, seller: SimNode) -> None:
+    def _open(self, sim: RunContext, seller: SimNode) -> None:
         ev = sim.act(seller, lambda a, l, w: a.open(l, item="hot", start_price=Decimal(100),
                                                     min_increment=Decimal("0.5"), wall_ms=w))
         if ev is not None:
             self.aid = ev.id
             sim.opened.append(ev.id)
 
-    def _bid(self, sim: Simulation, bidder: SimNode, r: float) -> None:
+    def _bid(self, sim: RunContext, bidder: SimNode, r: float) -> None:
         aid = self.aid
         if aid is None:
             return
         rng = random.Random(r)
         sim.act(bidder, lambda a, l, w: a.bid(l, aid, next_amount(l, aid, rng), wall_ms=w))
 
-    def _close(self, sim: Simulation, seller: SimNode) -> None:
+    def _close(self, sim: RunContext, seller: SimNode) -> None:
         if self.aid is not None:
             aid = self.aid
             sim.act(seller, lambda a, l, w: a.close(l, aid, wall_ms=w))
@@ -222,7 +222,7 @@ class ChainAuction(Workload):
     joins_at: float = 0.3
     returns_at: float = 0.4
 
-    def schedule(self, sim: Simulation, t0: float) -> None:
+    def schedule(self, sim: RunContext, t0: float) -> None:
         honest = sim.honest
         seller, bidder = honest[0], honest[1 % len(honest)]
         self.aid: str | None = None
@@ -242,14 +242,14 @@ class ChainAuction(Workload):
             w.sched.at(t0 + self.duration * self.returns_at, w.start, returning)
         w.sched.at(t0 + self.duration * self.joins_at, self._join, sim)
 
-    def _open(self, sim: Simulation, seller: SimNode) -> None:
+    def _open(self, sim: RunContext, seller: SimNode) -> None:
         ev = sim.act(seller, lambda a, l, w: a.open(l, item="chain", start_price=Decimal(1),
                                                     min_increment=Decimal("0.01"), wall_ms=w))
         if ev is not None:
             self.aid = ev.id
             sim.opened.append(ev.id)
 
-    def _bids(self, sim: Simulation, bidder: SimNode, n: int) -> None:
+    def _bids(self, sim: RunContext, bidder: SimNode, n: int) -> None:
         aid = self.aid
         if aid is None:
             return
@@ -271,12 +271,12 @@ class ChainAuction(Workload):
                           deps=deps, lamport=ledger.next_lamport(deps), ts=wall_ms)
 
     @staticmethod
-    def _join(sim: Simulation) -> None:
+    def _join(sim: RunContext) -> None:
         w = sim.world
         w.counters.joins += 1
         w.start(w.add_node())
 
-    def final_check(self, sim: Simulation) -> None:
+    def final_check(self, sim: RunContext) -> None:
         if self.placed < self.events:
             sim.checker.violation("chain_incomplete", sim.world.now,
                                   f"only {self.placed} of {self.events} chain bids were placed")

@@ -194,7 +194,7 @@ def test_halves_cut_apart_by_routes_while_publishing_converge_after_healing(
     """The faithful variant, where the machine allows network namespaces (root + iproute2): one
     network of 8 nodes, each on its own emulated host (issue 7's test bed), is cut in two by
     blackhole routes while both halves publish, then healed; every node must converge."""
-    from simulations.netns import Testbed, probe_netns
+    from testbed.netns import Testbed, probe_netns
 
     reason = probe_netns()
     if reason is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pauction.gossip.framing import encode_frame
 from simulations.engine import Scheduler, World
 from simulations.network import NetParams, Partition, frame_spans
 from simulations.standin import StandinFactory
@@ -42,6 +43,41 @@ def test_scheduler_runs_in_time_then_insertion_order() -> None:
     assert seen == ["a", "b"] and s.now == 1.5
     s.run_until(10.0)
     assert seen == ["a", "b", "c"]
+
+
+def test_scheduler_halt_ends_the_run_after_the_current_callback() -> None:
+    s = Scheduler()
+    seen: list[str] = []
+    s.at(1.0, seen.append, "a")
+    s.at(2.0, lambda: (seen.append("b"), s.halt()))
+    s.at(2.0, seen.append, "c")
+    s.run_until(10.0)
+    assert seen == ["a", "b"] and s.now == 2.0 and s.steps == 2
+    s.run_until(10.0)  # the halt is spent: the next run goes on
+    assert seen == ["a", "b", "c"] and s.now == 10.0 and s.steps == 3
+
+
+def test_scheduler_stop_predicate_still_ends_a_run() -> None:
+    s = Scheduler()
+    seen: list[int] = []
+    for i in range(5):
+        s.at(float(i), seen.append, i)
+    s.run_until(10.0, stop=lambda: len(seen) == 2)
+    assert seen == [0, 1] and s.now == 1.0
+
+
+def test_a_link_delivers_in_send_order_whatever_the_jitter() -> None:
+    w, _ = _world(3, n=2, jitter=0.05)
+    w.sched.run_until(5.0)  # connected
+    a, b = w.nodes
+    cid = next(c for c, ep in a.eps.items() if ep.made and ep.peer is not None and ep.peer.node is b)
+    got: list[bytes] = []
+    w.net.on_frames = lambda ep, data: got.extend(frame_spans(data)) if ep.node is b else None
+    frames = [encode_frame({"t": "noop", "i": i}) for i in range(200)]  # frames the stand-in ignores
+    for i, frame in enumerate(frames):
+        w.sched.at(5.0 + i * 0.001, w.net.send, a, cid, frame)
+    w.sched.run_until(10.0)
+    assert [f for f in got if f in frames] == frames
 
 
 @given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=8))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.netns import (
+from testbed.netns import (
     NS_RE, LinkProfile, NetnsError, Testbed, cleanup_leftovers, kill_namespace, list_namespaces, probe_netns,
     run_cmd,
 )
@@ -191,7 +191,7 @@ def test_cleanup_removes_only_namespaces_of_dead_runs(netns: None) -> None:
 @pytest.mark.timeout(240)
 def test_small_scenario_on_real_nodes_converges_without_losing_acknowledged_bids(
         netns: None, tmp_path: Path) -> None:
-    from simulations.testbed import ScenarioConfig, run_scenario, summary_text
+    from testbed.scenario import ScenarioConfig, run_scenario, summary_text
 
     cfg = ScenarioConfig(hosts=5, seed=11, auctions=4, bids=30, loss=0.10, delay_ms=100,
                          jitter_ms=50, kills=2, down_for=3.0, converge_timeout=60.0, workers=3,

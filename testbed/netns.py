@@ -275,7 +275,7 @@ class Testbed:
         return host
 
     def _start_wire(self) -> None:
-        argv = ["ip", "netns", "exec", self.switch_ns, sys.executable, "-m", "simulations.netns",
+        argv = ["ip", "netns", "exec", self.switch_ns, sys.executable, "-m", "testbed.netns",
                 "wire", "--seed", str(self.seed), "--ports", ",".join(h.port for h in self.hosts)]
         self._wire = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, bufsize=1,
@@ -466,7 +466,7 @@ async def _wire_serve(ports: Sequence[str], seed: int) -> None:
 
 def wire_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the wire process (run inside the switch namespace)."""
-    parser = argparse.ArgumentParser(prog="python -m simulations.netns wire")
+    parser = argparse.ArgumentParser(prog="python -m testbed.netns wire")
     parser.add_argument("--ports", required=True, help="comma-separated switch-side veth names")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for ns in cleanup_leftovers(force="--force" in args):
             print(f"removed {ns}")
         return 0
-    print("usage: python -m simulations.netns wire|cleanup [--force]", file=sys.stderr)
+    print("usage: python -m testbed.netns wire|cleanup [--force]", file=sys.stderr)
     return 2
 
 

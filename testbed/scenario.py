@@ -1,7 +1,7 @@
 """The real network test bed (issue 7): real ``p2pauction`` processes on emulated hosts.
 
-``python -m simulations.testbed --hosts 12 --seed 1 --report DIR`` builds one network namespace per
-host (see :mod:`simulations.netns`), starts a bootstrap and a node on the first host and a node on
+``python -m testbed --hosts 12 --seed 1 --report DIR`` builds one network namespace per
+host (see :mod:`testbed.netns`), starts a bootstrap and a node on the first host and a node on
 every other host, then drives a workload through the **CLI** of several hosts while injecting
 faults, and checks that the network converges:
 
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pauction.errors import NodeUnavailable, P2PAuctionError
-from simulations.netns import Host, LinkProfile, Testbed, cleanup_leftovers, probe_netns
+from testbed.netns import Host, LinkProfile, Testbed, cleanup_leftovers, probe_netns
 
 BOOTSTRAP_PORT = 7000
 NODE_PORT = 7100
@@ -947,7 +947,7 @@ def write_report(rep: dict[str, Any], report_dir: Path, workdir: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulations.testbed", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m testbed", description=__doc__.split("\n")[0])
     d = ScenarioConfig()
     p.add_argument("--hosts", type=int, default=d.hosts)
     p.add_argument("--seed", type=int, default=d.seed)
