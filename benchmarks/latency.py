@@ -43,13 +43,10 @@ class Arrivals:
     def __init__(self, nodes: int) -> None:
         self.lock = threading.Lock()
         self.at: list[dict[str, float]] = [{} for _ in range(nodes)]
-        self.ready = [threading.Event() for _ in range(nodes)]
 
     def watch(self, index: int, client: ControlClient) -> None:
         try:
-            feed = client.watch()
-            self.ready[index].set()
-            for note in feed:
+            for note in client.watch():
                 when = time.monotonic()
                 event_id = note.get("event_id")
                 if isinstance(event_id, str):
@@ -67,9 +64,10 @@ class Arrivals:
 def start_watchers(nodes: list[Proc], arrivals: Arrivals) -> None:
     for i, node in enumerate(nodes):
         threading.Thread(target=arrivals.watch, args=(i, ControlClient(ddir(node))), daemon=True).start()
-    for ready in arrivals.ready:
-        if not ready.wait(30.0):
-            raise SystemExit("a watcher did not start within 30 s")
+    # the watch request is sent when a thread first reads its feed: wait until every node counts
+    # its subscriber, or the first events could be published before anyone listens
+    for node in nodes:
+        wait_until(lambda: query(ddir(node), "status")["subscribers"] >= 1, 30.0, f"{node.name}'s watcher")
 
 
 def linked(nodes: list[Proc], degree: int) -> bool:
@@ -88,6 +86,8 @@ def one_run(root: Path, n: int, bids: int, interval: float, degree: int) -> list
         opened = seller.call("open", item="latency", price="1")
         auction = opened["auction_id"]        # an auction's id is its open event's id
         sent.append((auction, time.monotonic()))
+        # bidders bid on an auction they can see (a bid on an unknown auction is refused locally)
+        wait_until(lambda: arrivals.everyone_has(auction), 30.0, "every node has the auction")
         for k in range(bids):
             due = time.monotonic() + interval
             bidder = ControlClient(ddir(nodes[1 + k % (n - 1)]))
