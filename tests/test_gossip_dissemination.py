@@ -67,6 +67,26 @@ def test_ihave_timer_cancelled_when_event_arrives() -> None:
     assert p.tick(2.0, known=lambda i: False) == []
 
 
+def test_announced_event_that_came_by_another_route_still_repairs_the_tree() -> None:
+    """No push reached us, anti-entropy brought the event: when the GRAFT timer fires, the
+    announcer is GRAFTed with no ids ("push to me"), or the node stays cut off the tree and
+    every later event reaches it late, by anti-entropy, without the tree ever being repaired."""
+    p = tree()
+    p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
+    p.on_new_event(ID1, None, now=0.4)                  # repaired by anti-entropy, not pushed
+    assert p.tick(1.0, known=lambda i: True) == [("b", Graft(ids=()))]
+    assert p.counters.tree_repairs == 1
+    assert p.tick(5.0, known=lambda i: True) == []
+
+
+def test_an_event_pushed_after_its_announcement_needs_no_repair() -> None:
+    p = tree()
+    p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
+    p.on_new_event(ID1, "a", now=0.4)
+    assert p.tick(1.0, known=lambda i: True) == []
+    assert p.counters.tree_repairs == 0
+
+
 def test_graft_makes_sender_eager_and_returns_ids() -> None:
     p = tree()
     p.on_prune("b")

@@ -38,7 +38,8 @@ OLD_EVENT_NAMES = [
 OLD_PLUMTREE_NAMES = [
     "ihave_sent", "ihave_ids_sent", "ihave_recv", "ihave_ids_recv", "ihave_dropped", "graft_sent",
     "graft_recv", "prune_sent", "prune_recv", "missing_dropped", "optimized", "ihave_ids_skipped",
-    "prune_protected"]
+    "prune_protected",
+    "tree_repairs"]   # added since: a new counter goes at the end, the old ones keep their order
 OLD_DISCOVERY_NAMES = ["registered", "heartbeats", "samples", "expired"]
 OLD_TRANSPORT_NAMES = [
     "connections_in", "connections_out", "dials", "dials_failed", "conn_cap_refused", "slow_peer_dropped",

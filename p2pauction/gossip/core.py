@@ -17,8 +17,8 @@ so the anti-entropy summary stays in step with the ledger.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from p2pauction.errors import ProtocolError, StoreError
 from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial, Send
@@ -47,6 +47,16 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 __all__ = ["Accepted", "Action", "Address", "CloseConn", "Dial", "GossipConfig", "GossipCore", "Send"]
+
+
+_M = TypeVar("_M", bound=Message)
+_Handler = Callable[["GossipCore", Link, Message, float], None]
+
+
+def _handles(kind: type[_M], handler: Callable[[GossipCore, Link, _M, float], None]) -> tuple[type[Message], _Handler]:
+    """One row of the dispatch table. The cast is safe: ``on_message`` calls a handler only
+    with a message whose type is exactly the row's ``kind``."""
+    return kind, cast(_Handler, handler)
 
 
 class GossipCore(Router):
@@ -371,11 +381,12 @@ class GossipCore(Router):
         if plan.serve:
             self.server.serve(link, plan.serve, now)
 
-    _HANDLERS: dict[type, Any] = {
-        EventMsg: _on_event, IHave: _on_ihave, Graft: _on_graft, Prune: _on_prune,
-        Shuffle: _on_shuffle, ShuffleReply: _on_shuffle_reply, Sync: _on_sync, Tree: _on_tree,
-        Ids: _on_ids, Want: _on_want, WantPrefix: _on_wantp, Events: _on_events, WantAncestors: _on_wanta,
-    }
+    _HANDLERS: dict[type[Message], _Handler] = dict([
+        _handles(EventMsg, _on_event), _handles(IHave, _on_ihave), _handles(Graft, _on_graft),
+        _handles(Prune, _on_prune), _handles(Shuffle, _on_shuffle), _handles(ShuffleReply, _on_shuffle_reply),
+        _handles(Sync, _on_sync), _handles(Tree, _on_tree), _handles(Ids, _on_ids), _handles(Want, _on_want),
+        _handles(WantPrefix, _on_wantp), _handles(Events, _on_events), _handles(WantAncestors, _on_wanta),
+    ])
 
     # --- time -------------------------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ class Plumtree:
         # recent id -> peers that announced it to us (they hold it: an IHAVE back is useless)
         self._heard_from: dict[str, dict[str, None]] = {}
         self._grafted: dict[str, float] = {}         # id -> until when its GRAFT answer is expected
+        # announced ids that reached us by another route (anti-entropy, catch-up) before any push:
+        # when their GRAFT timer fires, the tree still does not reach us and is repaired then
+        self._unpushed: dict[str, None] = {}
         self._optimize_after = 0.0
         self._first_from: dict[str, float] = {}      # peer -> when it last gave us a first copy
         self._tree_formed = False                    # a pushed event arrived: our eager links carry the tree
@@ -168,8 +171,14 @@ class Plumtree:
             self._flush_at = now + self.cfg.ihave_interval
 
     def on_new_event(self, event_id: str, sender: str | None, now: float = 0.0) -> None:
-        """First copy of an event arrived from ``sender``: it is on our tree."""
-        self._missing.pop(event_id, None)
+        """First copy of an event arrived: pushed by ``sender`` (it is on our tree), or by another
+        route (``sender`` None). An announced event that only another route brought keeps its
+        GRAFT timer: no push reached us, so the tree is cut above us and anti-entropy alone would
+        go on feeding this node, an event late each time, without the tree ever being repaired."""
+        if sender is None and event_id in self._missing and self.mode == "plumtree":
+            self._unpushed[event_id] = None
+        else:
+            self._missing.pop(event_id, None)
         if sender is not None and self.mode == "plumtree":
             self._make_eager(sender)
             self.pruned.pop(sender, None)
@@ -268,6 +277,17 @@ class Plumtree:
         self._record(event_id, their_hops + 1, announcer)
         return [(announcer, Graft(ids=())), (source, Prune())]
 
+    def _repair_tree(self, announcers: list[str], grafts: dict[str, list[str]]) -> None:
+        """GRAFT (no ids: "push to me") the first announcer still connected, unless a GRAFT to
+        some peer is already going out in this tick (that one repairs the tree as well)."""
+        if grafts:
+            return
+        for key in announcers:
+            if key in self.eager or key in self.lazy:
+                grafts[key] = []
+                self.counters.tree_repairs += 1
+                return
+
     def _push_timer(self, at: float, event_id: str) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (at, self._timer_seq, event_id))
@@ -303,6 +323,9 @@ class Plumtree:
                 continue
             if known(event_id):
                 del self._missing[event_id]
+                if event_id in self._unpushed:
+                    del self._unpushed[event_id]
+                    self._repair_tree(announcers, grafts)
                 continue
             while announcers and announcers[0] not in self.eager and announcers[0] not in self.lazy:
                 announcers.pop(0)  # disconnected since it announced
@@ -322,7 +345,7 @@ class Plumtree:
                 self._grafted[event_id] = now + self.cfg.graft_retry
             self._make_eager(key)
             self.pruned.pop(key, None)
-            for i in range(0, len(ids), MAX_IDS):
+            for i in range(0, max(len(ids), 1), MAX_IDS):
                 out.append((key, Graft(ids=tuple(ids[i:i + MAX_IDS]))))
                 self.counters.graft_sent += 1
         return out
