@@ -4,11 +4,13 @@
 test harness's in-memory network (``tests/gossip_harness.py``: the real GossipCore, links of
 0.2-4 ms) as ``benchmarks/latency.py`` drives real processes: one auction, then one bid every
 0.3 s from the other nodes in turn, 8 s after start. For Plumtree and, as the baseline on the same
-seeds, flooding (``dissemination="flood"``), it prints:
+seeds, flooding (``dissemination="flood"``), and Plumtree with the two rules for many sources that
+are off by default (``tree_repair``, then also ``source_parents``), it prints:
 
 - bids whose slowest delivery took >= 0.9 s (waited for an IHAVE and a GRAFT, or anti-entropy);
 - the longest run of consecutive bids that one node received late (> 0.3 s: after the next bid):
-  a node cut off the tree for a while.
+  a node cut off the tree for a while;
+- duplicates as a share of the event copies pushed (flooding's share is the baseline).
 
 Counts in virtual time: they do not depend on this machine's speed or load, so they can be
 compared across commits. Issue 13's target is no waiting delivery (flooding's figure is 0).
@@ -17,6 +19,7 @@ compared across commits. Issue 13's target is no waiting delivery (flooding's fi
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -29,9 +32,16 @@ INTERVAL = 0.3
 WAITED = 0.9
 
 
-def one_seed(seed: int, nodes: int, bids: int, mode: str, two_way: bool = False) -> tuple[int, int]:
-    """(bids that waited, longest late streak of one node) for one seed."""
-    config = {"dissemination": mode, "prune_one_way": not two_way}
+VARIANTS: dict[str, dict[str, object]] = {
+    "flood": {"dissemination": "flood"},
+    "plumtree": {},
+    "+tree_repair": {"tree_repair": True},
+    "+source_parents": {"tree_repair": True, "source_parents": 64},
+}
+
+
+def one_seed(seed: int, nodes: int, bids: int, config: dict[str, object]) -> tuple[int, int, float]:
+    """(bids that waited, longest late streak of one node, duplicate share of pushed copies)."""
     h = Harness(nodes, seed=seed, latency=(0.0002, 0.004), config=lambda i: dict(config))
     h.run(8.0)
     hosts = h.up_hosts()
@@ -55,7 +65,9 @@ def one_seed(seed: int, nodes: int, bids: int, mode: str, two_way: bool = False)
     never = float("inf")
     waited = sum(1 for event_id, t0, bidder in placed
                  if any(h.accepted_at.get((x.index, event_id), never) - t0 >= WAITED for x in hosts if x is not bidder))
-    return waited, longest
+    copies = sum(x.core.ev.copies_received for x in hosts)
+    duplicates = sum(x.core.ev.duplicates for x in hosts)
+    return waited, longest, duplicates / max(copies, 1)
 
 
 def main() -> None:
@@ -63,17 +75,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--bids", type=int, default=100)
     ap.add_argument("--nodes", type=int, default=20)
-    ap.add_argument("--two-way", action="store_true", help="Plumtree with prune_one_way=False as well")
+    ap.add_argument("--two-way", action="store_true", help="each Plumtree variant with prune_one_way=False too")
     args = ap.parse_args()
-    runs = [("flood", False), ("plumtree", False)] + ([("plumtree", True)] if args.two_way else [])
-    for mode, two_way in runs:
-        results = [one_seed(seed, args.nodes, args.bids, mode, two_way) for seed in range(1, args.seeds + 1)]
-        if two_way:
-            mode += " 2-way"
-        waited = sum(w for w, _ in results)
-        print(f"{mode:14s}: {waited}/{args.seeds * args.bids} bids waited >= {WAITED} s, "
-              f"seeds with a wait {sum(1 for w, _ in results if w)}/{args.seeds}, "
-              f"longest late streak {max(s for _, s in results)}", flush=True)
+    variants = dict(VARIANTS)
+    if args.two_way:
+        variants.update({f"{k} 2-way": {**v, "prune_one_way": False} for k, v in VARIANTS.items() if k != "flood"})
+    for label, config in variants.items():
+        results = [one_seed(seed, args.nodes, args.bids, config) for seed in range(1, args.seeds + 1)]
+        waited = sum(r[0] for r in results)
+        print(f"{label:22s}: {waited:3d}/{args.seeds * args.bids} bids waited >= {WAITED} s, "
+              f"seeds with a wait {sum(1 for r in results if r[0]):2d}/{args.seeds}, "
+              f"longest late streak {max(r[1] for r in results)}, "
+              f"duplicates {statistics.mean(r[2] for r in results):.1%} of pushed copies", flush=True)
 
 
 if __name__ == "__main__":

@@ -71,20 +71,48 @@ def test_announced_event_that_came_by_another_route_still_repairs_the_tree() -> 
     """No push reached us, anti-entropy brought the event: when the GRAFT timer fires, the
     announcer is GRAFTed with no ids ("push to me"), or the node stays cut off the tree and
     every later event reaches it late, by anti-entropy, without the tree ever being repaired."""
-    p = tree()
+    p = tree(tree_repair=True)
     p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
     p.on_new_event(ID1, None, now=0.4)                  # repaired by anti-entropy, not pushed
     assert p.tick(1.0, known=lambda i: True) == [("b", Graft(ids=()))]
     assert p.counters.tree_repairs == 1
     assert p.tick(5.0, known=lambda i: True) == []
+    off = tree()                                        # tree_repair off (the default today)
+    off.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
+    off.on_new_event(ID1, None, now=0.4)
+    assert off.tick(1.0, known=lambda i: True) == []
 
 
 def test_an_event_pushed_after_its_announcement_needs_no_repair() -> None:
-    p = tree()
+    p = tree(tree_repair=True)
     p.on_ihave("b", (ID1,), (), known=lambda i: False, now=0.0)
     p.on_new_event(ID1, "a", now=0.4)
     assert p.tick(1.0, known=lambda i: True) == []
     assert p.counters.tree_repairs == 0
+
+
+def test_first_pusher_of_a_recent_source_is_not_pruned() -> None:
+    """With source_parents=N, a peer that pushed us the first copy of one of the last N sources'
+    latest event is our parent towards that source: a duplicate from it later is not PRUNEd
+    (without this, nodes prune every pusher but about one and small groups end up pushing only
+    to each other). Once N newer sources have other parents, it may be pruned again."""
+    p = tree(source_parents=2)
+    p.on_new_event(ID1, "b", now=0.0, source="S1")
+    assert p.on_duplicate("b", now=5.0) == []          # long after prune_protect: still a parent
+    p.on_new_event(ID2, "c", now=6.0, source="S2")
+    p.on_new_event("3" * 64, "c", now=7.0, source="S3")  # S1 is now the third-latest source
+    assert p.on_duplicate("b", now=9.0) == [("b", Prune())]
+    off = tree()
+    off.on_new_event(ID1, "b", now=0.0, source="S1")
+    assert off.on_duplicate("b", now=5.0) == [("b", Prune())]
+
+
+def test_a_parent_that_leaves_protects_nothing() -> None:
+    p = tree(source_parents=4)
+    p.on_new_event(ID1, "b", now=0.0, source="S1")
+    p.remove_peer("b")
+    p.add_peer("b")
+    assert p.on_duplicate("b", now=5.0) == [("b", Prune())]
 
 
 def test_graft_makes_sender_eager_and_returns_ids() -> None:

@@ -75,6 +75,10 @@ class GossipConfig:
     prune_protect: float = 0.3               # no PRUNE of a peer that gave us a first copy this recently
     prune_one_way: bool = True               # a duplicate PRUNEs its sender; we keep pushing to it
     lazy_new_links: bool = True              # a link added once the tree formed starts lazy
+    # Tree repair under many sources (issue 13; off by default until a 1,000-seed sweep ran with
+    # them: benchmarks/late_deliveries.py measures both, docs/protocol.md says why):
+    tree_repair: bool = False                # GRAFT an announcer whose event came by anti-entropy
+    source_parents: int = 0                  # no PRUNE of the first pusher of the last N sources
 
     # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)
     fetch_interval: float = 0.25             # how often missing deps are looked at
@@ -158,6 +162,8 @@ class GossipConfig:
             raise UsageError("outbound_slots must be 0 or more")
         if self.dissemination not in ("plumtree", "flood", "none"):
             raise UsageError(f"dissemination must be 'plumtree', 'flood' or 'none', not {self.dissemination!r}")
+        if self.source_parents < 0:
+            raise UsageError("source_parents must be 0 (off) or more (sources whose first pusher is kept)")
         if self.optimize_samples < 1:
             raise UsageError("optimize_samples must be at least 1 (events averaged before the tree re-routes)")
         if not 1 <= self.ae_depth <= 8:

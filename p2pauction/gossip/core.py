@@ -279,7 +279,7 @@ class GossipCore(Router):
             if self.cfg.ae_announce:
                 self.plumtree.announce(ev.id, sender, now)
             return
-        self.plumtree.on_new_event(ev.id, sender if via == "push" else None, now)
+        self.plumtree.on_new_event(ev.id, sender if via == "push" else None, now, ev.author)
         self._push(ev.id, hops, self.plumtree.broadcast(ev.id, ev.raw.decode("utf-8"), hops, sender, now), now)
 
     def _push(self, event_id: str, hops: int, out: list[tuple[str, Message]], now: float) -> None:

@@ -7,6 +7,12 @@ an IHAVE for an id we lack starts a timer, and when it fires we GRAFT the announ
 eager) so the tree repairs itself. Why each rule: docs/protocol.md ("Dissemination"), measured
 with benchmarks/gossip.py.
 
+Two rules for many concurrent sources, off by default (``tree_repair``, ``source_parents``): an
+announced event that came by anti-entropy still GRAFTs its announcer when the timer fires (no
+push reached us: the tree is cut above us); and no PRUNE of a peer that was the first pusher of
+one of the last ``source_parents`` sources (our parent towards that source), so a node keeps a
+pusher towards every active source instead of about one in all.
+
 No IHAVE goes to a peer that announced the same id to us; ``fetching`` tells anti-entropy which
 ids a GRAFT timer or a GRAFT already covers (no WANT for them).
 
@@ -58,6 +64,10 @@ class Plumtree:
         # announced ids that reached us by another route (anti-entropy, catch-up) before any push:
         # when their GRAFT timer fires, the tree still does not reach us and is repaired then
         self._unpushed: dict[str, None] = {}
+        # source (author) -> the peer that pushed us its latest event first, for the latest
+        # ``source_parents`` sources; _parent_count: how many of them each such peer serves
+        self._parent_of: dict[str, str] = {}
+        self._parent_count: dict[str, int] = {}
         self._optimize_after = 0.0
         self._first_from: dict[str, float] = {}      # peer -> when it last gave us a first copy
         self._tree_formed = False                    # a pushed event arrived: our eager links carry the tree
@@ -82,6 +92,9 @@ class Plumtree:
 
     def remove_peer(self, key: str) -> None:
         self._first_from.pop(key, None)
+        for source in [s for s, parent in self._parent_of.items() if parent == key]:
+            del self._parent_of[source]
+        self._parent_count.pop(key, None)
         for pair in [p for p in self._gain if key in p]:
             del self._gain[pair]
         self.eager.pop(key, None)
@@ -170,12 +183,29 @@ class Plumtree:
         if self._flush_at == float("inf"):
             self._flush_at = now + self.cfg.ihave_interval
 
-    def on_new_event(self, event_id: str, sender: str | None, now: float = 0.0) -> None:
+    def _note_parent(self, source: str, sender: str) -> None:
+        old = self._parent_of.pop(source, None)
+        if old is not None:
+            self._release_parent(old)
+        self._parent_of[source] = sender
+        self._parent_count[sender] = self._parent_count.get(sender, 0) + 1
+        if len(self._parent_of) > self.cfg.source_parents:
+            oldest = next(iter(self._parent_of))
+            self._release_parent(self._parent_of.pop(oldest))
+
+    def _release_parent(self, peer: str) -> None:
+        left = self._parent_count.get(peer, 0) - 1
+        if left > 0:
+            self._parent_count[peer] = left
+        else:
+            self._parent_count.pop(peer, None)
+
+    def on_new_event(self, event_id: str, sender: str | None, now: float = 0.0, source: str | None = None) -> None:
         """First copy of an event arrived: pushed by ``sender`` (it is on our tree), or by another
         route (``sender`` None). An announced event that only another route brought keeps its
         GRAFT timer: no push reached us, so the tree is cut above us and anti-entropy alone would
         go on feeding this node, an event late each time, without the tree ever being repaired."""
-        if sender is None and event_id in self._missing and self.mode == "plumtree":
+        if sender is None and self.cfg.tree_repair and event_id in self._missing and self.mode == "plumtree":
             self._unpushed[event_id] = None
         else:
             self._missing.pop(event_id, None)
@@ -184,6 +214,8 @@ class Plumtree:
             self.pruned.pop(sender, None)
             self._tree_formed = True
             self._first_from[sender] = now
+            if source is not None and self.cfg.source_parents:
+                self._note_parent(source, sender)
 
     def on_duplicate(self, sender: str, now: float = 0.0) -> Out:
         """A duplicate EVENT: PRUNE its sender (it stops pushing to us) unless it is a recent
@@ -191,7 +223,8 @@ class Plumtree:
         so each side cuts only the pushes it receives and a link still needed one way stays."""
         if self.mode != "plumtree" or sender in self.pruned:
             return []  # PRUNEd already: its copies in flight need no second PRUNE
-        if now - self._first_from.get(sender, float("-inf")) < self.cfg.prune_protect:
+        if (now - self._first_from.get(sender, float("-inf")) < self.cfg.prune_protect
+                or sender in self._parent_count):
             # It gave us the first copy of a recent event: it is our parent for some source.
             # Concurrent events each PRUNE every link but their own first sender's; without this
             # the union of their cuts leaves a forest (then GRAFTs, new cycles, new cuts: churn).
