@@ -1,6 +1,7 @@
 """Publish-to-everyone latency with real node processes (issue 13's acceptance).
 
-``python benchmarks/latency.py [--nodes 20] [--runs 12] [--bids 50] [--interval 0.3]`` starts, for
+``python benchmarks/latency.py [--nodes 20] [--runs 12] [--bids 50] [--interval 0.3] [--set K=V ...]``
+(``--set``: a GossipConfig setting for every node, e.g. ``tree_repair=true``) starts, for
 each run, a bootstrap and ``--nodes`` node processes on 127.0.0.1 (port 0), waits until every node
 has a full set of links, opens one auction and places ``--bids`` bids from the other nodes in turn,
 one every ``--interval`` seconds. A watcher on each node's control socket timestamps every
@@ -22,6 +23,7 @@ lines and take ``time.monotonic()``, so their own cost is microseconds next to t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import statistics
 import sys
 import tempfile
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from p2pauction.control import ControlClient  # noqa: E402
 from p2pauction.errors import P2PAuctionError  # noqa: E402
 from p2pauction.gossip.config import GossipConfig  # noqa: E402
-from tests.procs import Cluster, Proc, ddir, query, wait_until  # noqa: E402
+from tests.procs import FAST_SETTINGS, Cluster, Proc, ddir, query, wait_until  # noqa: E402
 
 
 class Arrivals:
@@ -74,10 +76,11 @@ def linked(nodes: list[Proc], degree: int) -> bool:
     return all(len(query(ddir(n), "peers")) >= degree for n in nodes)
 
 
-def one_run(root: Path, n: int, bids: int, interval: float, degree: int) -> list[float]:
+def one_run(root: Path, n: int, bids: int, interval: float, degree: int,
+            settings: Sequence[str] = ()) -> list[float]:
     with Cluster(root) as cluster:
         cluster.bootstrap()
-        nodes = [cluster.node(f"N{i:02d}") for i in range(n)]
+        nodes = [cluster.node(f"N{i:02d}", settings=(*FAST_SETTINGS, *settings)) for i in range(n)]
         wait_until(lambda: linked(nodes, degree), 60.0, f"every node has {degree} links")
         arrivals = Arrivals(n)
         start_watchers(nodes, arrivals)
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=12)
     p.add_argument("--bids", type=int, default=50)
     p.add_argument("--interval", type=float, default=0.3)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="GossipConfig setting for every node, e.g. tree_repair=true (repeatable)")
     args = p.parse_args(argv)
     if args.nodes < 2 or args.runs < 1 or args.bids < 1 or args.interval < 0:
         p.error("need --nodes >= 2, --runs >= 1, --bids >= 1, --interval >= 0")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     overall: list[float] = []
     with tempfile.TemporaryDirectory(prefix="p2pauction-latency-") as tmp:
         for run in range(args.runs):
-            lat = one_run(Path(tmp) / f"run{run}", args.nodes, args.bids, args.interval, degree)
+            lat = one_run(Path(tmp) / f"run{run}", args.nodes, args.bids, args.interval, degree, args.set)
             overall += lat
             print(describe(f"run {run + 1:2d}", lat, graft), flush=True)
     print(describe("all runs", overall, graft))
