@@ -91,6 +91,25 @@ def test_an_event_pushed_after_its_announcement_needs_no_repair() -> None:
     assert p.counters.tree_repairs == 0
 
 
+def test_losing_the_latest_parent_grafts_another_peer_at_once() -> None:
+    """tree_repair: the link of the peer that pushed us the latest first copy went down; new links
+    start lazy on both sides, so nothing may push to us any more: GRAFT ("push to me") the peer
+    with the next most recent first copy (else a lazy one) now, not after an IHAVE and 1 s."""
+    p = tree(tree_repair=True)
+    p.on_new_event(ID1, "b", now=1.0)
+    p.on_new_event(ID2, "c", now=2.0)
+    p.remove_peer("a", now=2.5)                         # not our latest parent: nothing to do
+    assert p.tick(2.5, known=lambda i: True) == []
+    p.remove_peer("c", now=3.0)
+    assert p.next_deadline() == 3.0
+    assert p.tick(3.0, known=lambda i: True) == [("b", Graft(ids=()))]
+    assert p.counters.tree_repairs == 1
+    off = tree()
+    off.on_new_event(ID1, "b", now=1.0)
+    off.remove_peer("b", now=3.0)
+    assert off.tick(3.0, known=lambda i: True) == []
+
+
 def test_first_pusher_of_a_recent_source_is_not_pruned() -> None:
     """With source_parents=N, a peer that pushed us the first copy of one of the last N sources'
     latest event is our parent towards that source: a duplicate from it later is not PRUNEd

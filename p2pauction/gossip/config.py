@@ -77,7 +77,7 @@ class GossipConfig:
     lazy_new_links: bool = True              # a link added once the tree formed starts lazy
     # Tree repair under many sources (issue 13; off by default until a 1,000-seed sweep ran with
     # them: benchmarks/late_deliveries.py measures both, docs/protocol.md says why):
-    tree_repair: bool = False                # GRAFT an announcer whose event came by anti-entropy
+    tree_repair: bool = False                # GRAFT when no push may reach us (protocol.md)
     source_parents: int = 0                  # no PRUNE of the first pusher of the last N sources
 
     # dependency-aware catch-up: the missing deps of pending events are asked for (WANTA)

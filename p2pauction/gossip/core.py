@@ -174,7 +174,7 @@ class GossipCore(Router):
         if self.membership.on_link_down(link, now):
             assert link.key is not None
             self.catchup.peer_gone(link.key)
-            self.plumtree.remove_peer(link.key)
+            self.plumtree.remove_peer(link.key, now)
 
     # --- the rest of what membership asks (membership.MembershipHost) -----------------------------
 

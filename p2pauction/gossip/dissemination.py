@@ -9,7 +9,8 @@ with benchmarks/gossip.py.
 
 Two rules for many concurrent sources, off by default (``tree_repair``, ``source_parents``): an
 announced event that came by anti-entropy still GRAFTs its announcer when the timer fires (no
-push reached us: the tree is cut above us); and no PRUNE of a peer that was the first pusher of
+push reached us: the tree is cut above us), and losing our latest parent GRAFTs another peer at
+once (new links start lazy on both sides: nothing else would push to us); and no PRUNE of a peer that was the first pusher of
 one of the last ``source_parents`` sources (our parent towards that source), so a node keeps a
 pusher towards every active source instead of about one in all.
 
@@ -68,6 +69,7 @@ class Plumtree:
         # ``source_parents`` sources; _parent_count: how many of them each such peer serves
         self._parent_of: dict[str, str] = {}
         self._parent_count: dict[str, int] = {}
+        self._regraft = False        # tree_repair: our latest parent left; GRAFT a new one at once
         self._optimize_after = 0.0
         self._first_from: dict[str, float] = {}      # peer -> when it last gave us a first copy
         self._tree_formed = False                    # a pushed event arrived: our eager links carry the tree
@@ -90,7 +92,12 @@ class Plumtree:
         else:
             self.eager[key] = None
 
-    def remove_peer(self, key: str) -> None:
+    def remove_peer(self, key: str, now: float = 0.0) -> None:
+        if self.cfg.tree_repair and self._is_latest_parent(key):
+            # Our latest first pusher left: new links start lazy on both sides, so nothing may
+            # push to us any more; GRAFT another peer now instead of after an IHAVE and its timer.
+            self._regraft = True
+            self._flush_at = min(self._flush_at, now)
         self._first_from.pop(key, None)
         for source in [s for s, parent in self._parent_of.items() if parent == key]:
             del self._parent_of[source]
@@ -101,6 +108,17 @@ class Plumtree:
         self.lazy.pop(key, None)
         self.pruned.pop(key, None)
         self._queues.pop(key, None)
+
+    def _is_latest_parent(self, key: str) -> bool:
+        latest = max(self._first_from.items(), key=lambda item: item[1], default=None)
+        return latest is not None and latest[0] == key and self.mode == "plumtree"
+
+    def _regraft_target(self) -> str | None:
+        """The peer that gave us a first copy most recently, else the first lazy peer."""
+        recent = max(self._first_from.items(), key=lambda item: item[1], default=None)
+        if recent is not None and (recent[0] in self.eager or recent[0] in self.lazy):
+            return recent[0]
+        return next(iter(self.lazy), next(iter(self.eager), None))
 
     def tree_weight(self, key: str) -> int:
         """How much the eager tree needs this link: 0 lazy both ways ... 2 it pushes to us."""
@@ -349,6 +367,12 @@ class Plumtree:
                 self.counters.ihave_ids_sent += len(q)
             self._queues.clear()
         grafts: dict[str, list[str]] = {}
+        if self._regraft:
+            self._regraft = False
+            target = self._regraft_target()
+            if target is not None:
+                grafts[target] = []
+                self.counters.tree_repairs += 1
         while self._timers and self._timers[0][0] <= now:
             _, _, event_id = heapq.heappop(self._timers)
             announcers = self._missing.get(event_id)
