@@ -95,7 +95,7 @@ class PlumtreeCounters(Counters):
     optimized: int = 0
     ihave_ids_skipped: int = 0
     prune_protected: int = 0
-    tree_repairs: int = 0       # GRAFTs sent because an announced event came by another route
+    tree_repairs: int = 0       # GRAFTs sent because no push may reach us (tree_repair)
 
 
 @dataclass(slots=True)

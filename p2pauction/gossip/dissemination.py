@@ -10,9 +10,9 @@ with benchmarks/gossip.py.
 Two rules for many concurrent sources, off by default (``tree_repair``, ``source_parents``): an
 announced event that came by anti-entropy still GRAFTs its announcer when the timer fires (no
 push reached us: the tree is cut above us), and losing our latest parent GRAFTs another peer at
-once (new links start lazy on both sides: nothing else would push to us); and no PRUNE of a peer that was the first pusher of
-one of the last ``source_parents`` sources (our parent towards that source), so a node keeps a
-pusher towards every active source instead of about one in all.
+once (new links start lazy on both sides: nothing else would push to us); and no PRUNE of a peer
+that was the first pusher of one of the last ``source_parents`` sources (our parent towards that
+source), so a node keeps a pusher towards every active source instead of about one in all.
 
 No IHAVE goes to a peer that announced the same id to us; ``fetching`` tells anti-entropy which
 ids a GRAFT timer or a GRAFT already covers (no WANT for them).
@@ -109,15 +109,22 @@ class Plumtree:
         self.pruned.pop(key, None)
         self._queues.pop(key, None)
 
-    def _is_latest_parent(self, key: str) -> bool:
+    def _latest_parent(self) -> str | None:
+        """The peer that gave us a first copy most recently (None: none did)."""
         latest = max(self._first_from.items(), key=lambda item: item[1], default=None)
-        return latest is not None and latest[0] == key and self.mode == "plumtree"
+        return latest[0] if latest is not None else None
+
+    def _is_latest_parent(self, key: str) -> bool:
+        return self.mode == "plumtree" and self._latest_parent() == key
+
+    def _connected(self, key: str) -> bool:
+        return key in self.eager or key in self.lazy
 
     def _regraft_target(self) -> str | None:
         """The peer that gave us a first copy most recently, else the first lazy peer."""
-        recent = max(self._first_from.items(), key=lambda item: item[1], default=None)
-        if recent is not None and (recent[0] in self.eager or recent[0] in self.lazy):
-            return recent[0]
+        recent = self._latest_parent()
+        if recent is not None and self._connected(recent):
+            return recent
         return next(iter(self.lazy), next(iter(self.eager), None))
 
     def tree_weight(self, key: str) -> int:
@@ -334,7 +341,7 @@ class Plumtree:
         if grafts:
             return
         for key in announcers:
-            if key in self.eager or key in self.lazy:
+            if self._connected(key):
                 grafts[key] = []
                 self.counters.tree_repairs += 1
                 return
@@ -384,7 +391,7 @@ class Plumtree:
                     del self._unpushed[event_id]
                     self._repair_tree(announcers, grafts)
                 continue
-            while announcers and announcers[0] not in self.eager and announcers[0] not in self.lazy:
+            while announcers and not self._connected(announcers[0]):
                 announcers.pop(0)  # disconnected since it announced
             if not announcers:
                 del self._missing[event_id]
