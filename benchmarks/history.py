@@ -5,8 +5,8 @@ the events belong to closed auctions (auctions of 50 events: an open, 48 chained
 the last 1% of the events are auctions still open). Then, for each store, in a FRESH process
 (so the figures are not polluted by the build):
   - restart-to-ready and resident memory (RSS): the Replica (ready to serve: nothing replayed,
-    the working set filled on demand), then also the gossip core's anti-entropy summary of every
-    id (what GossipCore does at start today: O(history), the core's, reported apart);
+    the working set filled on demand), then also the gossip core's anti-entropy summary (what
+    GossipCore builds at start: over the store's id index, 4,096 bucket rows, not every id);
   - ingest: new events through Replica.batch() per 16 events (the gossip path), "warm" (new bids
     on the open auctions, the cache full of finished ones) and "cold" (late bids on finished
     auctions not in memory: each read back from the store, evicting another), against bare
@@ -161,12 +161,11 @@ def child(path: Path) -> dict[str, Any]:
     replica = Replica(NET, store)
     ready = time.perf_counter() - t0
     rss = rss_bytes()
-    # what the gossip core does at start today: every id into its anti-entropy index
-    summary = PrefixSummary(4)
-    summary.add_many(replica.ledger.ids_in_order())
+    # what the gossip core does at start: its anti-entropy summary (over the store's id index)
+    summary = PrefixSummary.of(4, replica.ledger.id_index(), replica.ledger.ids_in_order)
+    summary.root()
     core_ready = time.perf_counter() - t0
     core_rss = rss_bytes()
-    del summary
     result: dict[str, Any] = {"events": len(store), "ready_s": ready, "rss_mb": rss / 2**20,
                               "core_ready_s": core_ready, "core_rss_mb": core_rss / 2**20,
                               "rss_base_mb": base / 2**20}
@@ -229,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             build_store(path, n)
             print(f"built {path} ({n:,} events) in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        SqliteStore(path).close()   # a store built by older code gets today's tables once, here
         figures.append(measure(path))
     s, big = figures
     rows = [
@@ -236,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{big['rss_mb'] - s['rss_mb']:+.0f} MiB", "<= +64 MiB", big["rss_mb"] <= s["rss_mb"] + 64),
         ("restart-to-ready (s)", s["ready_s"], big["ready_s"], f"x{big['ready_s'] / s['ready_s']:.1f}", "<= x2",
          big["ready_s"] <= 2 * s["ready_s"]),
-        ("  + core's id index: memory (MiB)", s["core_rss_mb"], big["core_rss_mb"],
+        ("  + core's anti-entropy summary: memory", s["core_rss_mb"], big["core_rss_mb"],
          f"{big['core_rss_mb'] - s['core_rss_mb']:+.0f} MiB", "<= +64 MiB",
          big["core_rss_mb"] <= s["core_rss_mb"] + 64),
-        ("  + core's id index: ready (s)", s["core_ready_s"], big["core_ready_s"],
+        ("  + core's anti-entropy summary: ready", s["core_ready_s"], big["core_ready_s"],
          f"x{big['core_ready_s'] / s['core_ready_s']:.1f}", "<= x2", big["core_ready_s"] <= 2 * s["core_ready_s"]),
         ("ingest warm / bare verify", s["warm_ratio"], big["warm_ratio"], "", ">= 0.6", big["warm_ratio"] >= 0.6),
         ("ingest cold / bare verify", s["cold_ratio"], big["cold_ratio"], "", ">= 0.6", big["cold_ratio"] >= 0.6),

@@ -30,6 +30,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from p2pauction.errors import UsageError
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import CoreCounters
 from p2pauction.gossip.limits import jittered
@@ -37,38 +38,64 @@ from p2pauction.gossip.messages import (
     MAX_IDS, MAX_LEAF_IDS, MAX_LEAVES, MAX_PREFIXES, MAX_TREE_NODES, Ids, Message, Sync, Tree, TreeNode,
     Want, WantPrefix,
 )
+from p2pauction.state.idindex import BUCKET_DIGITS, MASK64, IdIndex, id_fingerprint
 
 HEX = "0123456789abcdef"
-MASK64 = (1 << 64) - 1
 _ZERO_FP = "0" * 16
 _FPS_FORMAT = "%016x" * 16   # a tree node's 16 child fingerprints in one formatting call
 _ZEROS = (0,) * 16
 
 
-def _fp_of(event_id: str) -> int:
-    # The prefix uses the first hex digits; the fingerprint the last 16, which are independent.
-    return int(event_id[48:], 16)
+_fp_of = id_fingerprint   # the prefix uses the first hex digits; the fingerprint the last 16
 
 
 class PrefixSummary:
-    """Incremental fingerprints of an id set by hex prefix."""
+    """Incremental fingerprints of an id set by hex prefix.
 
-    def __init__(self, depth: int = 4) -> None:
+    Without ``source`` it holds every id itself (a sorted list and an order number each, ~200
+    bytes per event). With ``source`` (the store's ``IdIndex``: what a ledger that keeps only a
+    working set offers) it holds only the fingerprints above the leaves (4,368 numbers at depth
+    4), starts from the store's bucket sums instead of reading every id, and reads leaves,
+    membership and store order from the store. Both give the same answers for the same ids."""
+
+    def __init__(self, depth: int = 4, source: IdIndex | None = None) -> None:
         self.depth = depth
-        self._ids: list[str] = []          # sorted
-        self._seq: dict[str, int] = {}     # id -> position in accept (store) order
+        self._ids: list[str] = []          # sorted (without a source)
+        self._seq: dict[str, int] = {}     # id -> position in accept (store) order (without a source)
         self._fp: dict[str, int] = {}      # prefix (len 1..depth-1) -> fingerprint
         self._cnt: dict[str, int] = {}
         self._root_fp = 0
+        self._count_all = 0
+        self._source = source
+        if source is not None:
+            if depth - 1 > BUCKET_DIGITS:
+                raise UsageError(f"a store-backed summary needs ae_depth <= {BUCKET_DIGITS + 1}")
+            for prefix, (fp, count) in sorted(source.bucket_sums().items()):
+                self._count_sum(prefix, fp, count)
+
+    @classmethod
+    def of(cls, depth: int, source: IdIndex | None, ids_in_order: Callable[[], Iterable[str]]) -> PrefixSummary:
+        """Over the store when there is one (nothing per id in memory), else of every id."""
+        if source is not None and depth - 1 <= BUCKET_DIGITS:
+            return cls(depth, source)
+        summary = cls(depth)
+        summary.add_many(ids_in_order())
+        return summary
 
     def __len__(self) -> int:
-        return len(self._seq)
+        return self._count_all
 
     def __contains__(self, event_id: str) -> bool:
+        if self._source is not None:
+            return self._source.has_id(event_id)
         return event_id in self._seq
 
     def add(self, event_id: str) -> bool:
-        """Record an accepted id; False when already known."""
+        """Record an accepted id; False when already known (with a source the store is the
+        judge of that, and it already holds the id: the caller adds each accepted id once)."""
+        if self._source is not None:
+            self._count_sum(event_id, _fp_of(event_id), 1)
+            return True
         if not self._count(event_id):
             return False
         insort(self._ids, event_id)
@@ -85,31 +112,34 @@ class PrefixSummary:
         if event_id in self._seq:
             return False
         self._seq[event_id] = len(self._seq)
-        v = _fp_of(event_id)
+        self._count_sum(event_id, _fp_of(event_id), 1)
+        return True
+
+    def _count_sum(self, key: str, v: int, count: int) -> None:
+        """Add ``count`` ids whose fingerprints sum to ``v`` under every prefix of ``key``
+        shallower than the leaves (``key`` is an id, or a bucket prefix at least that deep)."""
         self._root_fp = (self._root_fp + v) & MASK64
+        self._count_all += count
         fp, cnt = self._fp, self._cnt
         for n in range(1, self.depth):
-            p = event_id[:n]
+            p = key[:n]
             fp[p] = (fp.get(p, 0) + v) & MASK64
-            cnt[p] = cnt.get(p, 0) + 1
-        return True
+            cnt[p] = cnt.get(p, 0) + count
 
     def root(self) -> str:
         """Fixed-width root summary: 16 hex fingerprint + 8 hex count (count mod 2**32)."""
-        return f"{self._root_fp:016x}{len(self._seq) & 0xFFFFFFFF:08x}"
-
-    def _range(self, prefix: str) -> tuple[int, int]:
-        # 'g' sorts after every hex digit, so [prefix, prefix+'g') is exactly the bucket.
-        return bisect_left(self._ids, prefix), bisect_left(self._ids, prefix + "g")
+        return f"{self._root_fp:016x}{self._count_all & 0xFFFFFFFF:08x}"
 
     def ids_in(self, prefix: str) -> list[str]:
-        lo, hi = self._range(prefix)
-        return self._ids[lo:hi]
+        # 'g' sorts after every hex digit, so [prefix, prefix+'g') is exactly the bucket.
+        if self._source is not None:
+            return self._source.ids_between(prefix, prefix + "g")
+        return self._ids[bisect_left(self._ids, prefix):bisect_left(self._ids, prefix + "g")]
 
     def bucket(self, prefix: str) -> tuple[int, int]:
         """(fingerprint, count) of one bucket."""
         if not prefix:
-            return self._root_fp, len(self._seq)
+            return self._root_fp, self._count_all
         if len(prefix) < self.depth:
             return self._fp.get(prefix, 0), self._cnt.get(prefix, 0)
         ids = self.ids_in(prefix)
@@ -133,8 +163,20 @@ class PrefixSummary:
 
     def in_store_order(self, ids: Iterable[str]) -> list[str]:
         """Known ids from ``ids``, sorted by acceptance order (a causal order)."""
+        if self._source is not None:
+            return self._source.in_store_order(ids)
         seq = self._seq
         return sorted((i for i in ids if i in seq), key=seq.__getitem__)
+
+    def earliest_in(self, prefixes: Iterable[str], limit: int) -> list[str]:
+        """The ``limit`` earliest accepted ids under any of ``prefixes``, in acceptance order."""
+        if self._source is not None:
+            source = self._source
+            ids = dict.fromkeys(i for p in prefixes for i in source.earliest_between(p, p + "g", limit))
+            return source.in_store_order(ids)[:limit]
+        seq = self._seq
+        ids = dict.fromkeys(i for p in prefixes for i in self.ids_in(p))   # nested prefixes: each id once
+        return heapq.nsmallest(limit, ids, key=seq.__getitem__)
 
 
 class HeldFilter:
@@ -282,11 +324,7 @@ def on_ids(summary: PrefixSummary, leaves: Iterable[tuple[str, tuple[str, ...]]]
 
 def on_wantp(summary: PrefixSummary, prefixes: Iterable[str], *, serve_max: int) -> Plan:
     """Whole buckets the other side lacks: serve the earliest ``serve_max`` of them."""
-    ids: list[str] = []
-    for p in dict.fromkeys(prefixes):  # dedupe, keep order
-        ids.extend(summary.ids_in(p))
-    seq = summary._seq
-    return Plan(serve=heapq.nsmallest(serve_max, ids, key=seq.__getitem__))
+    return Plan(serve=summary.earliest_in(dict.fromkeys(prefixes), serve_max))
 
 
 class AntiEntropy:

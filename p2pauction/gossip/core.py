@@ -73,7 +73,7 @@ class GossipCore(Router):
         self.entropy = entropy
         self._next_housekeeping = now + config.housekeeping_interval
         self.replica = replica
-        self.summary = PrefixSummary(config.ae_depth)
+        self.summary = PrefixSummary.of(config.ae_depth, replica.ledger.id_index(), replica.ledger.ids_in_order)
         self.plumtree = Plumtree(config)
         self.ev = CoreCounters()
         self.rejected_by_reason: dict[str, int] = {}
@@ -90,7 +90,6 @@ class GossipCore(Router):
         self.server = Server(config, self, self.ev)
         self._next_pending_sweep = now + config.pending_sweep_interval
         self._held: list[tuple[Event, str | None, int, bool, str]] | None = None  # see data_received
-        self.summary.add_many(replica.ledger.ids_in_order())
         self.membership.learn(replica.store.known_peers(config.passive_max))
 
     # --- what the machines ask of the core (catchup.History, serving.ServeHost) -------------------

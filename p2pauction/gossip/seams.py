@@ -15,6 +15,7 @@ from p2pauction.gossip.secure import NodeSigner
 
 if TYPE_CHECKING:
     from p2pauction.state.events import Event
+    from p2pauction.state.idindex import IdIndex
     from p2pauction.state.ledger import Outcome, Unresolved
 
 __all__ = ["NodeSigner", "PeerBook", "PendingLedger", "ReplicaPort"]
@@ -28,7 +29,13 @@ class PendingLedger(Protocol):
         ...
 
     def ids_in_order(self) -> Iterable[str]:
-        """Every accepted id, in accept (causal) order: the anti-entropy summary is built from it."""
+        """Every accepted id, in accept (causal) order: the anti-entropy summary is built from it
+        when ``id_index`` gives none."""
+        ...
+
+    def id_index(self) -> IdIndex | None:
+        """The store's index of accepted ids, which the summary then reads instead of holding
+        every id (a ledger that keeps only a working set has one)."""
         ...
 
 

@@ -40,6 +40,7 @@ from p2pauction.errors import DecodeError, NotFound
 from p2pauction.state.events import (MAX_EVENT_BYTES, BidBody, CloseBody, Event, Kind, OpenBody,
                                      decode_event, decode_stored, event_id_of, unsigned_from_raw)
 from p2pauction.state.identity import SignatureVerifier
+from p2pauction.state.idindex import IdIndex
 from p2pauction.state.money import MAX_AMOUNT, format_money
 from p2pauction.state.validation import CONTENT_REASONS, RejectReason
 
@@ -296,8 +297,9 @@ class Unresolved:
     reason: str               # "evicted" (the caps), "expired" (sweep_pending), "invalid_dep"
 
 
-class Archive(Protocol):
-    """The committed history behind a ledger that keeps only a working set (the store).
+class Archive(IdIndex, Protocol):
+    """The committed history behind a ledger that keeps only a working set (the store); it also
+    answers the gossip core's anti-entropy summary (``IdIndex``), so no layer holds every id.
 
     Every event it holds was accepted by a ledger and committed with the derived state of its
     commit (auction statuses, name claims), so the ledger may drop an auction's records and read
@@ -549,6 +551,11 @@ class Ledger:
 
     def is_pending(self, event_id: str) -> bool:
         return event_id in self._pending
+
+    def id_index(self) -> IdIndex | None:
+        """The store's index of accepted ids when this ledger keeps only a working set (then the
+        gossip core reads its anti-entropy summary there); None when every id is in memory."""
+        return self._archive
 
     def ids_in_order(self) -> Iterator[str]:
         """Accepted ids in accept order (a causal order)."""

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 from p2pauction.errors import StoreError, StoreWriteError
 from p2pauction.logs import get_logger
 from p2pauction.state.events import BidBody, Event, Kind
+from p2pauction.state.idindex import BUCKET_DIGITS, IdIndex, SortedIds, bucket_deltas, sums_of
 from p2pauction.state.ledger import AuctionView, Status
 from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
@@ -89,7 +90,7 @@ class DerivedStore(Protocol):
     def auction_states(self) -> Iterator[AuctionState]: ...
 
 
-class ArchiveStore(DerivedStore, Protocol):
+class ArchiveStore(DerivedStore, IdIndex, Protocol):
     """A store the ledger can keep only a working set in front of (ledger.Archive; both stores
     here are): ``archive_ready`` says every stored event's derived state and claims are saved."""
 
@@ -225,6 +226,7 @@ class MemoryStore:
         self._claims: dict[str, tuple[int, str, str]] = {}
         self._by_auction: dict[str, list[str]] = {}     # auction -> its event ids, in commit order
         self._auction_of: dict[str, str] = {}
+        self._ids = SortedIds()                         # the gossip core's anti-entropy index
         self.net: str | None = None
         self.closed = False
 
@@ -250,6 +252,7 @@ class MemoryStore:
         for e in events:
             if e.id not in self._raw:
                 self._raw[e.id] = e.raw
+                self._ids.add(e.id)
                 self._auction_of[e.id] = e.auction_id
                 self._by_auction.setdefault(e.auction_id, []).append(e.id)
         for view in finished:
@@ -324,6 +327,22 @@ class MemoryStore:
     def ids_in_order(self) -> Iterator[str]:
         return iter(list(self._raw))
 
+    # the anti-entropy index (idindex.IdIndex), committed ids only
+    def has_id(self, event_id: str) -> bool:
+        return self._ids.has_id(event_id)
+
+    def ids_between(self, low: str, high: str) -> list[str]:
+        return self._ids.ids_between(low, high)
+
+    def in_store_order(self, ids: Iterable[str]) -> list[str]:
+        return self._ids.in_store_order(ids)
+
+    def earliest_between(self, low: str, high: str, limit: int) -> list[str]:
+        return self._ids.earliest_between(low, high, limit)
+
+    def bucket_sums(self) -> dict[str, tuple[int, int]]:
+        return self._ids.bucket_sums()
+
     def get_raw(self, event_id: str) -> bytes | None:
         return self._raw.get(event_id) or self._staged_raw.get(event_id)
 
@@ -392,6 +411,8 @@ CREATE INDEX IF NOT EXISTS events_auction ON events(auction, seq);
 CREATE INDEX IF NOT EXISTS events_seq_id ON events(seq, id);
 CREATE TABLE IF NOT EXISTS claims (author TEXT PRIMARY KEY, lamport INTEGER NOT NULL, event TEXT NOT NULL,
     name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS id_buckets (prefix TEXT PRIMARY KEY, hi INTEGER NOT NULL, lo INTEGER NOT NULL,
+    count INTEGER NOT NULL) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
@@ -402,6 +423,9 @@ MAX_KNOWN_PEERS = 1000
 # SQLite primary result codes (the sqlite3 module names them only from Python 3.11 on)
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
 _INSERT = "INSERT OR IGNORE INTO events(id, auction, raw) VALUES (?,?,?)"
+_ADD_TO_BUCKET = ("INSERT INTO id_buckets VALUES (?,?,?,?) ON CONFLICT(prefix) DO UPDATE SET "
+                  "hi = hi + excluded.hi, lo = lo + excluded.lo, count = count + excluded.count")
+_IN_ORDER_CHUNK = 500                 # ids per "IN (...)" query (SQLite's parameter limit is higher)
 _FINISHED_COLS = ("auction", "seller", "seller_name", "item", "currency", "winner", "winner_name",
                   "winning_bid", "price", "opened_ts", "closed_ts", "status", "bids", "late_bids")
 
@@ -450,6 +474,12 @@ class SqliteStore:
                     self._db.execute("BEGIN")
                     self.rebuild_finished_bidders()
                     self._db.execute("INSERT INTO meta VALUES ('finished_bidders', '1')")
+            if self._db.execute("SELECT 1 FROM meta WHERE key='id_buckets'").fetchone() is None:
+                with self._db:   # a store from before the anti-entropy buckets: count once
+                    self._db.execute("BEGIN")
+                    self._db.execute("DELETE FROM id_buckets")
+                    self._add_to_buckets(self._in_commit_order("id", 65536))
+                    self._db.execute("INSERT INTO meta VALUES ('id_buckets', '1')")
         except (sqlite3.Error, StoreError) as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -541,6 +571,10 @@ class SqliteStore:
             before = self._db.total_changes
             self._db.executemany(_INSERT, rows)
             added = self._db.total_changes - before
+            if added == len(rows):
+                self._add_to_buckets(e.id for e in events)
+            else:    # some were stored already: count their buckets again, whole
+                self._recount_buckets({e.id[:BUCKET_DIGITS] for e in events})
             for view in finished:
                 late = self._late_bids_only(view, events)
                 if late is not None:
@@ -656,6 +690,43 @@ class SqliteStore:
     def ids_in_order(self) -> Iterator[str]:
         # a scan of the (seq, id) index: ~20x less to read than the rows with their bytes
         return (str(event_id) for event_id in self._in_commit_order("id", 4096))
+
+    # the anti-entropy index (idindex.IdIndex). Reads on this connection see its own open
+    # transaction: inside a Replica batch an id staged by an earlier event of the batch counts as
+    # held (as it does for the ledger); if the commit then fails, anti-entropy asks for it again.
+    def has_id(self, event_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM events WHERE id=?", (event_id,)))
+
+    def ids_between(self, low: str, high: str) -> list[str]:
+        return [str(r[0]) for r in self._rows("SELECT id FROM events WHERE id >= ? AND id < ? ORDER BY id",
+                                              (low, high))]
+
+    def in_store_order(self, ids: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        found: list[tuple[int, str]] = []
+        for i in range(0, len(wanted), _IN_ORDER_CHUNK):
+            chunk = wanted[i:i + _IN_ORDER_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found += self._rows(f"SELECT seq, id FROM events WHERE id IN ({marks})", chunk)
+        return [str(event_id) for _, event_id in sorted(found)]
+
+    def earliest_between(self, low: str, high: str, limit: int) -> list[str]:
+        return [str(r[0]) for r in self._rows("SELECT id FROM events WHERE id >= ? AND id < ? ORDER BY seq LIMIT ?",
+                                              (low, high, limit))]
+
+    def bucket_sums(self) -> dict[str, tuple[int, int]]:
+        return sums_of(self._rows("SELECT prefix, hi, lo, count FROM id_buckets"))
+
+    def _add_to_buckets(self, ids: Iterable[str]) -> None:
+        """Add ids' fingerprints to their buckets (in the open transaction), as two 32-bit halves."""
+        deltas = bucket_deltas(ids)
+        self._db.executemany(_ADD_TO_BUCKET, [(p, fp >> 32, fp & 0xFFFFFFFF, n)
+                                              for p, (fp, n) in deltas.items()])
+
+    def _recount_buckets(self, prefixes: Iterable[str]) -> None:
+        for prefix in sorted(prefixes):
+            self._db.execute("DELETE FROM id_buckets WHERE prefix=?", (prefix,))
+            self._add_to_buckets(self.ids_between(prefix, prefix + "g"))
 
     def _in_commit_order(self, column: str, page: int) -> Iterator[Any]:
         """One column of every stored event in commit order, read a page at a time."""
