@@ -172,6 +172,33 @@ def test_anti_entropy_reconciles_both_ways_without_dissemination() -> None:
     assert repaired == 32
 
 
+def test_anti_entropy_over_a_store_backed_summary_reconciles_with_an_in_memory_one(tmp_path: Any) -> None:
+    """A node over SQLite keeps no id in memory (its summary reads the store's index) and still
+    reconciles, both ways, with a node whose summary holds every id (a ledger without archive)."""
+    shared = make_events(30)
+    only_a, only_b = make_events(12, who=51), make_events(9, who=52)
+    store = SqliteStore(tmp_path / "a.db")
+    store.append(shared + only_a)
+    cfg = dict(exempt_ips=(), dissemination="none", ae_interval=1.0)
+    a = GossipCore(GossipConfig(net=NET, listen_addr="10.0.0.1:7000", **cfg), identity(1), Replica(NET, store),
+                   random.Random(1), 0.0, entropy=SeededEntropy(1))
+    memory = MemoryStore()
+    memory.append(shared + only_b)
+    b = GossipCore(GossipConfig(net=NET, listen_addr="10.0.0.2:7000", **cfg), identity(2),
+                   Replica(NET, memory, cache_auctions=None), random.Random(2), 0.0, entropy=SeededEntropy(2))
+    assert a.summary.ids_in_memory == 0 and b.summary.ids_in_memory == 39
+    pipe = Pipe(a, b)
+    now = 0.0
+    for _ in range(6):
+        now = run_ae_round(a, b, pipe, now)
+        if a.replica.ledger.digest == b.replica.ledger.digest:
+            break
+    assert len(a.replica.ledger) == len(b.replica.ledger) == 51
+    assert a.summary.root() == b.summary.root()
+    assert a.summary.ids_in_memory == 0
+    store.close()
+
+
 def test_fresh_node_catches_up_past_the_serve_limit() -> None:
     events = make_events(300)
     full = core_with(events, 1, ae_serve_max=64, ae_interval=1.0)

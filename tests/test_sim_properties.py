@@ -69,7 +69,8 @@ class ForgetfulStore(MemoryStore):
     stored events (all of it: events, indexes and the derived state saved with them, so what is
     left is the consistent store of the commit before, as a disk that lost its last write)."""
 
-    DURABLE = ("_raw", "_finished", "_bids", "_derived", "_auction_states", "_claims", "_by_auction", "_auction_of")
+    DURABLE = ("_raw", "_finished", "_bids", "_derived", "_auction_states", "_claims", "_by_auction", "_auction_of",
+               "_ids")
 
     def __init__(self) -> None:
         super().__init__()

@@ -85,6 +85,11 @@ class PrefixSummary:
     def __len__(self) -> int:
         return self._count_all
 
+    @property
+    def ids_in_memory(self) -> int:
+        """How many ids this summary holds itself (0 over a store)."""
+        return len(self._seq)
+
     def __contains__(self, event_id: str) -> bool:
         if self._source is not None:
             return self._source.has_id(event_id)
