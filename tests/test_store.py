@@ -119,6 +119,8 @@ def test_batch_is_one_transaction_committed_at_the_end(tmp_path: Path) -> None:
         with replica.batch():  # nested: joins the open transaction
             replica.store.remember_peer("ab" * 32, "127.0.0.1:7001", 5.0)
         assert _rows_seen_by_another_connection(path) == 0  # nothing committed yet
+        # (written at the batch's end, in one statement) yet the events are served from the batch
+        assert all(replica.get_raw(e.id) == e.raw for e in s.events)
     assert _rows_seen_by_another_connection(path) == len(s.events)
     assert [r["auction"] for r in replica.store.history(None, None)] == [s.pic1]
     assert Replica(NET, SqliteStore(path)).ledger.digest_hex == s.ledger.digest_hex
@@ -135,6 +137,7 @@ def test_batch_undoes_everything_when_the_block_raises(tmp_path: Path) -> None:
     # neither the store nor the ledger keeps the event: the two stay in step
     assert _rows_seen_by_another_connection(path) == 0
     assert not replica.ledger.has(s.events[0].id) and replica.ledger.digest == 0
+    assert replica.get_raw(s.events[0].id) is None
     replica.receive_raw(s.events[0].raw)  # and both are usable afterwards (autocommit again)
     replica.receive_raw(s.events[1].raw)
     assert _rows_seen_by_another_connection(path) == 2 and len(replica.ledger) == 2

@@ -686,6 +686,10 @@ class Ledger:
         a = self._get(auction_id)
         return [(self._recs[h].lamport, h) for h in a.heads]
 
+    def status_of(self, auction_id: str) -> Status:
+        """An auction's status without building its view."""
+        return self._get(auction_id).status
+
     def _get(self, auction_id: str) -> _Auction:
         self._ensure(auction_id)
         a = self._auctions.get(auction_id)

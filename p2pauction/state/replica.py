@@ -51,6 +51,7 @@ class Replica:
         self._batch_error: StoreError | None = None   # a write inside the open batch failed
         self._batch_touched: dict[str, None] = {}      # auctions the open batch changed
         self._batch_authors: dict[str, None] = {}      # authors of the events it accepted
+        self._batch_events: dict[str, Event] = {}      # accepted in the open batch, written at its end
         archive = (cast(ArchiveStore, store) if cache_auctions is not None
                    and callable(getattr(store, "archive_ready", None)) else None)
         saved = archive.load_derived() if archive is not None else None
@@ -135,6 +136,7 @@ class Replica:
         try:
             with transaction() if callable(transaction) else _no_transaction():
                 yield
+                self._write_batch_events()
                 if self._batch_error is None and self._batch_touched:
                     # the derived state once per batch, in its transaction (not once per event)
                     self._save_derived(self._batch_touched, self._batch_authors)
@@ -148,10 +150,26 @@ class Replica:
             self._batch_error = None
             self._batch_touched = {}
             self._batch_authors = {}
+            self._batch_events = {}
         self.ledger.commit()
 
+    def _write_batch_events(self) -> None:
+        """The batch's accepted events in one append at its end: one statement for all of them,
+        and the finished auctions' analytics rows written once each, as they stand at the end."""
+        if self._batch_error is not None or not self._batch_events:
+            return
+        try:
+            self._append(list(self._batch_events.values()))
+        except StoreError as exc:
+            self._batch_error = exc
+
     def get_raw(self, event_id: str) -> bytes | None:
-        return self.store.get_raw(event_id)
+        """Stored bytes; inside a batch also those of an event it accepted (written at its end)."""
+        raw = self.store.get_raw(event_id)
+        if raw is None and self._batch_events:
+            event = self._batch_events.get(event_id)
+            return event.raw if event is not None else None
+        return raw
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:
@@ -171,13 +189,9 @@ class Replica:
         if not accepted:
             return
         if self._batch_depth:
-            if self._batch_error is not None:
-                return  # the batch is doomed: it will be undone as a whole
-            try:
-                self._append(accepted)
-            except StoreError as exc:
-                # Not raised here: the caller is in the middle of a chunk; the batch ends with it.
-                self._batch_error = exc
+            # written when the batch ends (a failure then ends the batch with it, all undone)
+            if self._batch_error is None:
+                self._batch_events.update((e.id, e) for e in accepted)
             return
         self._append(accepted)
 
@@ -186,7 +200,8 @@ class Replica:
         state (digest, count, changed auctions), in ONE transaction."""
         finished = self._finished(accepted)
         touched = dict.fromkeys(e.auction_id for e in accepted)
-        authors = dict.fromkeys(e.author for e in accepted)
+        # only an event that names its author can change the author's claim (the ledger's _claim)
+        authors = dict.fromkeys(e.author for e in accepted if getattr(e.body, "name", None) is not None)
         transaction = getattr(self.store, "transaction", None)
         deferred = self._batch_depth > 0   # the batch saves the derived state once, at its end
         with transaction() if callable(transaction) and not deferred else _no_transaction():
@@ -237,8 +252,8 @@ class Replica:
         disputed), or a late bid arrived after it finished. Their analytics rows are rewritten,
         so that they depend on the set of events, not on the order they came in."""
         touched = dict.fromkeys(e.auction_id for e in accepted)
-        views = [self.ledger.auction(aid) for aid in touched]
-        return [v for v in views if v.status is not Status.OPEN]
+        ledger = self.ledger
+        return [ledger.auction(aid) for aid in touched if ledger.status_of(aid) is not Status.OPEN]
 
 
 @contextmanager
