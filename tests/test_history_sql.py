@@ -50,6 +50,7 @@ def _fill(store: SqliteStore, rows: list[dict[str, Any]], bids: list[dict[str, A
         db.executemany("INSERT INTO finished_bids VALUES (?,?,?,?,?,?)",
                        [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"])) for b in bids])
         store.rebuild_finished_bidders()
+        store.rebuild_stats_rollups()
 
 
 def _in(ts: int, since: int | None, until: int | None) -> bool:
