@@ -813,14 +813,18 @@ class SqliteStore:
             body = e.body
             assert isinstance(body, BidBody)
             rows.append((view.id, e.id, e.author, body.name, format_money(body.amount)))
+        self._add_late_bid_rows(view.id, rows)
+
+    def _add_late_bid_rows(self, aid: str, rows: Sequence[tuple[str, str, str, str | None, str]]) -> None:
+        """The late bids' rows (auction, bid, bidder, name, amount), counted in finished_bidders
+        and in the stats rollups (at the auction's close time), in the open transaction."""
         self._db.executemany("INSERT OR IGNORE INTO finished_bids VALUES (?,?,?,?,?,1)", rows)
         self._db.execute("UPDATE finished SET bids = bids + ?, late_bids = late_bids + ? WHERE auction = ?",
-                         (len(rows), len(rows), view.id))
+                         (len(rows), len(rows), aid))
         self._db.executemany(
             "INSERT INTO finished_bidders SELECT ?, ?, 1, closed_ts FROM finished WHERE auction = ? "
-            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(view.id, r[2], view.id) for r in rows])
-        # the rollups count the same bids as finished_bidders, at the auction's close time
-        closed = self._db.execute("SELECT closed_ts FROM finished WHERE auction = ?", (view.id,)).fetchone()
+            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(aid, r[2], aid) for r in rows])
+        closed = self._db.execute("SELECT closed_ts FROM finished WHERE auction = ?", (aid,)).fetchone()
         if closed is not None:
             delta = _RollupDelta()
             delta.add_row(int(closed[0]), [(_K_BIDDER, r[2], "", 1, 0, None) for r in rows], 1)
