@@ -6,8 +6,24 @@ protocol.
 Failures: a write that fails (disk full, I/O error) raises ``StoreWriteError`` and leaves the store
 as it was; inside ``transaction()`` any failed write dooms the whole transaction, which is rolled
 back when the block ends (``StoreWriteError`` again), as it is when the block raises. A store
-that cannot be read (a corrupt file) raises ``StoreError`` naming the file and what to do. Analytics sums are computed exactly with Decimal in Python over the window's rows
-(prices are stored as canonical money strings; ``price_num`` is a REAL copy for ordering only).
+that cannot be read (a corrupt file) raises ``StoreError`` naming the file and what to do.
+
+Analytics (``SqliteStore.stats``) must not cost O(finished auctions): ``stats_rollup`` holds
+pre-aggregated figures per time bucket of the close time, at levels of 1, 4, 16, 64, 256, 1024
+and 4096 days plus one whole-history bucket, keyed by what each figure groups by (status;
+currency: count, volume, max; seller: count, sold; seller and currency: volume; winner and
+currency: wins, volume; bidder: bids). A row is counted once per level, in the transaction that
+writes the ``finished`` / ``finished_bids`` / ``finished_bidders`` rows it sums; a rewrite
+(late close, new winner) subtracts the old rows' contribution and adds the new one's, late bids
+add to their bidders. A window is its whole buckets (at most 6 per level, greedy aligned cover)
+plus at most two partial days read from ``finished`` by the closed_ts index; the whole history
+is one bucket. Volumes are exact: partial sums are canonical decimal strings added with the
+``dadd`` SQL function (Decimal, TOTALS_CONTEXT), never REAL. The max per currency cannot be
+subtracted: when the price that may hold it is removed, the bucket's max is recomputed (a day
+from its rows, a higher level from its children's maxima). Names (first row in (closed_ts,
+auction) order) are looked up by index for the top keys only. A store from before the rollups
+sums them once when opened (meta key ``stats_rollup``). Prices are stored as canonical money
+strings; ``price_num`` is a REAL copy for ordering only.
 """
 
 from __future__ import annotations
@@ -926,10 +942,12 @@ class SqliteStore:
         return [dict(zip(_FINISHED_COLS, r)) for r in rows]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-        """The figures of ``compute_stats`` (the reference a test compares with), computed by SQL
-        aggregates over the indexed tables: memory is O(currencies + TOP_N), never O(rows)."""
+        """The figures of ``compute_stats`` (the reference a test compares with), summed from the
+        window's rollup buckets and partial-day edges (see the module docstring): the cost follows
+        buckets and parties, not finished auctions; memory O(currencies + parties), never O(rows)."""
         with localcontext(TOTALS_CONTEXT):
             return _SqlStats(self, since_ms, until_ms).compute()
+
     def close(self) -> None:
         try:
             self._db.close()
