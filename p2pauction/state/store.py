@@ -841,10 +841,13 @@ class SqliteStore:
             "INSERT INTO finished_bidders SELECT ?, ?, 1, closed_ts FROM finished WHERE auction = ? "
             "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(aid, r[2], aid) for r in rows])
         closed = self._db.execute("SELECT closed_ts FROM finished WHERE auction = ?", (aid,)).fetchone()
-        if closed is not None:
-            delta = _RollupDelta()
-            delta.add_row(int(closed[0]), [(_K_BIDDER, r[2], "", 1, 0, None) for r in rows], 1)
-            delta.apply(self._db)
+        if closed is not None:   # the hot path of late bids: counts only, no Decimal
+            per_bidder: dict[str, int] = {}
+            for r in rows:
+                per_bidder[r[2]] = per_bidder.get(r[2], 0) + 1
+            self._db.executemany(_UPSERT_COUNTS, [(level, bucket, _K_BIDDER, bidder, "", n, 0)
+                                                  for level, bucket in _buckets_of(int(closed[0]))
+                                                  for bidder, n in per_bidder.items()])
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
@@ -1004,6 +1007,9 @@ _K_BIDDER = 5      # (bidder, "")       n bids (as finished_bidders counts them)
 _UPSERT_ROLLUP = ("INSERT INTO stats_rollup VALUES (?,?,?,?,?,?,?,?,?) "
                   "ON CONFLICT(level, bucket, kind, key, cur) DO UPDATE SET n = n + excluded.n, "
                   "m = m + excluded.m, vol = dadd(vol, excluded.vol), mx = dmax2(mx, excluded.mx)")
+# the same for a change without money (status, seller and bidder counts): no Python function calls
+_UPSERT_COUNTS = ("INSERT INTO stats_rollup VALUES (?,?,?,?,?,?,?,'0',NULL) "
+                  "ON CONFLICT(level, bucket, kind, key, cur) DO UPDATE SET n = n + excluded.n, m = m + excluded.m")
 
 # one contribution: (kind, key, cur, n, m, vol or None)
 _Part = tuple[int, str, str, int, int, Decimal | None]
@@ -1080,9 +1086,12 @@ class _RollupDelta:
                         self.removed_max[k] = max(self.removed_max.get(k, vol), vol)
 
     def apply(self, db: sqlite3.Connection) -> None:
-        ups = [(*k, n, m, _dec_text(vol), None if top is None else format_money(top))
-               for k, (n, m, vol, top) in self.rows.items() if n or m or vol or top is not None]
-        db.executemany(_UPSERT_ROLLUP, ups)
+        money = [(*k, n, m, _dec_text(vol), None if top is None else format_money(top))
+                 for k, (n, m, vol, top) in self.rows.items() if vol or top is not None]
+        counts = [(*k, n, m) for k, (n, m, vol, top) in self.rows.items()
+                  if (n or m) and not vol and top is None]
+        db.executemany(_UPSERT_ROLLUP, money)
+        db.executemany(_UPSERT_COUNTS, counts)
         emptied = [k for k, e in self.rows.items() if e[0] < 0]
         if emptied:
             db.executemany("DELETE FROM stats_rollup WHERE level=? AND bucket=? AND kind=? AND key=? AND cur=? "
