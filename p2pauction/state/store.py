@@ -1155,6 +1155,7 @@ class _SqlStats:
         self.wins: dict[str, int] = {}
         self.win_vol: dict[str, dict[str, Decimal]] = {}
         self.bids: dict[str, int] = {}
+        self.names: dict[tuple[str, str], str | None] = {}   # a key ranks in several lists: look up once
 
     def q(self, sql: str, extra: Sequence[Any] = ()) -> list[Any]:
         return self.store._rows(sql, [*self.params, *extra])
@@ -1187,7 +1188,9 @@ class _SqlStats:
     def gather(self) -> None:
         """Sum the window's whole buckets and edge rows."""
         store = self.store
-        lo, hi = store._rows("SELECT MIN(closed_ts), MAX(closed_ts) FROM finished")[0]
+        # two queries: each is one step of the closed_ts index (together they would scan it)
+        lo = store._rows("SELECT MIN(closed_ts) FROM finished")[0][0]
+        hi = store._rows("SELECT MAX(closed_ts) FROM finished")[0][0]
         if lo is None:
             return
         s = lo if self.since is None else max(self.since, lo)
@@ -1251,12 +1254,22 @@ class _SqlStats:
 
     def seller_name(self, key: str) -> str | None:
         """As compute_stats: the seller name of the seller's first row in (closed_ts, auction) order."""
+        if ("seller", key) not in self.names:
+            self.names[("seller", key)] = self._seller_name(key)
+        return self.names[("seller", key)]
+
+    def bidder_name(self, key: str) -> str | None:
+        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+        if ("bidder", key) not in self.names:
+            self.names[("bidder", key)] = self._bidder_name(key)
+        return self.names[("bidder", key)]
+
+    def _seller_name(self, key: str) -> str | None:
         rows = self.q(f"SELECT f.seller_name FROM finished f{self.where} AND f.seller = ? "
                       "ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
         return rows[0][0] if rows else None
 
-    def bidder_name(self, key: str) -> str | None:
-        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+    def _bidder_name(self, key: str) -> str | None:
         won = self.q(f"SELECT f.winner_name FROM finished f{self.where} AND f.winner = ? "
                      "AND f.price IS NOT NULL ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
         if won and won[0][0] is not None:
