@@ -789,7 +789,8 @@ class SqliteStore:
 
     def rebuild_finished_bidders(self) -> None:
         """Recompute the per-(auction, bidder) bid counts from ``finished_bids`` (in the open
-        transaction): ``stats`` counts bids from this table, ~bids/bidders times fewer rows."""
+        transaction): ``stats`` counts bids from this table, ~bids/bidders times fewer rows. The
+        stats rollups sum its rows: rebuild them afterwards (``rebuild_stats_rollups``)."""
         self._db.execute("DELETE FROM finished_bidders")
         self._db.execute("INSERT INTO finished_bidders SELECT b.auction, b.bidder, COUNT(*), f.closed_ts "
                          "FROM finished_bids b JOIN finished f ON f.auction = b.auction GROUP BY b.auction, b.bidder")
