@@ -6,8 +6,24 @@ protocol.
 Failures: a write that fails (disk full, I/O error) raises ``StoreWriteError`` and leaves the store
 as it was; inside ``transaction()`` any failed write dooms the whole transaction, which is rolled
 back when the block ends (``StoreWriteError`` again), as it is when the block raises. A store
-that cannot be read (a corrupt file) raises ``StoreError`` naming the file and what to do. Analytics sums are computed exactly with Decimal in Python over the window's rows
-(prices are stored as canonical money strings; ``price_num`` is a REAL copy for ordering only).
+that cannot be read (a corrupt file) raises ``StoreError`` naming the file and what to do.
+
+Analytics (``SqliteStore.stats``) must not cost O(finished auctions): ``stats_rollup`` holds
+pre-aggregated figures per time bucket of the close time, at levels of 1, 4, 16, 64, 256, 1024
+and 4096 days plus one whole-history bucket, keyed by what each figure groups by (status;
+currency: count, volume, max; seller: count, sold; seller and currency: volume; winner and
+currency: wins, volume; bidder: bids). A row is counted once per level, in the transaction that
+writes the ``finished`` / ``finished_bids`` / ``finished_bidders`` rows it sums; a rewrite
+(late close, new winner) subtracts the old rows' contribution and adds the new one's, late bids
+add to their bidders. A window is its whole buckets (at most 6 per level, greedy aligned cover)
+plus at most two partial days read from ``finished`` by the closed_ts index; the whole history
+is one bucket. Volumes are exact: partial sums are canonical decimal strings added with the
+``dadd`` SQL function (Decimal, TOTALS_CONTEXT), never REAL. The max per currency cannot be
+subtracted: when the price that may hold it is removed, the bucket's max is recomputed (a day
+from its rows, a higher level from its children's maxima). Names (first row in (closed_ts,
+auction) order) are looked up by index for the top keys only. A store from before the rollups
+sums them once when opened (meta key ``stats_rollup``). Prices are stored as canonical money
+strings; ``price_num`` is a REAL copy for ordering only.
 """
 
 from __future__ import annotations
@@ -413,6 +429,9 @@ CREATE TABLE IF NOT EXISTS claims (author TEXT PRIMARY KEY, lamport INTEGER NOT 
     name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS id_buckets (prefix TEXT PRIMARY KEY, hi INTEGER NOT NULL, lo INTEGER NOT NULL,
     count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stats_rollup (level INTEGER NOT NULL, bucket INTEGER NOT NULL, kind INTEGER NOT NULL,
+    key TEXT NOT NULL, cur TEXT NOT NULL, n INTEGER NOT NULL, m INTEGER NOT NULL, vol TEXT NOT NULL, mx TEXT,
+    PRIMARY KEY (level, bucket, kind, key, cur)) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "1"
 _WAL_CHECKPOINT_PAGES = 8192          # x 4 KiB pages
@@ -450,6 +469,10 @@ class SqliteStore:
             # rather than every 4 MiB roughly halves the cost of storing an event
             self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+            self._db.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
+            self._db.create_aggregate("dmax", 1, _DecimalMax)  # type: ignore[arg-type]
+            self._db.create_function("dadd", 2, _dadd, deterministic=True)
+            self._db.create_function("dmax2", 2, _dmax2, deterministic=True)
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -474,6 +497,12 @@ class SqliteStore:
                     self._db.execute("BEGIN")
                     self.rebuild_finished_bidders()
                     self._db.execute("INSERT INTO meta VALUES ('finished_bidders', '1')")
+                    self._db.execute("DELETE FROM meta WHERE key = 'stats_rollup'")  # they count its rows
+            if self._db.execute("SELECT 1 FROM meta WHERE key='stats_rollup'").fetchone() is None:
+                with self._db:   # a store from before the stats rollups: sum them once
+                    self._db.execute("BEGIN")
+                    self.rebuild_stats_rollups()
+                    self._db.execute("INSERT INTO meta VALUES ('stats_rollup', '1')")
             if self._db.execute("SELECT 1 FROM meta WHERE key='id_buckets'").fetchone() is None:
                 with self._db:   # a store from before the anti-entropy buckets: count once
                     self._db.execute("BEGIN")
@@ -760,10 +789,23 @@ class SqliteStore:
 
     def rebuild_finished_bidders(self) -> None:
         """Recompute the per-(auction, bidder) bid counts from ``finished_bids`` (in the open
-        transaction): ``stats`` counts bids from this table, ~bids/bidders times fewer rows."""
+        transaction): ``stats`` counts bids from this table, ~bids/bidders times fewer rows. The
+        stats rollups sum its rows: rebuild them afterwards (``rebuild_stats_rollups``)."""
         self._db.execute("DELETE FROM finished_bidders")
         self._db.execute("INSERT INTO finished_bidders SELECT b.auction, b.bidder, COUNT(*), f.closed_ts "
                          "FROM finished_bids b JOIN finished f ON f.auction = b.auction GROUP BY b.auction, b.bidder")
+
+    def rebuild_stats_rollups(self) -> None:
+        """Recompute every rollup row from ``finished`` and ``finished_bidders`` (in the open
+        transaction): once for a store written before the rollups were kept (O(finished rows))."""
+        self._db.execute("DELETE FROM stats_rollup")
+        delta = _RollupDelta()
+        for ts, status, price, currency, seller, winner in self._db.execute(
+                "SELECT closed_ts, status, price, currency, seller, winner FROM finished"):
+            delta.add_row(int(ts), _row_parts(status, price, currency, seller, winner), 1)
+        for ts, bidder, bids in self._db.execute("SELECT closed_ts, bidder, bids FROM finished_bidders"):
+            delta.add_row(int(ts), [(_K_BIDDER, bidder, "", int(bids), 0, None)], 1)
+        delta.apply(self._db)
 
     def _late_bids_only(self, view: AuctionView, events: Sequence[Event]) -> list[Event] | None:
         """The bids ``events`` add to a finished auction whose rows are already written for the
@@ -788,12 +830,25 @@ class SqliteStore:
             body = e.body
             assert isinstance(body, BidBody)
             rows.append((view.id, e.id, e.author, body.name, format_money(body.amount)))
+        self._add_late_bid_rows(view.id, rows)
+
+    def _add_late_bid_rows(self, aid: str, rows: Sequence[tuple[str, str, str, str | None, str]]) -> None:
+        """The late bids' rows (auction, bid, bidder, name, amount), counted in finished_bidders
+        and in the stats rollups (at the auction's close time), in the open transaction."""
         self._db.executemany("INSERT OR IGNORE INTO finished_bids VALUES (?,?,?,?,?,1)", rows)
         self._db.execute("UPDATE finished SET bids = bids + ?, late_bids = late_bids + ? WHERE auction = ?",
-                         (len(rows), len(rows), view.id))
+                         (len(rows), len(rows), aid))
         self._db.executemany(
             "INSERT INTO finished_bidders SELECT ?, ?, 1, closed_ts FROM finished WHERE auction = ? "
-            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(view.id, r[2], view.id) for r in rows])
+            "ON CONFLICT(auction, bidder) DO UPDATE SET bids = bids + 1", [(aid, r[2], aid) for r in rows])
+        closed = self._db.execute("SELECT closed_ts FROM finished WHERE auction = ?", (aid,)).fetchone()
+        if closed is not None:   # the hot path of late bids: counts only, no Decimal
+            per_bidder: dict[str, int] = {}
+            for r in rows:
+                per_bidder[r[2]] = per_bidder.get(r[2], 0) + 1
+            self._db.executemany(_UPSERT_COUNTS, [(level, bucket, _K_BIDDER, bidder, "", n, 0)
+                                                  for level, bucket in _buckets_of(int(closed[0]))
+                                                  for bidder, n in per_bidder.items()])
 
     def _already_recorded(self, view: AuctionView) -> bool:
         # the node and the Replica may both report the same close: write each state once
@@ -835,20 +890,38 @@ class SqliteStore:
         self._recorded[view.id] = (view.status, view.closes, view.bid_count)
 
     def _write_finished(self, view: AuctionView) -> None:
-        row = finished_row(view)
+        self._write_finished_rows(finished_row(view), bid_rows(view))
+
+    def _write_finished_rows(self, row: dict[str, Any], bids: Sequence[dict[str, Any]]) -> None:
+        """Write (or rewrite) one finished auction's rows and move the stats rollups from its
+        old rows' contribution, if any (a late close, a changed winner), to the new one's."""
+        delta = _RollupDelta()
+        old = self._db.execute("SELECT closed_ts, status, price, currency, seller, winner FROM finished "
+                               "WHERE auction = ?", (row["auction"],)).fetchone()
+        if old is not None:
+            old_ts = int(old[0])
+            delta.add_row(old_ts, _row_parts(*old[1:]), -1)
+            delta.add_row(old_ts, [(_K_BIDDER, b, "", int(n), 0, None) for b, n in self._db.execute(
+                "SELECT bidder, bids FROM finished_bidders WHERE auction = ?", (row["auction"],))], -1)
         values = [row[c] for c in _FINISHED_COLS]
         price_num = float(row["price"]) if row["price"] is not None else None
         self._db.execute(
             f"INSERT OR REPLACE INTO finished({', '.join(_FINISHED_COLS)}, price_num) "
             f"VALUES ({', '.join('?' * (len(_FINISHED_COLS) + 1))})", [*values, price_num])
-        self._db.execute("DELETE FROM finished_bids WHERE auction=?", (view.id,))
+        aid = row["auction"]
+        self._db.execute("DELETE FROM finished_bids WHERE auction=?", (aid,))
         self._db.executemany(
             "INSERT INTO finished_bids VALUES (?,?,?,?,?,?)",
-            [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"]))
-             for b in bid_rows(view)])
-        self._db.execute("DELETE FROM finished_bidders WHERE auction=?", (view.id,))
+            [(b["auction"], b["bid"], b["bidder"], b["name"], b["amount"], int(b["late"])) for b in bids])
+        self._db.execute("DELETE FROM finished_bidders WHERE auction=?", (aid,))
         self._db.execute("INSERT INTO finished_bidders SELECT auction, bidder, COUNT(*), ? FROM finished_bids "
-                         "WHERE auction=? GROUP BY bidder", (row["closed_ts"], view.id))
+                         "WHERE auction=? GROUP BY bidder", (row["closed_ts"], aid))
+        new_ts = int(row["closed_ts"])
+        delta.add_row(new_ts, _row_parts(row["status"], row["price"], row["currency"], row["seller"],
+                                         row["winner"]), 1)
+        delta.add_row(new_ts, [(_K_BIDDER, b, "", int(n), 0, None) for b, n in self._db.execute(
+            "SELECT bidder, bids FROM finished_bidders WHERE auction = ?", (aid,))], 1)
+        delta.apply(self._db)
 
     @staticmethod
     def _window(since_ms: int | None, until_ms: int | None, column: str = "closed_ts") -> tuple[str, list[Any]]:
@@ -873,10 +946,12 @@ class SqliteStore:
         return [dict(zip(_FINISHED_COLS, r)) for r in rows]
 
     def stats(self, since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-        """The figures of ``compute_stats`` (the reference a test compares with), computed by SQL
-        aggregates over the indexed tables: memory is O(currencies + TOP_N), never O(rows)."""
+        """The figures of ``compute_stats`` (the reference a test compares with), summed from the
+        window's rollup buckets and partial-day edges (see the module docstring): the cost follows
+        buckets and parties, not finished auctions; memory O(currencies + parties), never O(rows)."""
         with localcontext(TOTALS_CONTEXT):
             return _SqlStats(self, since_ms, until_ms).compute()
+
     def close(self) -> None:
         try:
             self._db.close()
@@ -914,75 +989,288 @@ class _DecimalMax:
         return None if self.best is None else str(self.best)
 
 
+# --- stats rollups -------------------------------------------------------------------------------
+# ``stats_rollup`` holds, per time bucket, the partial figures of the finished auctions closed in
+# it: a window's figures are the sum of O(log) whole buckets plus its two partial-day edges, read
+# from ``finished`` by the closed_ts index, so ``stats`` does not read every finished row.
+DAY_MS = 86_400_000
+# bucket widths in days, each a multiple of the previous one (a greedy cover is then minimal):
+# a window takes at most 2 x 3 buckets per level; a row is counted in one bucket per level
+_LEVEL_DAYS = (1, 4, 16, 64, 256, 1024, 4096)
+_ALL = len(_LEVEL_DAYS)   # the level whose one bucket (0) is the whole history
+# what a rollup row counts (kind, key, cur -> n, m, vol, mx):
+_K_STATUS = 0      # (status, "")       n auctions, m of them without a price
+_K_CUR = 1         # ("", currency)     n sold, vol their sum, mx the highest price
+_K_SELLER = 2      # (seller, "")       n auctions, m sold
+_K_SELLER_VOL = 3  # (seller, currency) n sold, vol
+_K_WINNER = 4      # (winner, currency) n wins, vol
+_K_BIDDER = 5      # (bidder, "")       n bids (as finished_bidders counts them)
+_UPSERT_ROLLUP = ("INSERT INTO stats_rollup VALUES (?,?,?,?,?,?,?,?,?) "
+                  "ON CONFLICT(level, bucket, kind, key, cur) DO UPDATE SET n = n + excluded.n, "
+                  "m = m + excluded.m, vol = dadd(vol, excluded.vol), mx = dmax2(mx, excluded.mx)")
+# the same for a change without money (status, seller and bidder counts): no Python function calls
+_UPSERT_COUNTS = ("INSERT INTO stats_rollup VALUES (?,?,?,?,?,?,?,'0',NULL) "
+                  "ON CONFLICT(level, bucket, kind, key, cur) DO UPDATE SET n = n + excluded.n, m = m + excluded.m")
+
+# one contribution: (kind, key, cur, n, m, vol or None)
+_Part = tuple[int, str, str, int, int, Decimal | None]
+
+
+def _dec_text(value: Decimal) -> str:
+    """An exact partial sum as text (it may be negative while a delta is applied)."""
+    with localcontext(TOTALS_CONTEXT):
+        return "0" if value.is_zero() else format(value.normalize(), "f")
+
+
+def _dadd(a: str, b: str) -> str:
+    """SQL function: the exact sum of two decimal strings (a REAL sum would round)."""
+    return _dec_text(TOTALS_CONTEXT.add(Decimal(a), Decimal(b)))
+
+
+def _dmax2(a: str | None, b: str | None) -> str | None:
+    """SQL function: the larger of two money strings (None: absent), compared exactly."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a if Decimal(a) >= Decimal(b) else b
+
+
+def _width_ms(level: int) -> int:
+    return _LEVEL_DAYS[level] * DAY_MS
+
+
+def _buckets_of(ts: int) -> list[tuple[int, int]]:
+    """The (level, bucket) holding a close time at each level (floor division: any sign)."""
+    return [(level, ts // _width_ms(level)) for level in range(len(_LEVEL_DAYS))] + [(_ALL, 0)]
+
+
+def _row_parts(status: str, price: str | None, currency: str, seller: str, winner: str | None) -> list[_Part]:
+    """What one finished row adds to the rollups (its bids are counted from finished_bidders)."""
+    unsold = price is None
+    parts: list[_Part] = [(_K_STATUS, status, "", 1, int(unsold), None),
+                          (_K_SELLER, seller, "", 1, int(not unsold), None)]
+    if price is not None:
+        amount = Decimal(price)
+        parts += [(_K_CUR, "", currency, 1, 0, amount), (_K_SELLER_VOL, seller, currency, 1, 0, amount),
+                  (_K_WINNER, winner or "", currency, 1, 0, amount)]
+    return parts
+
+
+class _RollupDelta:
+    """Changes to the rollups, summed in Python per row key, then applied in one executemany.
+
+    The maximum price of a bucket cannot be subtracted: when a removed price may have been it
+    (not outdone by a price added to the same bucket), the bucket's maximum is recomputed after
+    the upserts, bottom-up: a day from its rows in ``finished`` (currency, closed_ts index), a
+    higher level from its child buckets' maxima (a few rollup rows)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, int, int, str, str], list[Any]] = {}   # -> [n, m, vol, added max]
+        self.removed_max: dict[tuple[int, int, str], Decimal] = {}        # (level, bucket, cur) -> price
+
+    def add_row(self, ts: int, parts: Iterable[_Part], sign: int) -> None:
+        parts = list(parts)
+        with localcontext(TOTALS_CONTEXT):
+            for level, bucket in _buckets_of(ts):
+                for kind, key, cur, n, m, vol in parts:
+                    e = self.rows.setdefault((level, bucket, kind, key, cur), [0, 0, Decimal(0), None])
+                    e[0] += sign * n
+                    e[1] += sign * m
+                    if vol is None:
+                        continue
+                    e[2] += sign * vol
+                    if kind != _K_CUR:
+                        continue
+                    if sign > 0:
+                        e[3] = vol if e[3] is None else max(e[3], vol)
+                    else:
+                        k = (level, bucket, cur)
+                        self.removed_max[k] = max(self.removed_max.get(k, vol), vol)
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        money = [(*k, n, m, _dec_text(vol), None if top is None else format_money(top))
+                 for k, (n, m, vol, top) in self.rows.items() if vol or top is not None]
+        counts = [(*k, n, m) for k, (n, m, vol, top) in self.rows.items()
+                  if (n or m) and not vol and top is None]
+        db.executemany(_UPSERT_ROLLUP, money)
+        db.executemany(_UPSERT_COUNTS, counts)
+        emptied = [k for k, e in self.rows.items() if e[0] < 0]
+        if emptied:
+            db.executemany("DELETE FROM stats_rollup WHERE level=? AND bucket=? AND kind=? AND key=? AND cur=? "
+                           "AND n = 0", emptied)
+        for (level, bucket, cur), gone in sorted(self.removed_max.items()):   # levels bottom-up
+            added = self.rows[(level, bucket, _K_CUR, "", cur)][3]
+            if added is not None and added >= gone:
+                continue   # the bucket's maximum is at least the added price, which max() kept
+            held = db.execute("SELECT mx FROM stats_rollup WHERE level=? AND bucket=? AND kind=? AND key='' "
+                              "AND cur=?", (level, bucket, _K_CUR, cur)).fetchone()
+            if held is None or held[0] is None or Decimal(held[0]) > gone:
+                continue   # emptied, or another row holds a higher maximum
+            if level == 0:
+                low = bucket * DAY_MS
+                top = db.execute("SELECT dmax(price) FROM finished WHERE currency = ? AND closed_ts >= ? "
+                                 "AND closed_ts < ? AND price IS NOT NULL", (cur, low, low + DAY_MS)).fetchone()[0]
+            else:
+                if level == _ALL:
+                    lo, hi, child = -2**62, 2**62, _ALL - 1
+                else:
+                    child = level - 1
+                    ratio = _LEVEL_DAYS[level] // _LEVEL_DAYS[child]
+                    lo, hi = bucket * ratio, (bucket + 1) * ratio
+                top = db.execute("SELECT dmax(mx) FROM stats_rollup WHERE level = ? AND bucket >= ? AND bucket < ? "
+                                 "AND kind = ? AND key = '' AND cur = ?", (child, lo, hi, _K_CUR, cur)).fetchone()[0]
+            db.execute("UPDATE stats_rollup SET mx = ? WHERE level=? AND bucket=? AND kind=? AND key='' AND cur=?",
+                       (None if top is None else format_money(Decimal(top)), level, bucket, _K_CUR, cur))
+
+
+def _cover(s: int, u: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """[s, u) as runs of whole buckets (level, first, end) and the partial-day edges (ms ranges)."""
+    d0, d1 = -(-s // DAY_MS), u // DAY_MS
+    if d0 >= d1:
+        return [], [(s, u)]
+    edges = [(a, b) for a, b in ((s, d0 * DAY_MS), (d1 * DAY_MS, u)) if a < b]
+    runs: list[tuple[int, int, int]] = []
+    day = d0
+    while day < d1:
+        level = next(lv for lv in reversed(range(len(_LEVEL_DAYS)))
+                     if day % _LEVEL_DAYS[lv] == 0 and day + _LEVEL_DAYS[lv] <= d1)
+        b = day // _LEVEL_DAYS[level]
+        if runs and runs[-1][0] == level and runs[-1][2] == b:
+            runs[-1] = (level, runs[-1][1], b + 1)
+        else:
+            runs.append((level, b, b + 1))
+        day += _LEVEL_DAYS[level]
+    return runs, edges
+
+
 class _SqlStats:
-    """One ``stats`` query: each figure is an aggregate or a ranked GROUP BY over the window."""
+    """One ``stats`` query: the window's rollup buckets and edge rows, summed in Python (memory
+    O(currencies + parties in the window)); names come from index lookups for the top keys only."""
 
     def __init__(self, store: SqliteStore, since_ms: int | None, until_ms: int | None) -> None:
         self.store, self.since, self.until = store, since_ms, until_ms
         self.where, self.params = store._window(since_ms, until_ms, "f.closed_ts")
-        self.bidders_where, _ = store._window(since_ms, until_ms, "fb.closed_ts")
-        store._db.create_aggregate("dsum", 1, _DecimalSum)  # type: ignore[arg-type]
-        store._db.create_aggregate("dmax", 1, _DecimalMax)  # type: ignore[arg-type]
+        self.status: dict[str, list[int]] = {}
+        self.cur: dict[str, list[Any]] = {}
+        self.seller: dict[str, list[int]] = {}
+        self.seller_vol: dict[str, dict[str, Decimal]] = {}
+        self.wins: dict[str, int] = {}
+        self.win_vol: dict[str, dict[str, Decimal]] = {}
+        self.bids: dict[str, int] = {}
+        self.names: dict[tuple[str, str], str | None] = {}   # a key ranks in several lists: look up once
 
     def q(self, sql: str, extra: Sequence[Any] = ()) -> list[Any]:
         return self.store._rows(sql, [*self.params, *extra])
 
+    def add(self, kind: int, key: str, cur: str, n: int, m: int, vol: Decimal, top: Decimal | None) -> None:
+        if kind == _K_STATUS:
+            e = self.status.setdefault(key, [0, 0])
+            e[0] += n
+            e[1] += m
+        elif kind == _K_CUR:
+            c = self.cur.setdefault(cur, [0, Decimal(0), top])
+            c[0] += n
+            c[1] += vol
+            if top is not None and (c[2] is None or top > c[2]):
+                c[2] = top
+        elif kind == _K_SELLER:
+            e = self.seller.setdefault(key, [0, 0])
+            e[0] += n
+            e[1] += m
+        elif kind == _K_SELLER_VOL:
+            v = self.seller_vol.setdefault(key, {})
+            v[cur] = v.get(cur, Decimal(0)) + vol
+        elif kind == _K_WINNER:
+            self.wins[key] = self.wins.get(key, 0) + n
+            v = self.win_vol.setdefault(key, {})
+            v[cur] = v.get(cur, Decimal(0)) + vol
+        else:
+            self.bids[key] = self.bids.get(key, 0) + n
+
+    def gather(self) -> None:
+        """Sum the window's whole buckets and edge rows."""
+        store = self.store
+        # two queries: each is one step of the closed_ts index (together they would scan it)
+        lo = store._rows("SELECT MIN(closed_ts) FROM finished")[0][0]
+        hi = store._rows("SELECT MAX(closed_ts) FROM finished")[0][0]
+        if lo is None:
+            return
+        s = lo if self.since is None else max(self.since, lo)
+        u = hi + 1 if self.until is None else min(self.until, hi + 1)
+        if s >= u:
+            return
+        runs, edges = ([(_ALL, 0, 1)], []) if (s, u) == (lo, hi + 1) else _cover(s, u)
+        for level, first, end in runs:
+            for kind, key, cur, n, m, vol, top in store._run(
+                    "SELECT kind, key, cur, n, m, vol, mx FROM stats_rollup WHERE level = ? AND bucket >= ? "
+                    "AND bucket < ?", (level, first, end)):
+                self.add(kind, key, cur, n, m, Decimal(vol), None if top is None else Decimal(top))
+        for a, b in edges:
+            for status, price, currency, seller, winner in store._run(
+                    "SELECT status, price, currency, seller, winner FROM finished WHERE closed_ts >= ? "
+                    "AND closed_ts < ?", (a, b)):
+                for kind, key, cur, n, m, vol in _row_parts(status, price, currency, seller, winner):
+                    self.add(kind, key, cur, n, m, Decimal(0) if vol is None else vol, vol if kind == _K_CUR else None)
+            for bidder, bids in store._run("SELECT bidder, bids FROM finished_bidders WHERE closed_ts >= ? "
+                                           "AND closed_ts < ?", (a, b)):
+                self.add(_K_BIDDER, bidder, "", int(bids), 0, Decimal(0), None)
+
     def compute(self) -> dict[str, Any]:
+        self.gather()
         status_count = {"closed": 0, "disputed": 0, "unsold": 0}
         finished = 0
-        for status, count, unsold in self.q(
-                "SELECT f.status, COUNT(*), SUM(f.price IS NULL) FROM finished f"
-                f"{self.where} GROUP BY f.status"):
-            status_count[status] += int(count)
-            finished += int(count)
+        for status, (count, unsold) in self.status.items():
+            status_count[status] += count
+            finished += count
             if status == "closed":
-                status_count["unsold"] += int(unsold)
-        currencies: dict[str, dict[str, Any]] = {}
-        for cur, count, volume, top in self.q(
-                "SELECT f.currency, COUNT(*), dsum(f.price), dmax(f.price) FROM finished f"
-                f"{self.where} AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency"):
-            total = Decimal(volume)
-            currencies[cur] = {"count": int(count), "volume": format_total(total),
-                               "average": _avg(total, int(count)), "max": format_money(Decimal(top))}
-        sellers = self.q("SELECT f.seller, COUNT(*) c, COUNT(f.price) sold FROM finished f"
-                         f"{self.where} GROUP BY f.seller ORDER BY sold DESC, c DESC, f.seller LIMIT ?", [TOP_N])
-        bidders = self.q(
-            "SELECT k, SUM(w) wins, SUM(b) bids FROM ("
-            f"SELECT f.winner k, 1 w, 0 b FROM finished f{self.where} AND f.price IS NOT NULL "
-            f"UNION ALL SELECT fb.bidder, 0, fb.bids FROM finished_bidders fb{self.bidders_where}) "
-            "GROUP BY k ORDER BY wins DESC, bids DESC, k LIMIT ?", [*self.params, TOP_N])
+                status_count["unsold"] += unsold
+        currencies = {cur: {"count": c[0], "volume": format_total(c[1]), "average": _avg(c[1], c[0]),
+                            "max": format_money(c[2])}
+                      for cur, c in sorted(self.cur.items()) if c[0]}
+        sellers = sorted(((-sold, -count, k) for k, (count, sold) in self.seller.items() if count))[:TOP_N]
+        parties = set(self.wins) | {k for k, n in self.bids.items() if n}
+        bidders = sorted((-self.wins.get(k, 0), -self.bids.get(k, 0), k) for k in parties)[:TOP_N]
         return {
             "since": self.since, "until": self.until, "finished": finished, **status_count,
             "currencies": currencies,
-            "top_sellers": [{"key": k, "name": self.seller_name(k), "count": int(c), "sold": int(sold),
-                             "volume": self.volumes("seller", k)} for k, c, sold in sellers],
-            "top_bidders": [{"key": k, "name": self.bidder_name(k), "bids": int(b), "wins": int(w),
-                             "volume": self.volumes("winner", k)} for k, w, b in bidders],
-            "top_sellers_by_volume": {cur: self.by_volume("seller", cur, self.seller_name) for cur in currencies},
-            "top_bidders_by_volume": {cur: self.by_volume("winner", cur, self.bidder_name) for cur in currencies},
+            "top_sellers": [{"key": k, "name": self.seller_name(k), "count": -c, "sold": -sold,
+                             "volume": self.money_map(self.seller_vol.get(k, {}))} for sold, c, k in sellers],
+            "top_bidders": [{"key": k, "name": self.bidder_name(k), "bids": -b, "wins": -w,
+                             "volume": self.money_map(self.win_vol.get(k, {}))} for w, b, k in bidders],
+            "top_sellers_by_volume": {cur: self.by_volume(self.seller_vol, cur, self.seller_name)
+                                      for cur in currencies},
+            "top_bidders_by_volume": {cur: self.by_volume(self.win_vol, cur, self.bidder_name)
+                                      for cur in currencies},
         }
 
-    def volumes(self, column: str, key: str) -> dict[str, str]:
-        rows = self.q(f"SELECT f.currency, dsum(f.price) FROM finished f{self.where} AND f.{column} = ? "
-                      "AND f.price IS NOT NULL GROUP BY f.currency ORDER BY f.currency", [key])
-        return {cur: format_total(Decimal(v)) for cur, v in rows}
+    @staticmethod
+    def money_map(volumes: dict[str, Decimal]) -> dict[str, str]:
+        return {cur: format_total(v) for cur, v in sorted(volumes.items())}
 
-    def by_volume(self, column: str, cur: str, name: Callable[[str], str | None]) -> list[dict[str, Any]]:
-        """The TOP_N parties by exact volume in ``cur``: the groups stream through a heap."""
-        groups = self.store._run(
-            f"SELECT f.{column}, dsum(f.price) FROM finished f{self.where} AND f.currency = ? "
-            f"AND f.price IS NOT NULL GROUP BY f.{column}", [*self.params, cur])
-        ranked = heapq.nsmallest(TOP_N, ((-Decimal(v), k) for k, v in groups))
+    @staticmethod
+    def by_volume(table: dict[str, dict[str, Decimal]], cur: str,
+                  name: Callable[[str], str | None]) -> list[dict[str, Any]]:
+        """The TOP_N parties by exact volume in ``cur``."""
+        ranked = heapq.nsmallest(TOP_N, ((-v[cur], k) for k, v in table.items() if cur in v))
         return [{"key": k, "name": name(k), "volume": format_total(-v)} for v, k in ranked]
 
     def seller_name(self, key: str) -> str | None:
         """As compute_stats: the seller name of the seller's first row in (closed_ts, auction) order."""
+        if ("seller", key) not in self.names:
+            self.names[("seller", key)] = self._seller_name(key)
+        return self.names[("seller", key)]
+
+    def bidder_name(self, key: str) -> str | None:
+        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+        if ("bidder", key) not in self.names:
+            self.names[("bidder", key)] = self._bidder_name(key)
+        return self.names[("bidder", key)]
+
+    def _seller_name(self, key: str) -> str | None:
         rows = self.q(f"SELECT f.seller_name FROM finished f{self.where} AND f.seller = ? "
                       "ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
         return rows[0][0] if rows else None
 
-    def bidder_name(self, key: str) -> str | None:
-        """As compute_stats: the winner name of its first win, else its first named bid by (auction, bid)."""
+    def _bidder_name(self, key: str) -> str | None:
         won = self.q(f"SELECT f.winner_name FROM finished f{self.where} AND f.winner = ? "
                      "AND f.price IS NOT NULL ORDER BY f.closed_ts, f.auction LIMIT 1", [key])
         if won and won[0][0] is not None:
