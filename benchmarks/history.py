@@ -202,6 +202,9 @@ def measure(path: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         copy = Path(d) / path.name
         shutil.copyfile(path, copy)
+        # the copy's gigabyte of dirty pages would still be written back during the child's
+        # commits, which would then measure the kernel's writeback of the copy, not the node
+        os.sync()
         out = subprocess.run([sys.executable, __file__, "--child", str(copy)], capture_output=True, text=True,
                              check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
