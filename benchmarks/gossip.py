@@ -39,9 +39,10 @@ AE_TYPES = (b'{"t":"sync"', b'{"t":"tree"', b'{"t":"ids"', b'{"t":"want"', b'{"t
 
 # --- 1. copies per event and hops ---------------------------------------------------------------
 
-def dissemination(n: int, mode: str, events: int, seed: int) -> dict[str, Any]:
+def dissemination(n: int, mode: str, events: int, seed: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = SimConfig(seed=seed, nodes=n, scenario="random", events=events, duration=40.0,
-                    net=NetParams(latency=(0.010, 0.050), jitter=0.005), dissemination=mode, trace=False)
+                    net=NetParams(latency=(0.010, 0.050), jitter=0.005), dissemination=mode, trace=False,
+                    core_overrides=dict(overrides or {}))
     sim = Simulation(cfg)
     mid: dict[str, int] = {}
 
@@ -186,6 +187,16 @@ def verdicts(pt: dict[str, Any], fl: dict[str, Any]) -> list[str]:
     return out
 
 
+def _setting(text: str, parser: argparse.ArgumentParser) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        parser.error(f"--set {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller workloads and a 10k instead of 100k history")
@@ -194,14 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, help="authored actions per run (default 400, 150 with --quick)")
     p.add_argument("--no-ae", action="store_true", help="skip part 2 (anti-entropy bytes)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a GossipConfig setting for every node of both runs, the value as JSON "
+                        "(e.g. tree_repair=true, source_parents=8; repeatable)")
     a = p.parse_args(argv)
+    overrides = dict(_setting(text, p) for text in a.set)
     events = a.events or (150 if a.quick else 400)
     results: dict[str, Any] = {"dissemination": [], "anti_entropy": []}
     print("== payload copies received per delivered event, and hops to full coverage ==")
     for n in a.n or (50, 200):
         row = {}
         for mode in ("plumtree", "flood"):
-            r = dissemination(n, mode, events, a.seed)
+            r = dissemination(n, mode, events, a.seed, overrides)
             results["dissemination"].append(r)
             row[mode] = r
             print(f"N={n:4d} {mode:8s}: copies/event {r['copies_per_event']:.3f} "
