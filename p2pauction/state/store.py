@@ -668,7 +668,11 @@ class SqliteStore:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  meta + [("archive", "1")] if mark else meta)
             self._db.executemany(
-                "INSERT OR REPLACE INTO auction_state VALUES (?,?,?,?,?,?,?)",
+                # an upsert, not INSERT OR REPLACE (delete + insert): the (status, auction) index
+                # is written only when the status changes, not at every bid
+                "INSERT INTO auction_state VALUES (?,?,?,?,?,?,?) ON CONFLICT(auction) DO UPDATE SET "
+                "status = excluded.status, leading = excluded.leading, winner = excluded.winner, "
+                "heads = excluded.heads, bids = excluded.bids, closes = excluded.closes",
                 [(a.auction, a.status, a.leading, a.winner, " ".join(a.heads), a.bids, " ".join(a.closes))
                  for a in state.auctions])
             self._db.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?)", state.claims)
