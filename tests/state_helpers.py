@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from p2pauction.state.authoring import Author
@@ -70,3 +72,13 @@ def open_body(item: str = "Pic", start: str = "10", inc: str = "0", ends_at: int
               currency: str = "USDt") -> dict[str, Any]:
     return {"item": item, "currency": currency, "start_price": start, "min_increment": inc,
             "ends_at": ends_at}
+
+
+def as_before_table(path: Path | str, table: str, meta_key: str) -> None:
+    """Make a closed SQLite store look as an older version left it: ``table`` empty and its
+    back-fill mark (meta ``meta_key``) gone, so the next open fills it again."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(f"DELETE FROM {table}")
+        db.execute("DELETE FROM meta WHERE key = ?", (meta_key,))
+    db.close()

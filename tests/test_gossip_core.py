@@ -154,18 +154,23 @@ def test_agreeing_round_costs_the_same_bytes_at_any_history_size() -> None:
     assert costs[0] == costs[1] and costs[0] < 64
 
 
+def ae_until_agreed(a: GossipCore, b: GossipCore, rounds: int) -> None:
+    """Anti-entropy rounds from ``a`` to ``b`` until their digests agree (at most ``rounds``)."""
+    pipe = Pipe(a, b)
+    now = 0.0
+    for _ in range(rounds):
+        now = run_ae_round(a, b, pipe, now)
+        if a.replica.ledger.digest == b.replica.ledger.digest:
+            return
+
+
 def test_anti_entropy_reconciles_both_ways_without_dissemination() -> None:
     shared = make_events(40)
     only_a = make_events(25, who=51)
     only_b = make_events(7, who=52)
     a = core_with(shared + only_a, 1, dissemination="none", ae_interval=1.0)
     b = core_with(shared + only_b, 2, dissemination="none", ae_interval=1.0)
-    pipe = Pipe(a, b)
-    now = 0.0
-    for _ in range(4):
-        now = run_ae_round(a, b, pipe, now)
-        if a.replica.ledger.digest == b.replica.ledger.digest:
-            break
+    ae_until_agreed(a, b, rounds=4)
     assert len(a.replica.ledger) == len(b.replica.ledger) == 72
     assert a.replica.ledger.digest == b.replica.ledger.digest
     repaired = a.stats()["events"]["ae_accepted"] + b.stats()["events"]["ae_accepted"]
@@ -187,12 +192,7 @@ def test_anti_entropy_over_a_store_backed_summary_reconciles_with_an_in_memory_o
     b = GossipCore(GossipConfig(net=NET, listen_addr="10.0.0.2:7000", **cfg), identity(2),
                    Replica(NET, memory, cache_auctions=None), random.Random(2), 0.0, entropy=SeededEntropy(2))
     assert a.summary.ids_in_memory == 0 and b.summary.ids_in_memory == 39
-    pipe = Pipe(a, b)
-    now = 0.0
-    for _ in range(6):
-        now = run_ae_round(a, b, pipe, now)
-        if a.replica.ledger.digest == b.replica.ledger.digest:
-            break
+    ae_until_agreed(a, b, rounds=6)
     assert len(a.replica.ledger) == len(b.replica.ledger) == 51
     assert a.summary.root() == b.summary.root()
     assert a.summary.ids_in_memory == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,7 @@ def test_history_pages_cover_the_window_once(tmp_path: Path) -> None:
 
 def test_an_older_store_gets_its_bidder_counts_on_open(tmp_path: Path) -> None:
     from p2pauction.state.replica import Replica
-    from tests.state_helpers import NET, reference_scenario
+    from tests.state_helpers import NET, as_before_table, reference_scenario
 
     path = tmp_path / "s.db"
     replica = Replica(NET, SqliteStore(path))
@@ -102,11 +101,7 @@ def test_an_older_store_gets_its_bidder_counts_on_open(tmp_path: Path) -> None:
     before = replica.store.stats(None, None)
     assert before["top_bidders"] and sum(b["bids"] for b in before["top_bidders"]) == 3
     replica.store.close()
-    db = sqlite3.connect(path)
-    with db:  # as written before the table existed
-        db.execute("DELETE FROM finished_bidders")
-        db.execute("DELETE FROM meta WHERE key = 'finished_bidders'")
-    db.close()
+    as_before_table(path, "finished_bidders", "finished_bidders")
     again = SqliteStore(path)
     assert again.stats(None, None) == before
     again.close()
@@ -222,7 +217,7 @@ def test_rollups_through_the_replica_and_an_older_store_gets_them_on_open(tmp_pa
     """Through the real write paths (a second close rewrites an auction disputed), the kept
     rollups equal a rebuild and stats equal the brute force; an older store gets them on open."""
     from p2pauction.state.replica import Replica
-    from tests.state_helpers import NET
+    from tests.state_helpers import NET, as_before_table
     from tests.test_store import _market
 
     path = tmp_path / "s.db"
@@ -236,11 +231,7 @@ def test_rollups_through_the_replica_and_an_older_store_gets_them_on_open(tmp_pa
     store._write("test", store.rebuild_stats_rollups)
     assert _rollups(store) == kept
     store.close()
-    db = sqlite3.connect(path)
-    with db:  # as written before the table existed
-        db.execute("DELETE FROM stats_rollup")
-        db.execute("DELETE FROM meta WHERE key = 'stats_rollup'")
-    db.close()
+    as_before_table(path, "stats_rollup", "stats_rollup")
     again = SqliteStore(path)
     assert again.stats(None, None) == before and _rollups(again) == kept
     again.close()

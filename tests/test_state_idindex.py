@@ -7,7 +7,6 @@ events, written in the event's own transaction."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, cast
@@ -21,6 +20,7 @@ from p2pauction.gossip.antientropy import HEX, PrefixSummary
 from p2pauction.state.events import Event
 from p2pauction.state.idindex import IdIndex, SortedIds
 from p2pauction.state.store import MemoryStore, SqliteStore
+from tests.state_helpers import as_before_table
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,7 @@ def test_a_store_from_before_the_buckets_counts_them_once_on_open(tmp_path: Path
     store = SqliteStore(tmp_path / "s.db")
     store.append(_events(ids))
     store.close()
-    with sqlite3.connect(tmp_path / "s.db") as db:       # as an older version left it
-        db.execute("DELETE FROM id_buckets")
-        db.execute("DELETE FROM meta WHERE key='id_buckets'")
+    as_before_table(tmp_path / "s.db", "id_buckets", "id_buckets")
     reopened = SqliteStore(tmp_path / "s.db")
     assert PrefixSummary(4, cast(IdIndex, reopened)).root() == _memory_summary(ids).root()
     reopened.close()
