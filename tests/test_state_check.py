@@ -101,6 +101,8 @@ def test_check_passes_on_a_sound_store(tmp_path: Path, capsys: pytest.CaptureFix
     ("UPDATE meta SET value = '{\"open\": 9}' WHERE key = 'status_counts'", "saved status counts"),
     ("UPDATE claims SET name = 'Mallory' WHERE name = 'C2'", "saved name claim"),
     ("DELETE FROM claims WHERE name = 'C3'", "no saved name claim"),
+    ("UPDATE id_buckets SET count = count + 1 WHERE prefix = substr(:pic1, 1, 3)", "anti-entropy bucket"),
+    ("UPDATE stats_rollup SET n = n + 1 WHERE level = 7 AND kind = 0 AND key = 'closed'", "stats rollup"),
 ])
 def test_check_reports_a_corrupt_derived_state(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                corruption: str, expected: str) -> None:

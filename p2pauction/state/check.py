@@ -1,8 +1,9 @@
 """``p2pauction check``: re-validate a store from its raw events and compare with what it saved.
 
 A node persists, with every commit, the ledger's derived state (digest, accepted count, and per
-auction: status, leading bid, winner, heads, bid count, closes) and the analytics rows of its
-finished auctions. This check rebuilds all of it from the stored events alone, verifying every
+auction: status, leading bid, winner, heads, bid count, closes), the analytics rows of its
+finished auctions, and two summaries of them: the anti-entropy bucket sums of the stored ids and
+the stats rollups of the finished rows. This check rebuilds all of it from the stored events alone, verifying every
 signature again, in a fresh ledger (so nothing the node computed is trusted), and lists every
 difference. It only reads the store; it can run while the node runs (SQLite WAL readers see the
 last committed state), but a node committing meanwhile may make it report a spurious difference:
@@ -95,6 +96,9 @@ def check_store(store: SqliteStore, net: str) -> CheckReport:
         report.add(f"no saved name claim of {author[:16]}...")
     _compare_finished(report, {v.id: finished_row(v) for v in views if v.status is not Status.OPEN},
                       store.history(None, None))
+    # what anti-entropy and `history --stats` read instead of every id and every finished row
+    for problem in store.index_problems():
+        report.add(problem)
     return report
 
 

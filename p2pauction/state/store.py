@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 from p2pauction.errors import StoreError, StoreWriteError
 from p2pauction.logs import get_logger
 from p2pauction.state.events import BidBody, Event, Kind
-from p2pauction.state.idindex import BUCKET_DIGITS, IdIndex, SortedIds, bucket_deltas, sums_of
+from p2pauction.state.idindex import BUCKET_DIGITS, MASK64, IdIndex, SortedIds, bucket_deltas, sums_of
 from p2pauction.state.ledger import AuctionView, Status
 from p2pauction.state.money import TOTALS_CONTEXT, format_money, format_total
 
@@ -803,13 +803,39 @@ class SqliteStore:
         """Recompute every rollup row from ``finished`` and ``finished_bidders`` (in the open
         transaction): once for a store written before the rollups were kept (O(finished rows))."""
         self._db.execute("DELETE FROM stats_rollup")
+        self._rollups_from_rows().apply(self._db)
+
+    def _rollups_from_rows(self) -> _RollupDelta:
         delta = _RollupDelta()
         for ts, status, price, currency, seller, winner in self._db.execute(
                 "SELECT closed_ts, status, price, currency, seller, winner FROM finished"):
             delta.add_row(int(ts), _row_parts(status, price, currency, seller, winner), 1)
         for ts, bidder, bids in self._db.execute("SELECT closed_ts, bidder, bids FROM finished_bidders"):
             delta.add_row(int(ts), [(_K_BIDDER, bidder, "", int(bids), 0, None)], 1)
-        delta.apply(self._db)
+        return delta
+
+    def index_problems(self) -> list[str]:
+        """Read-only: the kept summaries that differ from a recount of what they summarise (the
+        anti-entropy bucket sums from every stored id, the stats rollups from the finished rows);
+        ``p2pauction check`` reports them. Empty when the store is consistent."""
+        problems: list[str] = []
+        buckets = bucket_deltas(self.ids_in_order())
+        expected = {p: (fp & MASK64, n) for p, (fp, n) in buckets.items()}
+        saved = self.bucket_sums()
+        for prefix in sorted(set(expected) | set(saved)):
+            if expected.get(prefix) != saved.get(prefix):
+                problems.append(f"anti-entropy bucket {prefix}: saved {saved.get(prefix)}, "
+                                f"recounted {expected.get(prefix)} (ids stored under it)")
+        with localcontext(TOTALS_CONTEXT):
+            want = {k: (n, m, vol, top) for k, (n, m, vol, top) in self._rollups_from_rows().rows.items()
+                    if n or m or vol or top is not None}
+            kept = {(int(lv), int(b), int(kind), str(key), str(cur)): (int(n), int(m), Decimal(vol),
+                                                                      None if mx is None else Decimal(mx))
+                    for lv, b, kind, key, cur, n, m, vol, mx in self._rows("SELECT * FROM stats_rollup")}
+        for key in sorted(set(want) | set(kept)):
+            if want.get(key) != kept.get(key):
+                problems.append(f"stats rollup {key}: saved {kept.get(key)}, recounted {want.get(key)}")
+        return problems
 
     def _late_bids_only(self, view: AuctionView, events: Sequence[Event]) -> list[Event] | None:
         """The bids ``events`` add to a finished auction whose rows are already written for the
