@@ -17,10 +17,11 @@ A round has two sides, each at most one session per peer:
 Why state is bounded: a session is a snapshot (3 x capacity ints) or a decoder (bounded by
 capacity), one per peer and direction, dropped on the last message, after ``reconcile_timeout``
 of silence (driven by the core's ``now``: no clock here), or when the link closes. Anything a
-peer sends that no honest peer could (a batch out of sequence, more symbols than asked, symbols
-that decode to an impossible set) raises a ProtocolError: the link closes as a violation. A late
-answer to a session already dropped is ignored (counted ``stale``), since an honest peer that was
-merely slow sends those too.
+peer sends that no honest peer could (a batch out of sequence, more symbols than the capacity,
+symbols that decode to an impossible set) raises a ProtocolError (a ReconcileError from the
+decoder): the link closes as a violation. A late answer to a session already dropped or
+replaced, or an RMORE past the capacity, is ignored (counted ``stale``): an honest peer that was
+merely slow, or that answered a round we replaced by a follow-up, sends those too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from p2pauction.errors import ReconcileError
 from p2pauction.gossip.config import GossipConfig
 from p2pauction.gossip.counters import ReconcileCounters
 from p2pauction.gossip.messages import (
@@ -67,11 +67,15 @@ class _Outgoing:
 
 @dataclass(slots=True)
 class _Incoming:
-    """Responder side: the decoder of one peer's stream and how far we asked it to go."""
+    """Responder side: the decoder of one peer's stream.
+
+    An RSYM need not match our last RMORE's size: when the initiator replaced its round, the
+    answers to our earlier RMOREs come from its new snapshot, in sequence with the decoder of
+    the new RSYNC (one link is FIFO). The decoder's own checks (in sequence, within its limit,
+    consistent) are what an RSYM must pass."""
 
     conn: int
     decoder: Decoder
-    expected: int
     deadline: float
 
 
@@ -125,8 +129,11 @@ class Reconciler:
             return Step()
         snapshot = session.snapshot
         if session.sent >= len(snapshot):
-            raise ReconcileError(f"asked for symbols past the {len(snapshot)} a session serves",
-                                 reason="riblt_limit")
+            # Past the capacity: nothing more to serve. Not a violation: the RMOREs of a round
+            # we replaced (a follow-up round 0.5 s later) are served from the new snapshot, so
+            # an honest peer can ask for more than one decoder would.
+            self.counters.stale += 1
+            return Step()
         batch = snapshot.batch(session.sent, msg.n)
         session.sent = batch.stop
         session.deadline = now + self.cfg.reconcile_timeout
@@ -171,7 +178,7 @@ class Reconciler:
             self.counters.agreed += 1          # same set: nothing to send, nothing to keep
             return Step()
         decoder = Decoder(cache.snapshot(), remote_size=msg.size)
-        session = _Incoming(conn, decoder, 1, now + self.cfg.reconcile_timeout)
+        session = _Incoming(conn, decoder, now + self.cfg.reconcile_timeout)
         return self._after(key, session, decoder.add(msg.batch), now, known)
 
     def on_rsym(self, key: str, conn: int, msg: RSym, now: float, known: Callable[[str], bool]) -> Step:
@@ -180,11 +187,8 @@ class Reconciler:
             self.counters.stale += 1
             return Step()
         batch = msg.batch
-        if batch.stop > session.expected:
-            raise ReconcileError(f"symbols up to {batch.stop} sent, {session.expected} asked for",
-                                 reason="riblt_limit")
         self.counters.symbols_received += len(batch.symbols)
-        status = session.decoder.add(batch)     # out of sequence or inconsistent: ReconcileError
+        status = session.decoder.add(batch)     # out of sequence, over the limit, inconsistent: ReconcileError
         return self._after(key, session, status, now, known)
 
     def _after(self, key: str, session: _Incoming, status: DecodeStatus, now: float,
@@ -194,7 +198,6 @@ class Reconciler:
             status = DecodeStatus.FAILED        # e.g. a node back from a long absence: fall back now
         if status is DecodeStatus.NEED_MORE:
             n = min(decoder.next_request(), MAX_BATCH_SYMBOLS)
-            session.expected = decoder.received + n
             session.deadline = now + self.cfg.reconcile_timeout
             self._in[key] = session
             return Step(replies=[RMore(n=n)])
