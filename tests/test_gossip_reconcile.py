@@ -401,3 +401,33 @@ def test_rwant_serves_at_most_two_events_per_prefix() -> None:
     served = [e for m in peer.inbox if m["t"] == "events" for e in m["es"]]
     assert sorted(served) == sorted(e.raw.decode() for e in events[:5])
     assert peer.closed is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(sorted(BINARY_TYPES)), st.binary(max_size=200))
+def test_random_binary_frames_never_raise_out_of_the_core(code: int, tail: bytes) -> None:
+    core, peer = hostile(make_events(2))
+    rsync, _ = rsync_of(fake_ids(4))
+    send_binary(peer, rsync.to_bytes())        # a session open, so rsym bodies reach a decoder
+    send_binary(peer, bytes((0, code)) + tail)
+    assert core.stats()["links"]["internal_errors"] == 0
+    assert peer.closed is None or "protocol violation" in peer.closed
+
+
+# --- the default stays as it was ------------------------------------------------------------------
+
+def test_the_default_core_keeps_no_symbols_and_reports_no_v2() -> None:
+    core = core_with(make_events(3), 1)
+    assert core.symbols is None and core.reconciler is None and "reconcile" not in core.stats()
+
+
+def test_a_v2_round_draws_the_same_randomness_as_a_prefix_tree_round() -> None:
+    states = []
+    for mode in ("prefix", "riblt"):
+        a = core_with(make_events(10), 1, reconcile=mode, dissemination="none")
+        b = core_with(make_events(12), 2, reconcile=mode, dissemination="none")
+        Pipe(a, b)
+        while a.stats()["events"]["ae_rounds"] == 0:
+            a.tick(a.next_deadline())
+        states.append(a.rng.getstate())
+    assert states[0] == states[1]
