@@ -431,3 +431,26 @@ def test_a_v2_round_draws_the_same_randomness_as_a_prefix_tree_round() -> None:
             a.tick(a.next_deadline())
         states.append(a.rng.getstate())
     assert states[0] == states[1]
+
+
+def test_riblt_over_a_store_backed_summary_serves_rwant_prefixes_from_the_store(tmp_path: Any) -> None:
+    import random
+
+    from p2pauction.gossip.entropy import SeededEntropy
+    from p2pauction.state.replica import Replica
+    from p2pauction.state.store import SqliteStore
+
+    shared = make_events(30)
+    only_a, only_b = make_events(12, who=51), make_events(9, who=52)
+    store = SqliteStore(tmp_path / "a.db")
+    store.append(shared + only_a)
+    a = GossipCore(GossipConfig(net=NET, listen_addr="10.0.0.1:7000", exempt_ips=(), **V2), identity(1),
+                   Replica(NET, store), random.Random(1), 0.0, entropy=SeededEntropy(1))
+    b = core_with(shared + only_b, 2, **V2)
+    assert a.summary.ids_in_memory == 0 and a.symbols is not None and a.symbols.size == 42
+    pipe = Pipe(a, b)
+    converge(a, b, pipe)
+    assert len(a.replica.ledger) == len(b.replica.ledger) == 51
+    assert a.replica.ledger.digest == b.replica.ledger.digest
+    assert v2(a)["prefix_ids_served"] + v2(b)["prefix_ids_served"] >= 9
+    store.close()
