@@ -90,7 +90,9 @@ class RawPeer:
             if isinstance(action, Send) and self.closed is None:
                 for body in self.decoder.split(action.data):
                     if self.session.established and not body.startswith(b'{"t":"error"'):
-                        new.append(decode_body(self.session.decrypt(body)))
+                        plain = self.session.decrypt(body)
+                        # a binary body (anti-entropy v2) is kept as its bytes
+                        new.append(decode_body(plain) if plain[:1] != b"\x00" else {"t": "binary", "body": plain})
                     elif body.startswith(b'{"t":"error"'):   # a refusal (in plaintext before the core's handshake completed)
                         new.append(decode_body(body))
                     else:

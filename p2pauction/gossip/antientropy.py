@@ -337,8 +337,12 @@ class AntiEntropy:
     sooner (``ae_followup``) when a round found something missing or the first peer arrived."""
 
     def __init__(self, config: GossipConfig, summary: PrefixSummary, rng: random.Random,
-                 counters: CoreCounters, *, next_round: float) -> None:
+                 counters: CoreCounters, *, next_round: float,
+                 opener: Callable[[str, float], Message] | None = None) -> None:
+        """``opener(peer, now)``: the message that opens a round instead of SYNC (anti-entropy
+        v2's RSYNC); the timer and the choice of peer are the same."""
         self.cfg = config
+        self.opener = opener
         self.summary = summary
         self.rng = rng
         self.ev = counters
@@ -349,8 +353,8 @@ class AntiEntropy:
         if self.cfg.anti_entropy:
             self._next_round = min(self._next_round, now + self.cfg.ae_followup)
 
-    def tick(self, now: float, peers: Iterable[str]) -> list[tuple[str, Sync]]:
-        """When due, the SYNC that opens a round with one random peer of ``peers``."""
+    def tick(self, now: float, peers: Iterable[str]) -> list[tuple[str, Message]]:
+        """When due, the SYNC (or the opener's message) that opens a round with one random peer."""
         if now < self._next_round:
             return []
         self._next_round = now + jittered(self.cfg.ae_interval, self.cfg.ae_jitter, self.rng)
@@ -358,7 +362,10 @@ class AntiEntropy:
         if not self.cfg.anti_entropy or not keys:
             return []
         self.ev.ae_rounds += 1
-        return [(self.rng.choice(keys), Sync(r=self.summary.root()))]
+        key = self.rng.choice(keys)
+        if self.opener is not None:
+            return [(key, self.opener(key, now))]
+        return [(key, Sync(r=self.summary.root()))]
 
     def on_sync(self, msg: Sync) -> Plan:
         return on_sync(self.summary, msg.r)

@@ -113,6 +113,15 @@ class GossipConfig:
     ae_announce: bool = True                 # IHAVE events recovered by anti-entropy to other peers
     ae_push_max: int = 8                     # an EVENTS answer this small is pushed on like new events
     events_chunk_bytes: int = 256 * 1024
+    # Which anti-entropy opens a round: "prefix" (the prefix tree, SYNC/TREE/IDS) or "riblt"
+    # (anti-entropy v2, docs/protocol.md: rateless IBLT symbols in binary frames, bytes growing with
+    # the difference, not the history; the prefix tree stays as its fallback). Every node of a
+    # network must use the same: a "prefix" node reads a binary frame as a malformed one.
+    reconcile: str = "prefix"
+    reconcile_timeout: float = 5.0           # a v2 session waiting this long for its peer is dropped
+    # Coded symbols kept (and served per session) by v2: decodes a difference of up to about
+    # capacity / 1.4 ids in one round (2,900 at 4,096); the same on every node of a network.
+    reconcile_capacity: int = 4096
     # Events served per peer (GRAFT and anti-entropy answers): a small request must not buy a
     # large answer without bound (amplification); what is skipped is asked again later.
     serve_rate: float = 2000.0
@@ -168,6 +177,12 @@ class GossipConfig:
             raise UsageError("optimize_samples must be at least 1 (events averaged before the tree re-routes)")
         if not 1 <= self.ae_depth <= 8:
             raise UsageError("ae_depth must be between 1 and 8")
+        if self.reconcile not in ("prefix", "riblt"):
+            raise UsageError(f"reconcile must be 'prefix' or 'riblt', not {self.reconcile!r}")
+        if not 16 <= self.reconcile_capacity <= 1 << 16:
+            raise UsageError("reconcile_capacity must be 16..65536 (coded symbols kept by anti-entropy v2)")
+        if not self.reconcile_timeout > 0:
+            raise UsageError("reconcile_timeout must be positive (seconds a v2 session waits for its peer)")
         if not 0 <= self.ae_ids_max <= 512:
             raise UsageError("ae_ids_max must be between 0 and 512 (the ids one bucket may list)")
 

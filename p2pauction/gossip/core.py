@@ -25,16 +25,18 @@ from p2pauction.gossip.actions import Accepted, Action, Address, CloseConn, Dial
 from p2pauction.gossip.antientropy import AntiEntropy, Plan, PrefixSummary
 from p2pauction.gossip.catchup import CatchUp
 from p2pauction.gossip.config import GossipConfig
-from p2pauction.gossip.counters import CoreCounters
+from p2pauction.gossip.counters import CoreCounters, ReconcileCounters
 from p2pauction.gossip.dissemination import Plumtree
 from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.link import Link, Links
 from p2pauction.gossip.limits import TokenBucket, jittered
 from p2pauction.gossip.membership import Membership
 from p2pauction.gossip.messages import (
-    MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune,
+    MAX_HOPS, EventMsg, Events, Graft, Ids, IHave, Message, Prune, RFail, RMore, RSym, RSync, RWant,
     Shuffle, ShuffleReply, Sync, Tree, Want, WantAncestors, WantPrefix,
 )
+from p2pauction.gossip.reconcile import Reconciler, Step
+from p2pauction.gossip.riblt import SymbolCache, network_salt
 from p2pauction.gossip.router import Router
 from p2pauction.gossip.seams import NodeSigner, ReplicaPort
 from p2pauction.gossip.serving import Server
@@ -82,7 +84,17 @@ class GossipCore(Router):
         next_shuffle = now + jittered(config.shuffle_interval, config.ae_jitter, rng)
         next_ae = now + jittered(config.ae_interval, config.ae_jitter, rng)
         next_refresh = now + jittered(config.refresh_interval, config.ae_jitter, rng)
-        self.antientropy = AntiEntropy(config, self.summary, rng, self.ev, next_round=next_ae)
+        # Anti-entropy v2 (reconcile = "riblt"): the coded symbols of every accepted id, kept up to
+        # date next to the summary; rounds open with RSYNC instead of SYNC (same timer, same rng
+        # draws), and the prefix tree stays for the fallback.
+        self.symbols: SymbolCache | None = None
+        self.reconciler: Reconciler | None = None
+        if config.reconcile == "riblt":
+            self.symbols = SymbolCache(network_salt(config.net), config.reconcile_capacity)
+            self.symbols.add_many(replica.ledger.ids_in_order())
+            self.reconciler = Reconciler(config, self.symbols, ReconcileCounters())
+        self.antientropy = AntiEntropy(config, self.summary, rng, self.ev, next_round=next_ae,
+                                       opener=self._open_v2 if self.reconciler is not None else None)
         self.membership = Membership(config, self.key, self, replica.store, rng, eviction_salt=eviction_salt,
                                      counters=self.ev, link_counters=self.counters,
                                      next_shuffle=next_shuffle, next_refresh=next_refresh)
@@ -170,6 +182,8 @@ class GossipCore(Router):
 
     def on_link_down(self, link: Link, now: float) -> None:
         self.server.forget(link)
+        if self.reconciler is not None:
+            self.reconciler.forget(link.conn)
         if self.membership.on_link_down(link, now):
             assert link.key is not None
             self.catchup.peer_gone(link.key)
@@ -260,6 +274,8 @@ class GossipCore(Router):
     def _accept(self, ev: Event, sender: str | None, hops: int, own: bool, via: str, *, now: float) -> None:
         if not self.summary.add(ev.id):
             return
+        if self.symbols is not None:
+            self.symbols.add(ev.id)
         self.ev.accepted += 1
         if own:
             self.ev.own += 1
@@ -374,6 +390,50 @@ class GossipCore(Router):
     def _on_wanta(self, link: Link, msg: WantAncestors, now: float) -> None:
         self.server.serve(link, self.catchup.on_wanta(msg), now)
 
+    # anti-entropy v2 (reconcile = "riblt"; binary messages reach here only then)
+
+    def _open_v2(self, key: str, now: float) -> Message:
+        """The message that opens a round with ``key`` (one of the active peers)."""
+        assert self.reconciler is not None
+        return self.reconciler.open(key, self.membership.active[key].conn, now)
+
+    def _v2(self, msg: Message) -> Reconciler:
+        if self.reconciler is None:
+            raise ProtocolError(f"{msg.T}: this node does not run anti-entropy v2")
+        return self.reconciler
+
+    def _held_or_coming(self, now: float) -> Callable[[str], bool]:
+        return lambda event_id: self.known(event_id) or self.plumtree.fetching(event_id, now)
+
+    def _on_rsync(self, link: Link, msg: RSync, now: float) -> None:
+        assert link.key is not None
+        self._run_step(link, self._v2(msg).on_rsync(link.key, link.conn, msg, now, self._held_or_coming(now)), now)
+
+    def _on_rmore(self, link: Link, msg: RMore, now: float) -> None:
+        assert link.key is not None
+        self._run_step(link, self._v2(msg).on_rmore(link.key, link.conn, msg, now), now)
+
+    def _on_rsym(self, link: Link, msg: RSym, now: float) -> None:
+        assert link.key is not None
+        self._run_step(link, self._v2(msg).on_rsym(link.key, link.conn, msg, now, self._held_or_coming(now)), now)
+
+    def _on_rwant(self, link: Link, msg: RWant, now: float) -> None:
+        assert link.key is not None
+        self._run_step(link, self._v2(msg).on_rwant(link.key, link.conn, msg, self.summary.ids_in), now)
+
+    def _on_rfail(self, link: Link, msg: RFail, now: float) -> None:
+        assert link.key is not None
+        self._run_step(link, self._v2(msg).on_rfail(link.key, link.conn), now)
+
+    def _run_step(self, link: Link, step: Step, now: float) -> None:
+        for reply in step.replies:
+            self.links.send(link, reply)
+        if step.serve:
+            self.server.serve(link, step.serve, now)
+        if step.fallback:
+            self.ev.ae_rounds += 1   # one prefix-tree round with that peer
+            self.links.send(link, Sync(r=self.summary.root()))
+
     def _run_plan(self, link: Link, plan: Plan, now: float) -> None:
         for reply in plan.replies:
             self.links.send(link, reply)
@@ -385,6 +445,8 @@ class GossipCore(Router):
         _handles(Prune, _on_prune), _handles(Shuffle, _on_shuffle), _handles(ShuffleReply, _on_shuffle_reply),
         _handles(Sync, _on_sync), _handles(Tree, _on_tree), _handles(Ids, _on_ids), _handles(Want, _on_want),
         _handles(WantPrefix, _on_wantp), _handles(Events, _on_events), _handles(WantAncestors, _on_wanta),
+        _handles(RSync, _on_rsync), _handles(RMore, _on_rmore), _handles(RSym, _on_rsym),
+        _handles(RWant, _on_rwant), _handles(RFail, _on_rfail),
     ])
 
     # --- time -------------------------------------------------------------------------------------
@@ -395,6 +457,8 @@ class GossipCore(Router):
             self.links.check(now)
             self.membership.maintain(now)
             self._send_to(self.antientropy.tick(now, self.membership.active))
+            if self.reconciler is not None:
+                self.reconciler.expire(now)
             self._sweep_pending(now)
         self.server.tick(now)
         self._send_to(self.catchup.tick(now, self.membership.active))
@@ -446,4 +510,5 @@ class GossipCore(Router):
                        "summary_count": len(self.summary)},
             "plumtree": self.plumtree.counters.to_json(),
             "links": self.links.stats(t),
+            **({"reconcile": self.reconciler.counters.to_json()} if self.reconciler is not None else {}),
         }

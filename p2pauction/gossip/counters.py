@@ -135,3 +135,23 @@ class TransportCounters(Counters):
     sends_to_closed: int = 0
     core_errors: int = 0
     callback_errors: int = 0
+
+
+@dataclass(slots=True)
+class ReconcileCounters(Counters):
+    """Anti-entropy v2 sessions (``gossip/reconcile.py``; ``stats()["reconcile"]`` when enabled)."""
+
+    rsync_sent: int = 0
+    rsync_received: int = 0
+    agreed: int = 0              # an rsync equal to our symbol 0: nothing sent back
+    replaced: int = 0            # a session replaced by a newer one with the same peer
+    symbols_sent: int = 0
+    symbols_received: int = 0
+    decoded: int = 0             # responder sessions that decoded the whole difference
+    failed: int = 0              # responder sessions that gave up (rfail sent)
+    fallbacks: int = 0           # rfail received: one prefix-tree round with that peer
+    ids_pushed: int = 0          # ids the peer lacked, handed to serving (held ones leave)
+    prefixes_wanted: int = 0     # 8-byte prefixes asked for in rwant
+    prefix_ids_served: int = 0   # ids matched by the peer's rwant prefixes (at most 2 each)
+    timeouts: int = 0            # sessions dropped after reconcile_timeout without an answer
+    stale: int = 0               # rmore / rsym / rfail with no session of ours (late or unsolicited)

@@ -35,7 +35,9 @@ from p2pauction.gossip.entropy import RandBytes
 from p2pauction.gossip.framing import HEADER_BYTES, FrameDecoder, decode_body, encode_body
 from p2pauction.gossip.limits import ScoreBoard, TokenBucket
 from p2pauction.gossip.addresses import ip_of
-from p2pauction.gossip.messages import MESSAGE_TYPES, Error, Message, Ping, Pong, parse_message
+from p2pauction.gossip.messages import (
+    MESSAGE_TYPES, BinaryMessage, Error, Message, Ping, Pong, binary_type_name, parse_binary, parse_message,
+)
 from p2pauction.gossip.secure import LocalIdentity, NodeSigner, PeerIdentity, SecureSession, v1_refusal
 from p2pauction.logs import get_logger
 
@@ -208,6 +210,8 @@ class Links:
         # Optional memo of frame body -> parsed message, shared between cores that receive the
         # same bytes (the simulator's many nodes); parsing is pure and messages are immutable.
         self.message_cache: MessageCache | None = None
+        # Binary bodies (anti-entropy v2) are parsed only when the config runs it.
+        self._binary = config.reconcile == "riblt"
         # The last message encoded and its frame: a broadcast sends one message object to several
         # peers, and it is encoded once. Messages are frozen, so identity means same bytes.
         self._last_encoded: tuple[Message | None, bytes] = (None, b"")
@@ -330,7 +334,14 @@ class Links:
                 return
             link.decrypted += 1
             msg = cache.get(plain) if cache is not None else None
-            if msg is None:
+            if msg is None and self._binary and plain[:1] == b"\x00":
+                # A binary body (anti-entropy v2), read only when this node runs it: otherwise
+                # it is a malformed frame, exactly as before v2 existed.
+                self._count_in(binary_type_name(plain), len(body))
+                msg = self._parse_binary(link, plain, now)
+                if msg is None:
+                    return
+            elif msg is None:
                 try:
                     frame = decode_body(plain)
                 except FrameError as exc:
@@ -450,6 +461,18 @@ class Links:
             self._internal_error(link, f"parsing {str(frame.get('t'))[:20]}", exc, now)
             return None
 
+    def _parse_binary(self, link: Link, body: bytes, now: float) -> Message | None:
+        """The message in a binary body, or None after closing a link that broke the protocol."""
+        try:
+            return parse_binary(body)
+        except ProtocolError as exc:
+            self.counters.violations += 1
+            self.close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
+            return None
+        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
+            self._internal_error(link, f"parsing binary {binary_type_name(body)}", exc, now)
+            return None
+
     def _handle_message(self, link: Link, msg: Message, now: float) -> None:
         try:
             self._dispatch(link, msg, now)
@@ -538,7 +561,8 @@ class Links:
             return
         last, plain = self._last_encoded
         if msg is not last:
-            plain = encode_body(msg.to_wire())   # a broadcast encodes once, encrypts per link
+            # a broadcast encodes once, encrypts per link
+            plain = msg.to_bytes() if isinstance(msg, BinaryMessage) else encode_body(msg.to_wire())
             self._last_encoded = (msg, plain)
         session = link.session
         if session.established:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from p2pauction.errors import DecodeError
+from p2pauction.gossip.riblt import MAX_BATCH_SYMBOLS, SymbolBatch
 
 PROTOCOL_VERSION = 2
 
@@ -460,3 +461,170 @@ def parse_message(d: dict[str, Any]) -> Message:
     if cls is None:
         raise DecodeError(f"unknown message type {str(d.get('t'))[:32]!r}", reason="unknown_type")
     return cls.from_wire(d)
+
+
+# --- binary messages: anti-entropy v2 (docs/protocol.md, "Anti-entropy v2") -------------------
+#
+# Coded symbols are 41 random-looking bytes each: as JSON hex they would double. A binary body
+# starts with byte 0x00 (a JSON body always starts with "{"), then a type byte, then fixed-width
+# big-endian fields. Decoding is strict: every length is checked, and any other byte string is a
+# DecodeError (so the link closes with a protocol violation, as for a malformed JSON message).
+
+BINARY_TAG = 0x00
+MAX_WANT_PREFIXES = 512   # id prefixes per RWANT frame (more: several frames)
+WANT_PREFIX_BYTES = 8     # bytes of an id named in RWANT
+
+
+def _u16(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at:at + 2], "big")
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMessage(Message):
+    """A message whose frame body is bytes, not JSON: ``to_bytes`` / :func:`parse_binary`."""
+
+    CODE: ClassVar[int] = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        raise DecodeError(f"{self.T} is a binary message: it has no JSON form", reason="binary")
+
+    def to_bytes(self) -> bytes:
+        """The whole frame body: 0x00, the type byte, the fields."""
+        return bytes((BINARY_TAG, self.CODE)) + self.fields()
+
+    def fields(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> BinaryMessage:
+        """Parse the bytes after the two tag bytes; DecodeError on anything but the exact format."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class RSync(BinaryMessage):
+    """Opens a v2 round: the initiator's accepted-event count and its coded symbol 0."""
+
+    T: ClassVar[str] = "rsync"
+    CODE: ClassVar[int] = 0x01
+    size: int          # u32
+    batch: SymbolBatch   # starting at 0, one symbol
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.size < 1 << 32:
+            raise _bad(self.T, "size", "must be a u32")
+        if self.batch.start != 0 or len(self.batch.symbols) != 1:
+            raise _bad(self.T, "batch", "must be symbol 0 alone")
+
+    def fields(self) -> bytes:
+        return self.size.to_bytes(4, "big") + self.batch.to_bytes()
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> RSync:
+        if len(data) < 4:
+            raise _bad(cls.T, "size", "is missing")
+        return cls(size=int.from_bytes(data[:4], "big"), batch=SymbolBatch.from_bytes(data[4:]))
+
+
+@dataclass(frozen=True, slots=True)
+class RMore(BinaryMessage):
+    """Responder -> initiator: send the next ``n`` symbols."""
+
+    T: ClassVar[str] = "rmore"
+    CODE: ClassVar[int] = 0x02
+    n: int             # u16, 1..MAX_BATCH_SYMBOLS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= MAX_BATCH_SYMBOLS:
+            raise _bad(self.T, "n", f"must be 1..{MAX_BATCH_SYMBOLS}")
+
+    def fields(self) -> bytes:
+        return self.n.to_bytes(2, "big")
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> RMore:
+        if len(data) != 2:
+            raise _bad(cls.T, "n", "must be exactly 2 bytes")
+        return cls(n=_u16(data, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class RSym(BinaryMessage):
+    """Initiator -> responder: a batch starting where the previous one stopped."""
+
+    T: ClassVar[str] = "rsym"
+    CODE: ClassVar[int] = 0x03
+    batch: SymbolBatch   # a ReconcileError (a DecodeError) when malformed
+
+    def fields(self) -> bytes:
+        return self.batch.to_bytes()
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> RSym:
+        return cls(batch=SymbolBatch.from_bytes(data))
+
+
+@dataclass(frozen=True, slots=True)
+class RWant(BinaryMessage):
+    """Responder -> initiator: decoded; send me the events whose ids start with these 8 bytes."""
+
+    T: ClassVar[str] = "rwant"
+    CODE: ClassVar[int] = 0x04
+    prefixes: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.prefixes) > MAX_WANT_PREFIXES:
+            raise _bad(self.T, "k", f"must be 0..{MAX_WANT_PREFIXES}")
+        if not all(isinstance(p, bytes) and len(p) == WANT_PREFIX_BYTES for p in self.prefixes):
+            raise _bad(self.T, "prefixes", f"must be {WANT_PREFIX_BYTES} bytes each")
+
+    def fields(self) -> bytes:
+        return len(self.prefixes).to_bytes(2, "big") + b"".join(self.prefixes)
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> RWant:
+        if len(data) < 2:
+            raise _bad(cls.T, "k", "is missing")
+        k = _u16(data, 0)
+        if k > MAX_WANT_PREFIXES or len(data) != 2 + WANT_PREFIX_BYTES * k:
+            raise _bad(cls.T, "prefixes", f"must be k (0..{MAX_WANT_PREFIXES}) prefixes of {WANT_PREFIX_BYTES} bytes")
+        return cls(prefixes=tuple(data[at:at + WANT_PREFIX_BYTES] for at in range(2, len(data), WANT_PREFIX_BYTES)))
+
+    def hex_prefixes(self) -> list[str]:
+        return [p.hex() for p in self.prefixes]
+
+
+@dataclass(frozen=True, slots=True)
+class RFail(BinaryMessage):
+    """Responder -> initiator: not decoded within the limit; fall back (no fields)."""
+
+    T: ClassVar[str] = "rfail"
+    CODE: ClassVar[int] = 0x05
+
+    def fields(self) -> bytes:
+        return b""
+
+    @classmethod
+    def from_fields(cls, data: bytes) -> RFail:
+        if data:
+            raise _bad(cls.T, "body", "must be empty")
+        return cls()
+
+
+BINARY_TYPES: dict[int, type[BinaryMessage]] = {c.CODE: c for c in (RSync, RMore, RSym, RWant, RFail)}
+
+
+def binary_type_name(body: bytes) -> str:
+    """The type name of a binary body, for traffic counters ("?" when unknown)."""
+    cls = BINARY_TYPES.get(body[1]) if len(body) >= 2 else None
+    return cls.T if cls is not None else "?"
+
+
+def parse_binary(body: bytes) -> BinaryMessage:
+    """A binary frame body (0x00, type, fields) as its message; DecodeError on anything else."""
+    if len(body) < 2 or body[0] != BINARY_TAG:
+        raise DecodeError("a binary frame body starts with 0x00 and a type byte", reason="bad_binary")
+    cls = BINARY_TYPES.get(body[1])
+    if cls is None:
+        raise DecodeError(f"unknown binary message type 0x{body[1]:02x}", reason="unknown_type")
+    return cls.from_fields(body[2:])
