@@ -451,26 +451,21 @@ class Links:
 
     def _parse(self, link: Link, frame: dict[str, Any], now: float) -> Message | None:
         """The message in a decoded frame, or None after closing a link that broke the protocol."""
-        try:
-            return parse_message(frame)
-        except ProtocolError as exc:
-            self.counters.violations += 1
-            self.close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
-            return None
-        except Exception as exc:  # a bug of ours must not take the node down: drop this link only
-            self._internal_error(link, f"parsing {str(frame.get('t'))[:20]}", exc, now)
-            return None
+        return self._parsed(link, lambda: parse_message(frame), lambda: f"parsing {str(frame.get('t'))[:20]}", now)
 
     def _parse_binary(self, link: Link, body: bytes, now: float) -> Message | None:
         """The message in a binary body, or None after closing a link that broke the protocol."""
+        return self._parsed(link, lambda: parse_binary(body), lambda: f"parsing binary {binary_type_name(body)}", now)
+
+    def _parsed(self, link: Link, parse: Callable[[], Message], what: Callable[[], str], now: float) -> Message | None:
         try:
-            return parse_binary(body)
+            return parse()
         except ProtocolError as exc:
             self.counters.violations += 1
             self.close(link, f"protocol violation: {exc}", now, penalty=self.cfg.penalty_violation)
             return None
         except Exception as exc:  # a bug of ours must not take the node down: drop this link only
-            self._internal_error(link, f"parsing binary {binary_type_name(body)}", exc, now)
+            self._internal_error(link, what(), exc, now)
             return None
 
     def _handle_message(self, link: Link, msg: Message, now: float) -> None:
