@@ -724,9 +724,10 @@ class SqliteStore:
         # a scan of the (seq, id) index: ~20x less to read than the rows with their bytes
         return (str(event_id) for event_id in self._in_commit_order("id", 4096))
 
-    # the anti-entropy index (idindex.IdIndex). Reads on this connection see its own open
-    # transaction: inside a Replica batch an id staged by an earlier event of the batch counts as
-    # held (as it does for the ledger); if the commit then fails, anti-entropy asks for it again.
+    # the anti-entropy index (idindex.IdIndex). Reads on this connection would see its own open
+    # transaction, but a Replica batch writes its events only at its end, just before the commit:
+    # as with MemoryStore, an event is in the index once committed (the gossip core counts it in
+    # its summary then too).
     def has_id(self, event_id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM events WHERE id=?", (event_id,)))
 
