@@ -149,3 +149,32 @@ def test_a_store_backed_summary_needs_buckets_at_least_as_deep_as_its_inner_leve
     store.append(_events(_ids(10)))
     deep = PrefixSummary.of(5, cast(IdIndex, store), lambda: iter(_ids(10)))
     assert deep.root() == _memory_summary(_ids(10), 5).root()
+
+
+class _CountingIndex:
+    """An IdIndex that counts its membership lookups (over a MemoryStore)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store, self.lookups = store, 0
+
+    def has_id(self, event_id: str) -> bool:
+        self.lookups += 1
+        return self.store.has_id(event_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_recently_accepted_ids_are_answered_without_a_store_lookup() -> None:
+    from p2pauction.gossip.antientropy import RECENT_IDS
+
+    store = MemoryStore()
+    index = _CountingIndex(store)
+    summary = PrefixSummary(4, cast(IdIndex, index))
+    ids = _ids(RECENT_IDS + 10)
+    for i in ids:               # accepted one by one: committed, then counted by the core
+        store.append(_events([i]))
+        summary.add(i)
+    assert all(i in summary for i in ids[10:]) and index.lookups == 0
+    assert all(i in summary for i in ids[:10]) and index.lookups == 10   # the oldest: asked of the store
+    assert "f" * 64 not in summary and index.lookups == 11

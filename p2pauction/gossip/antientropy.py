@@ -46,6 +46,7 @@ _FPS_FORMAT = "%016x" * 16   # a tree node's 16 child fingerprints in one format
 _ZEROS = (0,) * 16
 
 
+RECENT_IDS = 4096          # ids a store-backed summary answers for from memory (~0.5 MB)
 _fp_of = id_fingerprint   # the prefix uses the first hex digits; the fingerprint the last 16
 
 
@@ -67,6 +68,9 @@ class PrefixSummary:
         self._root_fp = 0
         self._count_all = 0
         self._source = source
+        # over a store: the ids accepted lately, answered without a store lookup (IHAVEs and the
+        # graft timers ask about recent events, several times each)
+        self._recent: dict[str, None] = {}
         if source is not None:
             if depth - 1 > BUCKET_DIGITS:
                 raise UsageError(f"a store-backed summary needs ae_depth <= {BUCKET_DIGITS + 1}")
@@ -92,7 +96,7 @@ class PrefixSummary:
 
     def __contains__(self, event_id: str) -> bool:
         if self._source is not None:
-            return self._source.has_id(event_id)
+            return event_id in self._recent or self._source.has_id(event_id)
         return event_id in self._seq
 
     def add(self, event_id: str) -> bool:
@@ -100,6 +104,10 @@ class PrefixSummary:
         judge of that, and it already holds the id: the caller adds each accepted id once)."""
         if self._source is not None:
             self._count_sum(event_id, _fp_of(event_id), 1)
+            recent = self._recent
+            recent[event_id] = None
+            if len(recent) > RECENT_IDS:
+                del recent[next(iter(recent))]
             return True
         if not self._count(event_id):
             return False
