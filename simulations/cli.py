@@ -48,7 +48,8 @@ def _partition(text: str) -> tuple[str, float, float, float]:
     return (parts[0], start, end, frac)
 
 
-def _kv(text: str) -> tuple[str, Any]:
+def gossip_setting(text: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE``: a GossipConfig field, the value as JSON (else the text)."""
     key, _, val = text.partition("=")
     if not key or not _:
         raise argparse.ArgumentTypeError("--set wants KEY=VALUE (a GossipConfig field)")
@@ -97,7 +98,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     r.add_argument("--no-decode-cache", action="store_true", help="every node decodes every copy itself")
     r.add_argument("--loss-mode", choices=("message", "tcp"), default="message",
                    help="message: lost frames vanish; tcp: they arrive late (retransmission)")
-    r.add_argument("--set", type=_kv, action="append", default=[], help="GossipConfig KEY=VALUE")
+    r.add_argument("--set", type=gossip_setting, action="append", default=[], help="GossipConfig KEY=VALUE")
     r.add_argument("--hooks", default=None, metavar="MODULE:NAME",
                    help="planted bugs: a simulations.nodes.Hooks (or a function returning one) by import path")
     r.add_argument("--plan", type=Path,

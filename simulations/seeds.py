@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from simulations import replay
+from simulations.cli import gossip_setting
 from simulations.faults import FaultOptions
 from simulations.network import NetParams
 from simulations.progress import MODES, Display
@@ -49,10 +50,12 @@ def acceptance_config(seed: int, nodes: int, events: int, *, loss: float = 0.10,
 
 
 def acceptance_spec(seed: int, nodes: int, events: int, bound: float, hooks: str | None = None,
-                    storage: float = 0.0) -> dict[str, Any]:
-    """The run spec a sweep ships for one seed (with the trace hash on, to compare runs)."""
+                    storage: float = 0.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run spec a sweep ships for one seed (with the trace hash on, to compare runs);
+    ``overrides``: GossipConfig fields for every node (``--set``)."""
     cfg = acceptance_config(seed, nodes, events, bound=bound, storage=storage)
     cfg.trace = True
+    cfg.core_overrides = dict(overrides or {})
     return replay.spec_of(cfg, hooks=hooks)
 
 
@@ -77,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between plain progress lines")
     p.add_argument("--storage-faults", type=float, default=0.0, metavar="P",
                    help="also fail this share of honest store commits (disk full / I/O error), 2-24 s in")
+    p.add_argument("--set", type=gossip_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="a GossipConfig field for every node, the value as JSON (e.g. reconcile=riblt)")
     return p
 
 
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     replays = args.replays if args.replays is not None else args.out.with_name(args.out.stem + "-replays")
     specs = [(s, acceptance_spec(s, args.nodes, args.events, args.bound, args.hooks,
-                                   args.storage_faults))
+                                   args.storage_faults, dict(args.set)))
              for s in range(args.start, args.start + args.count)]
     display = Display(args.progress, every=args.progress_every)
     sweep: Sweep | None = None

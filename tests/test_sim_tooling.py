@@ -366,3 +366,14 @@ def test_report_has_timeline_and_two_panel_png(tmp_path: Path, capsys: pytest.Ca
 
     img = matplotlib.image.imread(str(tmp_path / "coverage.png"))
     assert img.shape[0] > img.shape[1] * 0.6   # two stacked panels: taller than the old single one
+
+
+def test_a_sweep_passes_its_gossip_settings_to_every_run_and_its_replay() -> None:
+    from simulations.seeds import parser as seeds_parser
+
+    args = seeds_parser().parse_args(["--set", "reconcile=riblt", "--set", "source_parents=8"])
+    assert dict(args.set) == {"reconcile": "riblt", "source_parents": 8}
+    spec = acceptance_spec(1, 4, 6, 120.0, overrides=dict(args.set))
+    cfg = replay.config_of(json.loads(json.dumps(spec)))     # as replay.json carries it
+    assert cfg.core_overrides == {"reconcile": "riblt", "source_parents": 8}
+    assert replay.config_of(acceptance_spec(1, 4, 6, 120.0)).core_overrides == {}
